@@ -1,0 +1,132 @@
+"""Export a trained checkpoint to ONNX with partguard's metadata, and quantize it to int8 for tract.
+
+    python models/export.py --run runs/bottle --out models/ --name bottle_sspcab --calib DIR/train/good
+
+Writes NAME_f32.onnx and NAME_int8.onnx. The int8 form is QOperator with only Conv quantized
+(QLinearConv, u8 activations, i8 per-channel weights): the form tract runs on integer kernels. Everything
+else (resize, pooling, softmax, SE attention) stays float between QuantizeLinear/DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from net import AnomalyNet  # noqa: E402
+from train import list_images, load_rgb  # noqa: E402
+
+MODEL_VERSION = "1"
+
+
+def content_hash(model: onnx.ModelProto) -> str:
+    """sha256 of the serialized graph (weights and ops), independent of the metadata."""
+    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+
+
+def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -> None:
+    size = int(cfg["input_size"])
+    meta = {
+        "partguard.contract": "1",
+        "partguard.input_name": "image",
+        "partguard.input_shape": f"1,3,{size},{size}",
+        "partguard.input_layout": "NCHW",
+        "partguard.colour_order": "RGB",
+        "partguard.pixel_scale": "0.00392156862745098",  # 1/255
+        "partguard.pixel_offset": "0",
+        "partguard.resize": "bilinear,whole-frame",
+        "partguard.outputs": "anomaly_map,score",
+        "partguard.model_name": name,
+        "partguard.model_version": MODEL_VERSION,
+        "partguard.precision": precision,
+        "partguard.training_data": f"{cfg.get('data', '?')} ({cfg.get('n_images', '?')} good images)",
+        "partguard.data_license": "MVTec AD, CC BY-NC-SA 4.0 (non-commercial)",
+        "partguard.architecture": (
+            f"DRAEM-style recon width {cfg['recon_width']} / discr width {cfg['discr_width']}, "
+            f"params {cfg.get('params')}, MACs {cfg.get('macs')}"
+        ),
+        "partguard.sspcab": (
+            f"enabled=true,kernel=1,dilation=1,reduction=8,lambda={cfg['sspcab_lambda']},placement=recon-encoder-last"
+            if cfg["sspcab"] else "enabled=false"
+        ),
+        "partguard.score": "max of 21x21 mean-filtered anomaly map",
+        "partguard.training_config": json.dumps({k: cfg[k] for k in sorted(cfg) if k != "data"}),
+    }
+    del model.metadata_props[:]
+    meta["partguard.content_hash"] = content_hash(model)
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+
+
+def export_f32(ckpt: Path, out: Path, name: str) -> tuple[Path, dict]:
+    ck = torch.load(ckpt, weights_only=False, map_location="cpu")
+    cfg = ck["config"]
+    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    size = int(cfg["input_size"])
+    path = out / f"{name}_f32.onnx"
+    torch.onnx.export(
+        model, torch.zeros(1, 3, size, size), str(path), opset_version=17, dynamo=False,
+        input_names=["image"], output_names=["anomaly_map", "score"], do_constant_folding=True,
+    )
+    m = onnx.load(str(path))
+    set_metadata(m, cfg, "f32", name)
+    onnx.save(m, str(path))
+    return path, cfg
+
+
+def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    size = int(cfg["input_size"])
+    paths = list_images(calib)[:n_calib]
+    if not paths:
+        sys.exit(f"error: no calibration images under {calib}")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(paths)
+
+        def get_next(self):
+            p = next(self.it, None)
+            if p is None:
+                return None
+            return {"image": load_rgb(p, size).transpose(2, 0, 1)[None].astype(np.float32)}
+
+    out = f32.with_name(f"{name}_int8.onnx")
+    quantize_static(
+        str(f32), str(out), Reader(), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv"],
+        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )
+    m = onnx.load(str(out))
+    set_metadata(m, cfg, "int8", name)
+    onnx.save(m, str(out))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, required=True, help="training output folder (holds last.pt)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--calib", type=Path, required=True, help="folder of good images for int8 calibration")
+    ap.add_argument("--n-calib", type=int, default=64)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    f32, cfg = export_f32(args.run / "last.pt", args.out, args.name)
+    q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib)
+    for p in (f32, q):
+        print(f"{p}: {p.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

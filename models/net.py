@@ -1,0 +1,190 @@
+"""DRAEM-style anomaly network with an SSPCAB block, slimmed for a line-side CPU.
+
+Written for partguard from the published descriptions of SSPCAB (Ristea et al., CVPR 2022) and
+DRAEM (Zavrtanik et al., ICCV 2021); no code is copied from their implementations.
+
+Graph contract (see models/README.md):
+  input  `image`       [1, 3, H, W] float32, RGB, pixels scaled to [0, 1]
+  output `anomaly_map` [1, 1, H, W] float32, probability that a pixel is anomalous
+  output `score`       [1]          float32, max of the 21x21 mean-filtered anomaly map
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(conv_bn_relu(cin, cout), conv_bn_relu(cout, cout))
+
+
+class SSPCAB(nn.Module):
+    """Self-supervised predictive convolutional attentive block.
+
+    Masked convolution with k'=1, d=1: the four corner taps at offsets (+-2, +-2) around the hidden
+    centre. Four 1x1 convolutions over the corner crops of the padded map, summed, are numerically the
+    same as one 2x2 convolution with dilation 2d+2=4 and padding d+1=2, the export-friendly form used
+    here. Then ReLU and squeeze-and-excitation channel attention (reduction r).
+    """
+
+    def __init__(self, channels: int, dilation: int = 1, reduction: int = 8):
+        super().__init__()
+        self.masked = nn.Conv2d(
+            channels, channels, kernel_size=2, dilation=2 * dilation + 2, padding=dilation + 1
+        )
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.last_input: torch.Tensor | None = None
+        self.last_output: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.masked(x))
+        s = y.mean(dim=(2, 3))
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        out = y * s[:, :, None, None]
+        if self.training:
+            self.last_input, self.last_output = x, out
+        return out
+
+    def self_supervised_loss(self) -> torch.Tensor:
+        """MSE between the block's input and output (the SSPCAB reconstruction loss)."""
+        assert self.last_input is not None and self.last_output is not None
+        return F.mse_loss(self.last_output, self.last_input)
+
+
+class Reconstructive(nn.Module):
+    """Encoder-decoder without skips; SSPCAB replaces the last encoder block when enabled."""
+
+    def __init__(self, base: int, sspcab: bool):
+        super().__init__()
+        b = base
+        self.enc1 = double_conv(3, b)
+        self.enc2 = double_conv(b, 2 * b)
+        self.enc3 = double_conv(2 * b, 4 * b)
+        self.enc4 = double_conv(4 * b, 8 * b)
+        self.enc5 = double_conv(8 * b, 8 * b)
+        self.sspcab = SSPCAB(8 * b) if sspcab else None
+        self.dec4 = double_conv(8 * b, 8 * b)
+        self.dec3 = double_conv(8 * b, 4 * b)
+        self.dec2 = double_conv(4 * b, 2 * b)
+        self.dec1 = double_conv(2 * b, b)
+        self.out = nn.Conv2d(b, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.enc1(x)
+        x = self.enc2(F.max_pool2d(x, 2))
+        x = self.enc3(F.max_pool2d(x, 2))
+        x = self.enc4(F.max_pool2d(x, 2))
+        x = self.enc5(F.max_pool2d(x, 2))
+        if self.sspcab is not None:
+            x = self.sspcab(x)
+        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        x = self.dec4(up(x))
+        x = self.dec3(up(x))
+        x = self.dec2(up(x))
+        x = self.dec1(up(x))
+        return torch.sigmoid(self.out(x))
+
+
+class Discriminative(nn.Module):
+    """U-Net with skips over [image, reconstruction]; 2-channel logits (normal, anomalous)."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        b = base
+        self.e1 = double_conv(6, b)
+        self.e2 = double_conv(b, 2 * b)
+        self.e3 = double_conv(2 * b, 4 * b)
+        self.e4 = double_conv(4 * b, 8 * b)
+        self.e5 = double_conv(8 * b, 8 * b)
+        self.u4 = conv_bn_relu(8 * b, 8 * b)
+        self.d4 = double_conv(16 * b, 8 * b)
+        self.u3 = conv_bn_relu(8 * b, 4 * b)
+        self.d3 = double_conv(8 * b, 4 * b)
+        self.u2 = conv_bn_relu(4 * b, 2 * b)
+        self.d2 = double_conv(4 * b, 2 * b)
+        self.u1 = conv_bn_relu(2 * b, b)
+        self.d1 = double_conv(2 * b, b)
+        self.out = nn.Conv2d(b, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        x1 = self.e1(x)
+        x2 = self.e2(F.max_pool2d(x1, 2))
+        x3 = self.e3(F.max_pool2d(x2, 2))
+        x4 = self.e4(F.max_pool2d(x3, 2))
+        x5 = self.e5(F.max_pool2d(x4, 2))
+        y = self.d4(torch.cat([self.u4(up(x5)), x4], 1))
+        y = self.d3(torch.cat([self.u3(up(y)), x3], 1))
+        y = self.d2(torch.cat([self.u2(up(y)), x2], 1))
+        y = self.d1(torch.cat([self.u1(up(y)), x1], 1))
+        return self.out(y)
+
+
+class AnomalyNet(nn.Module):
+    def __init__(self, recon_width: int = 16, discr_width: int = 16, sspcab: bool = True,
+                 score_window: int = 21):
+        super().__init__()
+        self.recon = Reconstructive(recon_width, sspcab)
+        self.discr = Discriminative(discr_width)
+        self.score_window = score_window
+
+    def forward_train(self, x: torch.Tensor):
+        rec = self.recon(x)
+        logits = self.discr(torch.cat([x, rec], 1))
+        return rec, logits
+
+    def forward(self, x: torch.Tensor):
+        """Inference graph: anomaly map and image score, both inside the exported ONNX."""
+        rec = self.recon(x)
+        logits = self.discr(torch.cat([x, rec], 1))
+        amap = torch.softmax(logits, dim=1)[:, 1:2]
+        k = self.score_window
+        pooled = F.avg_pool2d(amap, k, stride=1, padding=k // 2, count_include_pad=False)
+        score = pooled.amax(dim=(1, 2, 3))
+        return amap, score
+
+    def sspcab_loss(self) -> torch.Tensor:
+        if self.recon.sspcab is None:
+            return torch.zeros(())
+        return self.recon.sspcab.self_supervised_loss()
+
+
+def count_macs(model: nn.Module, h: int, w: int) -> int:
+    """Multiply-accumulates of one inference (conv and linear layers), by forward hooks."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, _inp, out):
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out.numel() * (m.in_channels // m.groups) * kh * kw
+
+    def lin_hook(m: nn.Linear, _inp, out):
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    hooks = []
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d):
+            hooks.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_hook(lin_hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, h, w))
+    model.train(was_training)
+    for hk in hooks:
+        hk.remove()
+    return total

@@ -1,0 +1,119 @@
+"""Synthetic anomalies for training on good parts only (DRAEM recipe, own implementation).
+
+A Perlin-noise mask (scales 2^U{0..5} per axis, thresholded at 0.5) is filled with a texture altered by
+three random photometric augmentations and blended into the good image with opacity beta ~ U(0, 0.8).
+DTD is not available here, so textures are procedural (multi-octave colour noise, stripes, checkers) or
+patches of other training images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _fade(t: np.ndarray) -> np.ndarray:
+    return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+
+def perlin(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """2-D gradient noise in about [-1, 1]; shape must be divisible by res."""
+    h, w = shape
+    ry, rx = res
+    dy, dx = h // ry, w // rx
+    ys = (np.arange(h) * ry / h) % 1.0
+    xs = (np.arange(w) * rx / w) % 1.0
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    angles = 2 * np.pi * rng.random((ry + 1, rx + 1))
+    grads = np.stack([np.cos(angles), np.sin(angles)], -1)
+
+    def tile(y0, y1, x0, x1):
+        g = grads[y0:y1, x0:x1]
+        return np.repeat(np.repeat(g, dy, 0), dx, 1)[:h, :w]
+
+    def dot(g, sy, sx):
+        return (gy + sy) * g[..., 0] + (gx + sx) * g[..., 1]
+
+    n00 = dot(tile(0, -1, 0, -1), 0, 0)
+    n10 = dot(tile(1, None, 0, -1), -1, 0)
+    n01 = dot(tile(0, -1, 1, None), 0, -1)
+    n11 = dot(tile(1, None, 1, None), -1, -1)
+    ty, tx = _fade(gy), _fade(gx)
+    a = n00 + ty * (n10 - n00)
+    b = n01 + ty * (n11 - n01)
+    return np.sqrt(2) * (a + tx * (b - a))
+
+
+def perlin_mask(size: int, rng: np.random.Generator, threshold: float = 0.5) -> np.ndarray:
+    for _ in range(8):
+        sy = 2 ** int(rng.integers(0, 6))
+        sx = 2 ** int(rng.integers(0, 6))
+        noise = perlin((size, size), (sy, sx), rng)
+        k = int(rng.integers(0, 4))
+        noise = np.rot90(noise, k)
+        mask = (noise > threshold).astype(np.float32)
+        if mask.sum() > 0:
+            return np.ascontiguousarray(mask)
+    return mask
+
+
+def procedural_texture(size: int, rng: np.random.Generator) -> np.ndarray:
+    kind = int(rng.integers(0, 3))
+    if kind == 0:  # multi-octave colour noise
+        tex = np.zeros((size, size, 3), np.float64)
+        for c in range(3):
+            amp = 1.0
+            for octave in range(4):
+                r = 2 ** (octave + 1)
+                tex[..., c] += amp * perlin((size, size), (r, r), rng)
+                amp *= 0.5
+        tex = (tex - tex.min()) / (np.ptp(tex) + 1e-6)
+    elif kind == 1:  # stripes at a random angle and period
+        ang = rng.random() * np.pi
+        period = rng.uniform(3, 24)
+        yy, xx = np.mgrid[0:size, 0:size]
+        phase = (np.cos(ang) * xx + np.sin(ang) * yy) / period
+        s = 0.5 + 0.5 * np.sin(2 * np.pi * phase)
+        c1, c2 = rng.random(3), rng.random(3)
+        tex = s[..., None] * c1 + (1 - s[..., None]) * c2
+    else:  # checkers / blocks with noise
+        cell = int(rng.integers(2, 16))
+        yy, xx = np.mgrid[0:size, 0:size]
+        s = ((yy // cell + xx // cell) % 2).astype(np.float64)
+        c1, c2 = rng.random(3), rng.random(3)
+        tex = s[..., None] * c1 + (1 - s[..., None]) * c2
+        tex += 0.1 * rng.standard_normal(tex.shape)
+    return np.clip(tex, 0, 1).astype(np.float32)
+
+
+def _augment(tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    ops = [
+        lambda t: np.clip(t ** rng.uniform(0.5, 2.0), 0, 1),  # gamma
+        lambda t: np.clip((t - 0.5) * rng.uniform(0.5, 2.0) + 0.5, 0, 1),  # contrast
+        lambda t: np.clip(t * rng.uniform(0.5, 1.5), 0, 1),  # brightness
+        lambda t: t[..., rng.permutation(3)],  # hue-like channel shuffle
+        lambda t: np.floor(t * 2 ** int(rng.integers(1, 5))) / 2 ** int(rng.integers(1, 5)),  # posterize
+        lambda t: np.where(t > rng.uniform(0.3, 0.9), 1 - t, t),  # solarize
+        lambda t: 1 - t,  # invert
+        lambda t: np.rot90(t, int(rng.integers(1, 4))),  # rotate
+    ]
+    for i in rng.choice(len(ops), 3, replace=False):
+        tex = np.clip(ops[i](tex), 0, 1)
+    return np.clip(np.ascontiguousarray(tex), 0, 1).astype(np.float32)
+
+
+def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator):
+    """img: HxWx3 float32 in [0,1]. Returns (augmented image, mask HxW, has_anomaly)."""
+    size = img.shape[0]
+    if rng.random() < 0.5:
+        return img, np.zeros((size, size), np.float32), 0.0
+    if rng.random() < 0.5:
+        tex = others[int(rng.integers(0, len(others)))]
+    else:
+        tex = procedural_texture(size, rng)
+    tex = _augment(tex, rng)
+    mask = perlin_mask(size, rng)
+    beta = rng.uniform(0.0, 0.8)
+    m = mask[..., None]
+    out = img * (1 - m) + (1 - beta) * tex * m + beta * img * m
+    has = 1.0 if mask.sum() > 0 else 0.0
+    return out.astype(np.float32), mask, has

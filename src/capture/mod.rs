@@ -1,0 +1,170 @@
+//! Frame sources: a V4L2 camera and an image-folder replay, behind one trait.
+
+mod convert;
+mod replay;
+mod v4l2;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use convert::to_rgb;
+pub use replay::ReplaySource;
+pub use v4l2::V4l2Source;
+
+/// The pixel formats partguard reads from cameras (V4L2 fourccs in brackets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// YUV 4:2:2 packed, Y0 U Y1 V (`YUYV`), BT.601 limited range.
+    Yuyv,
+    /// Motion JPEG (`MJPG`), one JPEG per frame.
+    Mjpeg,
+    /// 8-bit greyscale (`GREY`).
+    Grey,
+    /// 8-bit R, G, B (`RGB3`).
+    Rgb24,
+}
+
+impl PixelFormat {
+    pub fn fourcc(self) -> [u8; 4] {
+        match self {
+            PixelFormat::Yuyv => *b"YUYV",
+            PixelFormat::Mjpeg => *b"MJPG",
+            PixelFormat::Grey => *b"GREY",
+            PixelFormat::Rgb24 => *b"RGB3",
+        }
+    }
+    pub fn from_fourcc(f: [u8; 4]) -> Option<Self> {
+        match &f {
+            b"YUYV" => Some(PixelFormat::Yuyv),
+            b"MJPG" | b"JPEG" => Some(PixelFormat::Mjpeg),
+            b"GREY" => Some(PixelFormat::Grey),
+            b"RGB3" => Some(PixelFormat::Rgb24),
+            _ => None,
+        }
+    }
+    /// The config's `source.format`: `Some(None)` for `auto`, `None` when not understood.
+    pub fn parse_config(s: &str) -> Option<Option<Self>> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Some(None);
+        }
+        let b = s.to_ascii_uppercase().into_bytes();
+        let f: [u8; 4] = b.try_into().ok()?;
+        PixelFormat::from_fourcc(f).map(Some)
+    }
+    /// Bytes per pixel of the packed formats (MJPEG has none).
+    pub fn bytes_per_pixel(self) -> Option<usize> {
+        match self {
+            PixelFormat::Yuyv => Some(2),
+            PixelFormat::Grey => Some(1),
+            PixelFormat::Rgb24 => Some(3),
+            PixelFormat::Mjpeg => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.fourcc()).unwrap_or("????"))
+    }
+}
+
+/// The ground truth of a replayed frame, from its folder's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Good,
+    Defect,
+}
+
+impl Label {
+    /// `good` (any case) is a good part; any other folder name is a defect class.
+    pub fn from_path(path: &Path) -> Option<Label> {
+        let dir = path.parent()?.file_name()?.to_str()?;
+        Some(if dir.eq_ignore_ascii_case("good") {
+            Label::Good
+        } else {
+            Label::Defect
+        })
+    }
+}
+
+/// One captured frame, borrowed from the source's buffers until the next call.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    pub data: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    /// Bytes from one row to the next (V4L2 `bytesperline`; 0 for MJPEG).
+    pub stride: u32,
+    pub format: PixelFormat,
+    /// Capture time on `CLOCK_MONOTONIC` (the kernel's buffer timestamp for V4L2).
+    pub timestamp: Duration,
+    pub sequence: u64,
+    /// The file a replayed frame came from.
+    pub origin: Option<&'a Path>,
+}
+
+impl Frame<'_> {
+    pub fn label(&self) -> Option<Label> {
+        self.origin.and_then(Label::from_path)
+    }
+}
+
+/// Camera and replay faults. Each names the device or file and what to do.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CaptureError {
+    #[error("camera {device} does not exist; check the cable and `v4l2-ctl --list-devices`, then fix source.device")]
+    DeviceMissing { device: PathBuf },
+    #[error("camera {device} is busy: another process is streaming from it; stop it (`fuser {device}`) and retry")]
+    DeviceBusy { device: PathBuf },
+    #[error("camera {device}: permission denied; add the user to the `video` group (see README, Troubleshooting)")]
+    PermissionDenied { device: PathBuf },
+    #[error("camera {device} is not a video capture device with streaming I/O; pick the capture node (`v4l2-ctl --list-devices`)")]
+    NotCapture { device: PathBuf },
+    #[error("camera {device} offers no usable format at {width}x{height}: it offers {offered}; set source.format/width/height to one of those (partguard reads YUYV, MJPG, GREY, RGB3)")]
+    NoUsableFormat {
+        device: PathBuf,
+        width: u32,
+        height: u32,
+        offered: String,
+    },
+    #[error("camera {device}: {operation} failed: {reason}")]
+    Io {
+        device: PathBuf,
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("camera {device} delivered no frame for {waited_ms} ms (stalled or unplugged)")]
+    Stalled { device: PathBuf, waited_ms: u64 },
+    #[error("truncated {format} frame: {got} bytes, {expected} needed for {width}x{height}")]
+    Truncated {
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        expected: usize,
+        got: usize,
+    },
+    #[error("corrupt MJPEG frame: {reason}")]
+    BadJpeg { reason: String },
+    #[error("MJPEG frame is {got_w}x{got_h}, the stream was negotiated at {width}x{height}")]
+    JpegSize {
+        width: u32,
+        height: u32,
+        got_w: usize,
+        got_h: usize,
+    },
+    #[error("replay folder {path} holds no readable PNG or JPEG images; point source.path at a folder of part images")]
+    ReplayEmpty { path: PathBuf },
+    #[error("cannot read replay folder {path}: {reason}")]
+    ReplayRead { path: PathBuf, reason: String },
+}
+
+/// A source of frames. `next_frame` returns `Ok(None)` when a finite source is exhausted.
+pub trait FrameSource: Send {
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
+    /// One line for logs and `check`: device, size, format.
+    fn describe(&self) -> String;
+    /// Frames skipped because they could not be read (counted, logged).
+    fn skipped(&self) -> u64 {
+        0
+    }
+}

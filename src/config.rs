@@ -1,0 +1,333 @@
+//! The TOML configuration: source, model, decision, reject output, logging.
+//!
+//! Relative paths are resolved against the directory of the config file, so a config and the files it
+//! names can move together. Every error names the file and the field, and says what to do.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What went wrong reading or checking a config file.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}; check the path given to --config")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path} is not valid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("config file {path}: field `{field}` {problem}")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub model: ModelConfig,
+    pub decision: DecisionConfig,
+    pub reject: RejectConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A folder of images replayed in name order (recursively); the label of each image is its
+    /// folder's name (`good` is a good part, any other name a defect).
+    Replay {
+        path: PathBuf,
+        #[serde(default, rename = "loop")]
+        looping: bool,
+        /// Frames per second; 0 replays as fast as the loop runs.
+        #[serde(default)]
+        rate_hz: f64,
+        /// Decode every image at start (so the loop never touches the disk) when they fit this budget.
+        #[serde(default = "default_preload_mib")]
+        preload_mib: usize,
+    },
+    /// A V4L2 camera.
+    V4l2 {
+        device: PathBuf,
+        width: u32,
+        height: u32,
+        /// `auto`, `YUYV`, `MJPG`, `GREY` or `RGB3` (the V4L2 fourcc).
+        #[serde(default = "default_format")]
+        format: String,
+        #[serde(default = "default_buffers")]
+        buffers: u32,
+        /// V4L2 input index to select (e.g. an HDMI input); the driver's current one when absent.
+        #[serde(default)]
+        input: Option<u32>,
+    },
+}
+
+fn default_preload_mib() -> usize {
+    512
+}
+fn default_format() -> String {
+    "auto".into()
+}
+fn default_buffers() -> u32 {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// ONNX file following the contract in `models/README.md`.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionConfig {
+    /// Image score above which a part is rejected.
+    pub threshold: f32,
+}
+
+/// Which physical output drives the ejector.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectKind {
+    /// A simulated line that records timestamped edges (tests, demos).
+    Simulated,
+    /// The Linux GPIO character device (Jetson, Raspberry Pi, any Linux board).
+    Gpiocdev,
+    /// rppal on a Raspberry Pi (cargo feature `rpi`).
+    Rpi,
+}
+
+/// The level an output rests at when idle, at start, on exit and on a fault.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SafeState {
+    Inactive,
+    Active,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RejectConfig {
+    pub kind: RejectKind,
+    /// gpiocdev: the chip, e.g. `/dev/gpiochip0` or `gpiochip0`.
+    #[serde(default)]
+    pub chip: Option<String>,
+    /// gpiocdev: line offset on the chip, or the line's name (e.g. `PQ.05` on a Jetson).
+    /// rpi: the BCM GPIO number.
+    #[serde(default)]
+    pub line: Option<LineId>,
+    /// The ejector fires when the pin is low.
+    #[serde(default)]
+    pub active_low: bool,
+    #[serde(default = "default_safe_state")]
+    pub safe_state: SafeState,
+    /// Width of a reject pulse.
+    pub pulse_ms: f64,
+}
+
+fn default_safe_state() -> SafeState {
+    SafeState::Inactive
+}
+
+/// A GPIO line by offset or by name.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum LineId {
+    Offset(u32),
+    Name(String),
+}
+
+impl std::fmt::Display for LineId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineId::Offset(o) => write!(f, "{o}"),
+            LineId::Name(n) => write!(f, "\"{n}\""),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Seconds between status lines during `run`; 0 turns them off.
+    #[serde(default = "default_status")]
+    pub status_interval_s: f64,
+    /// Print one line per inspected part.
+    #[serde(default = "default_true")]
+    pub print_decisions: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            status_interval_s: default_status(),
+            print_decisions: true,
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_status() -> f64 {
+    5.0
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The example config shipped in `examples/partguard.toml`, used when no `--config` is given.
+pub const BUILTIN_DEFAULT: &str = include_str!("../examples/partguard.toml");
+
+impl Config {
+    /// Reads and checks a config file; relative paths become relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// The built-in default: the shipped example, with paths relative to the source tree's
+    /// `examples/` directory.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        Self::parse(BUILTIN_DEFAULT, &dir.join("partguard.toml"), &dir)
+    }
+
+    /// Parses config text; `path` is only used in messages, `base` resolves relative paths.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.resolve(base);
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.source {
+            SourceConfig::Replay { path, .. } => fix(path),
+            SourceConfig::V4l2 { .. } => {}
+        }
+        fix(&mut self.model.path);
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: String| ConfigError::Field {
+            path: path.to_owned(),
+            field,
+            problem,
+        };
+        match &self.source {
+            SourceConfig::Replay {
+                path: p, rate_hz, ..
+            } => {
+                if !p.exists() {
+                    return Err(bad(
+                        "source.path",
+                        format!(
+                            "names {} which does not exist; give a folder of images",
+                            p.display()
+                        ),
+                    ));
+                }
+                if !rate_hz.is_finite() || *rate_hz < 0.0 {
+                    return Err(bad(
+                        "source.rate_hz",
+                        format!("is {rate_hz}; use 0 (as fast as possible) or a positive rate"),
+                    ));
+                }
+            }
+            SourceConfig::V4l2 {
+                width,
+                height,
+                format,
+                buffers,
+                ..
+            } => {
+                if *width == 0 || *height == 0 {
+                    return Err(bad("source.width", format!("{width}x{height} is not a frame size; give the camera's size, e.g. 640x480")));
+                }
+                if crate::capture::PixelFormat::parse_config(format).is_none() {
+                    return Err(bad(
+                        "source.format",
+                        format!("is \"{format}\"; use auto, YUYV, MJPG, GREY or RGB3"),
+                    ));
+                }
+                if !(2..=32).contains(buffers) {
+                    return Err(bad(
+                        "source.buffers",
+                        format!("is {buffers}; use 2 to 32 (4 is typical)"),
+                    ));
+                }
+            }
+        }
+        if !self.model.path.is_file() {
+            return Err(bad(
+                "model.path",
+                format!("names {} which is not a file; point it at an ONNX model (see models/README.md)", self.model.path.display()),
+            ));
+        }
+        let t = self.decision.threshold;
+        if !t.is_finite() {
+            return Err(bad(
+                "decision.threshold",
+                format!("is {t}; give a finite score"),
+            ));
+        }
+        let r = &self.reject;
+        if !r.pulse_ms.is_finite() || r.pulse_ms <= 0.0 || r.pulse_ms > 10_000.0 {
+            return Err(bad(
+                "reject.pulse_ms",
+                format!(
+                    "is {}; give a pulse width in milliseconds, 0 < width <= 10000",
+                    r.pulse_ms
+                ),
+            ));
+        }
+        match r.kind {
+            RejectKind::Simulated => {}
+            RejectKind::Gpiocdev => {
+                if r.chip.is_none() {
+                    return Err(bad("reject.chip", "is missing; name the GPIO chip, e.g. \"/dev/gpiochip0\" (see `gpiodetect`)".into()));
+                }
+                if r.line.is_none() {
+                    return Err(bad(
+                        "reject.line",
+                        "is missing; give the line offset or name (see `gpioinfo`)".into(),
+                    ));
+                }
+            }
+            RejectKind::Rpi => {
+                if !matches!(r.line, Some(LineId::Offset(_))) {
+                    return Err(bad(
+                        "reject.line",
+                        "must be the BCM GPIO number for kind = \"rpi\", e.g. line = 17".into(),
+                    ));
+                }
+                if !cfg!(feature = "rpi") {
+                    return Err(bad("reject.kind", "is \"rpi\" but this build lacks the `rpi` feature; rebuild with `--features rpi` or use kind = \"gpiocdev\"".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

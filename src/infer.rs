@@ -1,0 +1,275 @@
+//! Inference with `tract-onnx`: the model is read, checked against the partguard contract, typed,
+//! optimized and planned once; per frame it yields an image score and an anomaly map.
+//!
+//! The contract (see `models/README.md`): input `image` [1, 3, H, W] f32 RGB; outputs
+//! `anomaly_map` [1, 1, H, W] f32 and `score` [1] f32; `partguard.*` metadata giving the input size
+//! and pixel scaling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use crate::preprocess::InputSpec;
+
+/// Model faults: each names the file and what to do.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    #[error("cannot read model {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("model {path} is not a valid ONNX file ({reason}); re-export it (models/README.md) or restore the shipped file")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("model {path} does not follow the partguard model contract: {problem}; see models/README.md, section \"Model contract\"")]
+    Contract { path: PathBuf, problem: String },
+    #[error("model {path} cannot be prepared for inference: {reason}")]
+    Prepare { path: PathBuf, reason: String },
+    #[error("inference failed on model {path}: {reason}")]
+    Run { path: PathBuf, reason: String },
+    #[error("model {path} produced a non-finite score ({score}); the part is treated as a fault")]
+    NonFinite { path: PathBuf, score: f32 },
+}
+
+/// What the model's file and metadata say about it.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    /// sha256 of the whole file: what a calibration is tied to.
+    pub file_sha256: String,
+    pub input: InputSpec,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    pub fn meta(&self, key: &str) -> &str {
+        self.metadata.get(key).map(String::as_str).unwrap_or("?")
+    }
+}
+
+/// One inference: the image score and the anomaly map (row-major, `width` x `height`).
+#[derive(Debug)]
+pub struct Inference<'a> {
+    pub score: f32,
+    pub map: &'a [f32],
+    pub width: usize,
+    pub height: usize,
+}
+
+/// An inference engine: fill `input_mut`, then `run`.
+pub trait Engine: Send {
+    fn info(&self) -> &ModelInfo;
+    /// The input tensor's values, NCHW, to be filled by the preprocessor.
+    fn input_mut(&mut self) -> &mut [f32];
+    fn run(&mut self) -> Result<Inference<'_>, ModelError>;
+}
+
+pub struct TractEngine {
+    info: ModelInfo,
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+    map: Vec<f32>,
+}
+
+fn meta_f32(path: &Path, meta: &BTreeMap<String, String>, key: &str) -> Result<f32, ModelError> {
+    let v = meta.get(key).ok_or_else(|| ModelError::Contract {
+        path: path.to_owned(),
+        problem: format!("metadata `{key}` is missing"),
+    })?;
+    v.trim().parse::<f32>().map_err(|_| ModelError::Contract {
+        path: path.to_owned(),
+        problem: format!("metadata `{key}` = \"{v}\" is not a number"),
+    })
+}
+
+/// Reads the model's bytes, metadata and I/O names, and checks them against the contract.
+fn read_contract(
+    path: &Path,
+) -> Result<(Vec<u8>, tract_onnx::pb::ModelProto, ModelInfo), ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| ModelError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    let contract = |problem: String| ModelError::Contract {
+        path: path.to_owned(),
+        problem,
+    };
+    let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Corrupt {
+        path: path.to_owned(),
+        reason: "no graph".into(),
+    })?;
+    let inits: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !inits.contains(n))
+        .collect();
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    if inputs != ["image"] {
+        return Err(contract(format!(
+            "it has inputs {inputs:?}, expected exactly [\"image\"]"
+        )));
+    }
+    for want in ["anomaly_map", "score"] {
+        if !outputs.contains(&want) {
+            return Err(contract(format!(
+                "it has outputs {outputs:?}, expected \"anomaly_map\" and \"score\""
+            )));
+        }
+    }
+    let metadata: BTreeMap<String, String> = proto
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    let shape = metadata
+        .get("partguard.input_shape")
+        .ok_or_else(|| contract("metadata `partguard.input_shape` is missing".into()))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
+    if dims.len() != 4 || dims[0] != 1 || dims[1] != 3 || dims[2] == 0 || dims[3] == 0 {
+        return Err(contract(format!(
+            "metadata `partguard.input_shape` = \"{shape}\", expected 1,3,H,W"
+        )));
+    }
+    if let Some(order) = metadata.get("partguard.colour_order") {
+        if order != "RGB" {
+            return Err(contract(format!(
+                "metadata `partguard.colour_order` = \"{order}\"; partguard feeds RGB"
+            )));
+        }
+    }
+    let input = InputSpec {
+        width: dims[3],
+        height: dims[2],
+        scale: meta_f32(path, &metadata, "partguard.pixel_scale")?,
+        offset: meta_f32(path, &metadata, "partguard.pixel_offset")?,
+    };
+    let file_sha256 = hex(&Sha256::digest(&bytes));
+    let info = ModelInfo {
+        path: path.to_owned(),
+        file_sha256,
+        input,
+        metadata,
+    };
+    Ok((bytes, proto, info))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads only the model's metadata and contract (for `check` and calibration files).
+pub fn read_model_info(path: &Path) -> Result<ModelInfo, ModelError> {
+    read_contract(path).map(|(_, _, info)| info)
+}
+
+impl TractEngine {
+    /// Loads, checks, types, optimizes and plans the model once.
+    pub fn load(path: &Path) -> Result<TractEngine, ModelError> {
+        let (_bytes, proto, info) = read_contract(path)?;
+        let prepare = |e: TractError| ModelError::Prepare {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let (w, h) = (info.input.width, info.input.height);
+        let model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(|e| ModelError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?
+            .with_input_fact(0, f32::fact([1, 3, h, w]).into())
+            .and_then(|m| m.with_outputs_by_name(["anomaly_map", "score"]))
+            .and_then(|m| m.into_optimized())
+            .map_err(prepare)?;
+        let plan = model.into_runnable().map_err(prepare)?;
+        let state = plan.spawn().map_err(prepare)?;
+        let mut engine = TractEngine {
+            info,
+            state,
+            input: Arc::new(Tensor::zero::<f32>(&[1, 3, h, w]).map_err(prepare)?),
+            map: vec![0.0; w * h],
+        };
+        // One run on zeros checks the output shapes now rather than on the first part.
+        engine.run_raw().map_err(|e| ModelError::Contract {
+            path: path.to_owned(),
+            problem: e,
+        })?;
+        Ok(engine)
+    }
+
+    fn run_raw(&mut self) -> Result<f32, String> {
+        let outputs = self
+            .state
+            .run(tvec![TValue::from_const(self.input.clone())])
+            .map_err(|e| format!("{e:#}"))?;
+        let (w, h) = (self.info.input.width, self.info.input.height);
+        let map = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| format!("anomaly_map: {e:#}"))?;
+        if map.shape() != [1, 1, h, w] {
+            return Err(format!(
+                "output anomaly_map has shape {:?}, expected [1, 1, {h}, {w}]",
+                map.shape()
+            ));
+        }
+        let score = outputs[1]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| format!("score: {e:#}"))?;
+        if score.len() != 1 {
+            return Err(format!(
+                "output score has shape {:?}, expected [1]",
+                score.shape()
+            ));
+        }
+        let score_value = score.iter().next().copied().unwrap_or(f32::NAN);
+        for (dst, src) in self.map.iter_mut().zip(map.iter()) {
+            *dst = *src;
+        }
+        Ok(score_value)
+    }
+}
+
+impl Engine for TractEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn input_mut(&mut self) -> &mut [f32] {
+        // tract has released its reference after the previous run, so this does not copy.
+        let t = Arc::make_mut(&mut self.input);
+        match t.to_plain_array_view_mut::<f32>() {
+            Ok(view) => view.into_slice().unwrap_or(&mut []),
+            Err(_) => &mut [],
+        }
+    }
+
+    fn run(&mut self) -> Result<Inference<'_>, ModelError> {
+        let score = self.run_raw().map_err(|reason| ModelError::Run {
+            path: self.info.path.clone(),
+            reason,
+        })?;
+        if !score.is_finite() || self.map.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite {
+                path: self.info.path.clone(),
+                score,
+            });
+        }
+        Ok(Inference {
+            score,
+            map: &self.map,
+            width: self.info.input.width,
+            height: self.info.input.height,
+        })
+    }
+}

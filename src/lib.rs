@@ -1,0 +1,46 @@
+//! partguard: line-side visual inspection firmware.
+//!
+//! Data flows one way, one module per stage:
+//! [`capture`] -> [`preprocess`] -> [`infer`] -> [`decide`] -> [`reject`]/[`output`], driven by
+//! [`pipeline`]. [`config`] reads the TOML file, [`eval`] scores labelled folders, [`commands`] holds
+//! what the subcommands of the binary do.
+
+pub mod capture;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod decide;
+pub mod eval;
+pub mod infer;
+pub mod output;
+pub mod pipeline;
+pub mod preprocess;
+pub mod reject;
+pub mod stats;
+
+/// Any partguard failure, by subsystem, so camera, model and GPIO faults stay apart.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error(transparent)]
+    Model(#[from] infer::ModelError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
+    #[error(transparent)]
+    Stage(#[from] pipeline::StageError),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
+}
+
+impl Error {
+    /// Process exit status: 2 for a configuration problem, 1 for anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! A counting global allocator measures what the steady-state frame loop allocates after warm-up.
+//!
+//! partguard's own stages (capture from a preloaded replay, conversion, resize, tensor fill, decision,
+//! statistics, the reject queue) must allocate nothing. tract allocates its intermediate tensors on
+//! every run (it has no arena for CPU plans); that count is measured, must be the same on every frame
+//! (no growth), and the whole loop must add nothing on top of it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use partguard::capture::ReplaySource;
+use partguard::clock::{Clock, MonotonicClock};
+use partguard::decide::decide;
+use partguard::infer::TractEngine;
+use partguard::output::{Level, SimulatedLine};
+use partguard::pipeline::{run, Inspector, RunOptions};
+use partguard::reject::PulseSettings;
+use partguard::stats::Stage;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.load(Ordering::SeqCst)
+}
+
+fn inspector() -> Inspector {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = ReplaySource::open(&root.join("examples/samples/bottle"), true, 0.0, 64).unwrap();
+    let engine = TractEngine::load(&root.join("models/bottle_sspcab_f32.onnx")).unwrap();
+    Inspector::new(
+        Box::new(source),
+        Box::new(engine),
+        0.5,
+        Arc::new(MonotonicClock),
+    )
+}
+
+fn run_frames(frames: u64) -> u64 {
+    let mut insp = inspector();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimulatedLine::new(clock, 1024);
+    let opts = RunOptions {
+        pulse: PulseSettings {
+            width: std::time::Duration::from_micros(10),
+            safe: Level::Inactive,
+        },
+        print_decisions: false,
+        status_interval: None,
+        max_frames: Some(frames),
+    };
+    let stop = AtomicBool::new(false);
+    let before = allocs();
+    let (summary, _) = run(&mut insp, Box::new(line), opts, &stop).unwrap();
+    let used = allocs() - before;
+    assert_eq!(summary.frames, frames);
+    used
+}
+
+#[test]
+fn steady_state_frame_loop_allocates_only_what_tract_allocates() {
+    let mut insp = inspector();
+    // Warm-up: every sample once through every stage (buffers sized, tract state primed).
+    for _ in 0..16 {
+        insp.inspect_next().unwrap().unwrap();
+    }
+
+    // 1. partguard's own stages: zero allocations over 40 frames.
+    let before = allocs();
+    for _ in 0..40 {
+        let Inspector {
+            source,
+            pre,
+            engine,
+            stats,
+            ..
+        } = &mut insp;
+        let frame = source.next_frame().unwrap().unwrap();
+        pre.convert(&frame).unwrap();
+        pre.fill_tensor(frame.width, frame.height, engine.input_mut());
+        let v = decide(0.3, 0.5);
+        stats.record(Stage::Decision, std::time::Duration::from_micros(3));
+        std::hint::black_box(v);
+    }
+    let _ = insp.stats.summary(Stage::Decision);
+    let own = allocs() - before;
+    assert_eq!(
+        own, 0,
+        "capture/convert/preprocess/decide/stats allocated {own} times in 40 frames"
+    );
+
+    // 2. tract: the same number of allocations on every run, no growth.
+    let mut per_run = Vec::new();
+    for _ in 0..10 {
+        let before = allocs();
+        let inf = insp.engine.run().unwrap();
+        std::hint::black_box(inf.score);
+        per_run.push(allocs() - before);
+    }
+    assert!(
+        per_run.windows(2).all(|w| w[0] == w[1]),
+        "tract allocations vary per run: {per_run:?}"
+    );
+    let tract = per_run[0];
+    eprintln!("tract allocations per inference: {tract}");
+
+    // 3. The whole loop (actuator thread and reject queue included) adds nothing per frame on top of
+    //    tract: 32 more frames cost exactly 32 more inferences' worth.
+    let short = run_frames(16);
+    let long = run_frames(48);
+    assert_eq!(
+        long - short,
+        32 * tract,
+        "the loop allocated {} times per frame beyond tract's {tract}",
+        (long - short) as f64 / 32.0 - tract as f64
+    );
+}

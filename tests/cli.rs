@@ -1,0 +1,176 @@
+//! The binary end to end: the built-in default run, check, eval, errors and exit codes, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_partguard"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn write_config(dir: &Path, source: &str, reject: &str) -> std::path::PathBuf {
+    let p = dir.join("line.toml");
+    let text = format!(
+        "[source]\n{source}\n\n[model]\npath = \"{}\"\n\n[decision]\nthreshold = {}\n\n[reject]\n{reject}\npulse_ms = 20\n\n[log]\nstatus_interval_s = 0.2\n",
+        root().join("models/bottle_sspcab_f32.onnx").display(),
+        partguard::config::Config::builtin().unwrap().decision.threshold,
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn default_run_inspects_the_samples_and_prints_a_summary() {
+    let out = bin().output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parts: Vec<&str> = stdout.lines().filter(|l| l.starts_with("part")).collect();
+    assert_eq!(parts.len(), 8, "{stdout}");
+    for l in &parts {
+        let defect = !l.contains(" good/");
+        assert_eq!(l.contains(" NG "), defect, "wrong decision: {l}");
+    }
+    assert!(
+        stdout.contains("summary: frames 8 OK 4 NG 4 faults 0 skipped 0 reject pulses 4"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_model_source_and_output() {
+    let out = bin().arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("partguard.precision = f32"), "{stdout}");
+    assert!(
+        stdout.contains("replay") && stdout.contains("8 images"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("simulated line") && stdout.contains("check: OK"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn eval_prints_auroc_and_writes_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("scores.csv");
+    let out = bin()
+        .args(["eval", "--data"])
+        .arg(root().join("examples/samples/bottle"))
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("8 images (4 good, 4 defective)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("image AUROC: 1.0000"), "{stdout}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 9);
+    assert!(text.starts_with("path,label,score\n"));
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_file() {
+    let out = bin()
+        .args(["check", "--config", "/nonexistent/line.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/line.toml"), "{err}");
+}
+
+#[test]
+fn missing_camera_and_missing_gpio_chip_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "kind = \"v4l2\"\ndevice = \"/dev/video97\"\nwidth = 640\nheight = 480",
+        "kind = \"simulated\"",
+    );
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("camera /dev/video97 does not exist"), "{err}");
+
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "kind = \"replay\"\npath = \"{}\"",
+            root().join("examples/samples/bottle").display()
+        ),
+        "kind = \"gpiocdev\"\nchip = \"/dev/gpiochip97\"\nline = 3",
+    );
+    let out = bin().args(["run", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GPIO chip /dev/gpiochip97 not found"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_the_run_cleanly_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "kind = \"replay\"\npath = \"{}\"\nloop = true\nrate_hz = 20",
+            root().join("examples/samples/bottle").display()
+        ),
+        "kind = \"simulated\"",
+    );
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait for a few parts, so the loop is running when the signal lands.
+    let mut seen = 0;
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("part") {
+            seen += 1;
+            if seen == 3 {
+                break;
+            }
+        }
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("summary: frames")),
+        "{rest:?}"
+    );
+}

@@ -1,0 +1,131 @@
+//! Config errors name the file and the field, and say what to do.
+
+use std::path::Path;
+
+use partguard::config::{Config, ConfigError, LineId, RejectKind, SourceConfig};
+
+const GOOD: &str = r#"
+[source]
+kind = "replay"
+path = "samples/bottle"
+
+[model]
+path = "../models/bottle_sspcab_f32.onnx"
+
+[decision]
+threshold = 0.5
+
+[reject]
+kind = "simulated"
+pulse_ms = 50
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    Config::parse(text, Path::new("line3.toml"), &base)
+}
+
+fn field_error(text: &str) -> (&'static str, String) {
+    match parse(text) {
+        Err(ConfigError::Field {
+            field,
+            problem,
+            path,
+        }) => {
+            assert_eq!(path, Path::new("line3.toml"));
+            (field, problem)
+        }
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_paths_resolve_beside_it() {
+    let cfg = Config::builtin().unwrap();
+    match &cfg.source {
+        SourceConfig::Replay { path, .. } => {
+            assert!(path.ends_with("examples/samples/bottle"), "{path:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(cfg.model.path.is_file());
+    assert_eq!(cfg.reject.kind, RejectKind::Simulated);
+    assert_eq!(parse(GOOD).unwrap().decision.threshold, 0.5);
+}
+
+#[test]
+fn missing_field_names_it() {
+    let text = GOOD.replace("threshold = 0.5", "");
+    let err = parse(&text).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::Parse { .. }));
+    assert!(
+        msg.contains("line3.toml") && msg.contains("missing field `threshold`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let text = GOOD.replace("pulse_ms = 50", "pulse_ms = \"fifty\"");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(
+        msg.contains("line3.toml") && msg.contains("pulse_ms"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_field_is_refused() {
+    let text = GOOD.replace("pulse_ms = 50", "pulse_ms = 50\npulse_width = 3");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("unknown field `pulse_width`"), "{msg}");
+}
+
+#[test]
+fn missing_paths_and_bad_values_name_the_field() {
+    let (f, p) = field_error(&GOOD.replace("samples/bottle", "samples/nothing-here"));
+    assert_eq!(f, "source.path");
+    assert!(p.contains("does not exist"), "{p}");
+    let (f, p) = field_error(&GOOD.replace("bottle_sspcab_f32.onnx", "missing.onnx"));
+    assert_eq!(f, "model.path");
+    assert!(p.contains("not a file"), "{p}");
+    let (f, _) = field_error(&GOOD.replace("pulse_ms = 50", "pulse_ms = -1"));
+    assert_eq!(f, "reject.pulse_ms");
+    let (f, p) = field_error(&GOOD.replace("kind = \"simulated\"", "kind = \"gpiocdev\""));
+    assert_eq!(f, "reject.chip");
+    assert!(p.contains("gpiodetect"), "{p}");
+}
+
+#[test]
+fn camera_fields_are_checked() {
+    let cam = GOOD.replace(
+        "kind = \"replay\"\npath = \"samples/bottle\"",
+        "kind = \"v4l2\"\ndevice = \"/dev/video9\"\nwidth = 640\nheight = 480\nformat = \"NV12\"",
+    );
+    let (f, p) = field_error(&cam);
+    assert_eq!(f, "source.format");
+    assert!(p.contains("YUYV"), "{p}");
+    let ok = parse(&cam.replace("NV12", "yuyv")).unwrap();
+    assert!(matches!(ok.source, SourceConfig::V4l2 { width: 640, .. }));
+}
+
+#[test]
+fn gpio_line_by_offset_or_name() {
+    let text = GOOD.replace(
+        "kind = \"simulated\"",
+        "kind = \"gpiocdev\"\nchip = \"gpiochip0\"\nline = \"PQ.05\"\nactive_low = true",
+    );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.reject.line, Some(LineId::Name("PQ.05".into())));
+    assert!(cfg.reject.active_low);
+    let cfg = parse(&text.replace("\"PQ.05\"", "17")).unwrap();
+    assert_eq!(cfg.reject.line, Some(LineId::Offset(17)));
+}
+
+#[test]
+fn unreadable_file_says_so() {
+    let err = Config::load(Path::new("/nonexistent/partguard.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("/nonexistent/partguard.toml"));
+}

@@ -1,0 +1,117 @@
+//! The real tract model on real sample images, and models that break the contract.
+
+use std::path::{Path, PathBuf};
+
+use partguard::capture::{FrameSource, Label, ReplaySource};
+use partguard::infer::{Engine, ModelError, TractEngine};
+use partguard::preprocess::Preprocessor;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped(precision: &str) -> PathBuf {
+    root().join(format!("models/bottle_sspcab_{precision}.onnx"))
+}
+
+/// Scores of the sample images: (good, defective).
+fn sample_scores(engine: &mut TractEngine) -> (Vec<f32>, Vec<f32>) {
+    let mut src =
+        ReplaySource::open(&root().join("examples/samples/bottle"), false, 0.0, 64).unwrap();
+    let mut pre = Preprocessor::new(engine.info().input);
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    while let Some(frame) = src.next_frame().unwrap() {
+        let label = frame.label().unwrap();
+        pre.run(&frame, engine.input_mut()).unwrap();
+        let inf = engine.run().unwrap();
+        assert_eq!(inf.map.len(), inf.width * inf.height);
+        assert!(
+            inf.map.iter().all(|v| (0.0..=1.0).contains(v)),
+            "anomaly map outside [0, 1]"
+        );
+        match label {
+            Label::Good => good.push(inf.score),
+            Label::Defect => bad.push(inf.score),
+        }
+    }
+    (good, bad)
+}
+
+#[test]
+fn shipped_models_score_every_defective_sample_above_every_good_one() {
+    for precision in ["f32", "int8"] {
+        let mut engine = TractEngine::load(&shipped(precision)).unwrap();
+        assert_eq!(engine.info().meta("partguard.precision"), precision);
+        let (good, bad) = sample_scores(&mut engine);
+        assert_eq!((good.len(), bad.len()), (4, 4));
+        let max_good = good.iter().cloned().fold(f32::MIN, f32::max);
+        let min_bad = bad.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(
+            min_bad > max_good,
+            "{precision}: defective scores {bad:?} do not all exceed good scores {good:?}"
+        );
+    }
+}
+
+#[test]
+fn int8_tracks_f32_on_the_samples() {
+    let (g32, b32) = sample_scores(&mut TractEngine::load(&shipped("f32")).unwrap());
+    let (g8, b8) = sample_scores(&mut TractEngine::load(&shipped("int8")).unwrap());
+    for (a, b) in g32.iter().chain(&b32).zip(g8.iter().chain(&b8)) {
+        assert!((a - b).abs() < 0.1, "int8 score {b} vs f32 {a}");
+    }
+}
+
+#[test]
+fn the_same_frame_gives_the_same_score_every_time() {
+    let mut engine = TractEngine::load(&shipped("int8")).unwrap();
+    let (g1, b1) = sample_scores(&mut engine);
+    let (g2, b2) = sample_scores(&mut engine);
+    assert_eq!((g1, b1), (g2, b2));
+}
+
+#[test]
+fn corrupt_model_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(shipped("int8")).unwrap();
+    let cut = dir.path().join("truncated.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"this is not a protobuf \xff\xff\xff").unwrap();
+    for p in [cut, garbage] {
+        let err = TractEngine::load(&p).err().unwrap();
+        assert!(
+            matches!(err, ModelError::Corrupt { .. }),
+            "{}: {err}",
+            p.display()
+        );
+        assert!(err.to_string().contains(&p.display().to_string()));
+    }
+    let err = TractEngine::load(Path::new("/nonexistent/model.onnx"))
+        .err()
+        .unwrap();
+    assert!(matches!(err, ModelError::Read { .. }), "{err}");
+}
+
+#[test]
+fn models_that_break_the_contract_are_refused_with_the_reason() {
+    let cases = [
+        ("wrong_input_name.onnx", "expected exactly [\"image\"]"),
+        (
+            "missing_score_output.onnx",
+            "expected \"anomaly_map\" and \"score\"",
+        ),
+        ("no_metadata.onnx", "partguard.input_shape"),
+        ("wrong_output_shape.onnx", "expected [1, 1, 8, 8]"),
+    ];
+    for (file, needle) in cases {
+        let p = root().join("tests/data").join(file);
+        let err = TractEngine::load(&p).err().unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, ModelError::Contract { .. }), "{file}: {msg}");
+        assert!(
+            msg.contains(needle) && msg.contains("models/README.md"),
+            "{file}: {msg}"
+        );
+    }
+}
