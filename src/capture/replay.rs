@@ -132,6 +132,9 @@ impl ReplaySource {
 
     /// Decodes everything up front if it fits the budget; unreadable files are dropped (counted).
     fn try_preload(&mut self, budget: usize) {
+        if budget == 0 {
+            return;
+        }
         let mut all = Vec::with_capacity(self.files.len());
         let mut kept = Vec::with_capacity(self.files.len());
         let mut total = 0usize;

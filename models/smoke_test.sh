@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Smoke test of the model pipeline: train -> export -> quantize -> load and run in tract (through the
+# partguard binary). A few steps on the shipped sample images at 64x64, so it cannot silently break.
+#
+#   bash models/smoke_test.sh            # creates .venv-models from models/requirements.txt if needed
+#   PYTHON=/path/to/python bash models/smoke_test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PYTHON:-}" ]; then
+    if [ ! -x .venv-models/bin/python ]; then
+        python3 -m venv .venv-models
+        .venv-models/bin/pip install -q -r models/requirements.txt
+    fi
+    PYTHON=.venv-models/bin/python
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
+    --out "$out/run"
+test -f "$out/run/last.pt"
+# resume: one more epoch from the checkpoint
+"$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
+    --out "$out/run" --epochs 3 > "$out/resume.txt"
+grep -q "start_epoch 2" "$out/resume.txt"
+"$PYTHON" models/export.py --run "$out/run" --out "$out" --name smoke --calib examples/samples/bottle/good --n-calib 4
+for p in f32 int8; do
+    cargo run --release --quiet -- eval --model "$out/smoke_$p.onnx" --data examples/samples/bottle --no-pixel \
+        | tee "$out/eval_$p.txt"
+    grep -q "image AUROC: " "$out/eval_$p.txt"
+done
+"$PYTHON" - "$out/smoke_int8.onnx" <<'PY'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+ops = {n.op_type for n in m.graph.node}
+meta = {p.key: p.value for p in m.metadata_props}
+assert "QLinearConv" in ops, ops
+assert meta["partguard.precision"] == "int8" and meta["partguard.input_shape"] == "1,3,64,64", meta
+print("smoke: int8 model has QLinearConv and partguard metadata")
+PY
+echo "models smoke test: OK"
