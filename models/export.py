@@ -115,14 +115,14 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, required=True, help="training output folder (holds last.pt)")
+    ap.add_argument("--run", type=Path, required=True, help="training output folder (holds final.pt)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--calib", type=Path, required=True, help="folder of good images for int8 calibration")
     ap.add_argument("--n-calib", type=int, default=64)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    f32, cfg = export_f32(args.run / "last.pt", args.out, args.name)
+    f32, cfg = export_f32(args.run / "final.pt", args.out, args.name)
     q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib)
     for p in (f32, q):
         print(f"{p}: {p.stat().st_size} bytes")

@@ -16,11 +16,11 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
-    --out "$out/run"
-test -f "$out/run/last.pt"
+    --out "$out/run" --precise-bn-batches 4
+test -f "$out/run/last.pt" && test -f "$out/run/final.pt"
 # resume: one more epoch from the checkpoint
 "$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
-    --out "$out/run" --epochs 3 > "$out/resume.txt"
+    --out "$out/run" --epochs 3 --precise-bn-batches 4 > "$out/resume.txt"
 grep -q "start_epoch 2" "$out/resume.txt"
 "$PYTHON" models/export.py --run "$out/run" --out "$out" --name smoke --calib examples/samples/bottle/good --n-calib 4
 for p in f32 int8; do

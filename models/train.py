@@ -114,6 +114,51 @@ def evaluate(model: AnomalyNet, test_dir: Path, size: int) -> float:
     return auroc(np.concatenate(scores), labels)
 
 
+def make_batch(images: np.ndarray, idx, cfg: dict, rng: np.random.Generator):
+    """Clean images, their synthetic-anomaly versions and masks, as NCHW / NHW tensors."""
+    clean, aug, masks = [], [], []
+    for i in idx:
+        img = images[i]
+        if cfg["flip_augment"]:
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            if rng.random() < 0.5:
+                img = img[::-1]
+            img = np.ascontiguousarray(img)
+        a, m, _ = make_anomaly(img, images, rng)
+        clean.append(img)
+        aug.append(a)
+        masks.append(m)
+    clean_t = torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2)
+    aug_t = torch.from_numpy(np.stack(aug)).permute(0, 3, 1, 2)
+    return clean_t, aug_t, torch.from_numpy(np.stack(masks))
+
+
+def precise_bn(model: AnomalyNet, images: np.ndarray, cfg: dict, batches: int, seed: int) -> None:
+    """Recomputes BatchNorm statistics as a plain average over `batches` training batches.
+
+    During training the running statistics are an exponential average over the last few noisy
+    batches of 8, so the eval-mode network changes markedly from one epoch to the next even at a tiny
+    learning rate (measured: test image AUROC 0.66 at epoch 80, 0.92 at epoch 90, lr 5e-5). Averaging
+    over many batches of the training distribution (synthetic anomalies included) removes that noise
+    (precise BN, Wu & Johnson 2021). Weights are untouched.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    rng = np.random.default_rng(seed)
+    bs = int(cfg["batch_size"])
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            idx = rng.integers(0, len(images), bs)
+            _, aug_t, _ = make_batch(images, idx, cfg, rng)
+            model.forward_train(aug_t)
+    for bn in bns:
+        bn.momentum = 0.1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, help="JSON file overriding the defaults")
@@ -122,6 +167,8 @@ def main() -> None:
     ap.add_argument("--test", type=Path, help="MVTec-style test folder, for monitoring only")
     ap.add_argument("--epochs", type=int, help="override the config's epochs")
     ap.add_argument("--max-images", type=int, help="use only the first N images (smoke tests)")
+    ap.add_argument("--precise-bn-batches", type=int, default=200,
+                    help="batches averaged for the final BatchNorm statistics (0: keep the running ones)")
     args = ap.parse_args()
 
     cfg = dict(DEFAULTS)
@@ -186,22 +233,7 @@ def main() -> None:
             idx = perm[s * bs : (s + 1) * bs]
             if len(idx) == 0:
                 idx = rng.integers(0, len(images), bs)
-            clean, aug, masks = [], [], []
-            for i in idx:
-                img = images[i]
-                if cfg["flip_augment"]:
-                    if rng.random() < 0.5:
-                        img = img[:, ::-1]
-                    if rng.random() < 0.5:
-                        img = img[::-1]
-                    img = np.ascontiguousarray(img)
-                a, m, _ = make_anomaly(img, images, rng)
-                clean.append(img)
-                aug.append(a)
-                masks.append(m)
-            clean_t = torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2)
-            aug_t = torch.from_numpy(np.stack(aug)).permute(0, 3, 1, 2)
-            mask_t = torch.from_numpy(np.stack(masks))
+            clean_t, aug_t, mask_t = make_batch(images, idx, cfg, rng)
             rec, logits = model.forward_train(aug_t)
             l2 = F.mse_loss(rec, clean_t)
             ls = ssim_loss(rec, clean_t, win)
@@ -225,6 +257,17 @@ def main() -> None:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch, "config": cfg}, tmp)
         os.replace(tmp, ckpt_path)
+    final = args.out / "final.pt"
+    if not final.exists() or final.stat().st_mtime < ckpt_path.stat().st_mtime:
+        if args.precise_bn_batches > 0:
+            precise_bn(model, images, cfg, args.precise_bn_batches, cfg["seed"] + 1000)
+            msg = f"precise BN over {args.precise_bn_batches} batches"
+            if args.test:
+                msg += f" test_image_auroc {evaluate(model, args.test, size):.4f}"
+            say(msg)
+        tmp = final.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "epoch": cfg["epochs"] - 1, "config": cfg}, tmp)
+        os.replace(tmp, final)
     say("done")
 
 
