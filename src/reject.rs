@@ -127,7 +127,9 @@ fn run_actuator(
         if let Some(start) = consumer.dequeue() {
             clock.sleep_until(start);
             set(guard.line, Level::Active, counters);
-            clock.sleep_until(start + settings.width);
+            // The width counts from the real onset: a late wake-up must not shorten the pulse.
+            let onset = clock.now();
+            clock.sleep_until(onset + settings.width);
             set(guard.line, Level::Inactive, counters);
             counters.pulses.fetch_add(1, Ordering::Relaxed);
         } else if stop.load(Ordering::Acquire) {
