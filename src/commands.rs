@@ -5,13 +5,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{FrameSource, PixelFormat, ReplaySource, V4l2Source};
+use crate::calibrate::{
+    best_f1_threshold, conformal_threshold, plot_histogram, utc_now, Calibration, CalibrationError,
+    ScoreStats,
+};
+use crate::capture::{FrameSource, Label, PixelFormat, ReplaySource, V4l2Source};
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::{Config, SourceConfig};
 use crate::eval::evaluate;
-use crate::infer::{Engine, TractEngine};
+use crate::infer::{Engine, ModelInfo, TractEngine};
 use crate::output::{open_reject, Level};
-use crate::pipeline::{run, Inspector, RunOptions, RunSummary};
+use crate::pipeline::{run, Inspector, Reloader, RunOptions, RunSummary};
 use crate::reject::PulseSettings;
 use crate::stats::Stage;
 use crate::Error;
@@ -55,6 +59,41 @@ pub fn open_source(cfg: &SourceConfig, force_loop: bool) -> Result<Box<dyn Frame
     })
 }
 
+/// The threshold in force: from the calibration file (checked against the model's hash) or the
+/// config's `decision.threshold`. Returns it with a description of where it came from.
+pub fn resolve_threshold(cfg: &Config, model: &ModelInfo) -> Result<(f32, String), Error> {
+    match (&cfg.decision.calibration, cfg.decision.threshold) {
+        (Some(path), _) => {
+            if !path.exists() {
+                return Err(CalibrationError::Read {
+                    path: path.clone(),
+                    reason: "no such file; run `partguard calibrate --config FILE` first, or set decision.threshold".into(),
+                }
+                .into());
+            }
+            let cal = Calibration::load_for_model(path, &model.path, &model.file_sha256)?;
+            Ok((
+                cal.threshold,
+                format!(
+                    "calibration {} ({}, alpha {}, n {}, {})",
+                    path.display(),
+                    cal.method,
+                    cal.alpha,
+                    cal.n,
+                    cal.created
+                ),
+            ))
+        }
+        (None, Some(t)) => Ok((t, "decision.threshold".into())),
+        (None, None) => Err(crate::config::ConfigError::Field {
+            path: "config".into(),
+            field: "decision",
+            problem: "needs `threshold` or `calibration`".into(),
+        }
+        .into()),
+    }
+}
+
 fn pulse_settings(cfg: &Config) -> PulseSettings {
     PulseSettings {
         width: Duration::from_secs_f64(cfg.reject.pulse_ms / 1000.0),
@@ -66,6 +105,7 @@ fn pulse_settings(cfg: &Config) -> PulseSettings {
 pub fn cmd_run(
     cfg: &Config,
     stop: &AtomicBool,
+    reload: &AtomicBool,
     max_frames: Option<u64>,
 ) -> Result<RunSummary, Error> {
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
@@ -78,9 +118,12 @@ pub fn cmd_run(
     );
     let engine = TractEngine::load(&cfg.model.path)?;
     log_model(&engine);
+    let (threshold, origin) = resolve_threshold(cfg, engine.info())?;
+    log::info!("threshold {threshold} from {origin}");
+    let info = engine.info().clone();
     let source = open_source(&cfg.source, false)?;
     log::info!("source: {}", source.describe());
-    let mut inspector = Inspector::new(source, Box::new(engine), cfg.decision.threshold, clock);
+    let mut inspector = Inspector::new(source, Box::new(engine), threshold, clock);
     let opts = RunOptions {
         pulse: pulse_settings(cfg),
         print_decisions: cfg.log.print_decisions,
@@ -88,7 +131,16 @@ pub fn cmd_run(
             .then(|| Duration::from_secs_f64(cfg.log.status_interval_s)),
         max_frames,
     };
-    let (summary, _line) = run(&mut inspector, line, opts, stop)?;
+    // SIGHUP re-reads the calibration file between two frames.
+    let reloader = Reloader {
+        flag: reload,
+        load: Box::new(|| {
+            resolve_threshold(cfg, &info)
+                .map(|(t, _)| t)
+                .map_err(|e| e.to_string())
+        }),
+    };
+    let (summary, _line) = run(&mut inspector, line, opts, stop, Some(&reloader))?;
     let lat = inspector.stats.summary(Stage::Total);
     println!(
         "summary: frames {} OK {} NG {} faults {} skipped {} reject pulses {} queue overflows {} output errors {}",
@@ -147,7 +199,8 @@ pub fn cmd_check(cfg: &Config, config_name: &str) -> Result<(), Error> {
         cfg.reject.active_low,
         cfg.reject.pulse_ms
     );
-    println!("threshold: {}", cfg.decision.threshold);
+    let (threshold, origin) = resolve_threshold(cfg, i)?;
+    println!("threshold: {threshold} (from {origin})");
     println!("check: OK");
     Ok(())
 }
@@ -158,10 +211,14 @@ pub fn cmd_eval(
     data: &Path,
     csv: Option<&Path>,
     pixel: bool,
-    threshold: Option<f32>,
+    cfg: Option<&Config>,
 ) -> Result<(), Error> {
     let mut engine = TractEngine::load(model)?;
     log_model(&engine);
+    let threshold = match cfg {
+        Some(c) => Some(resolve_threshold(c, engine.info())?.0),
+        None => None,
+    };
     let report = evaluate(data, &mut engine, csv, pixel)?;
     let good = report
         .images
@@ -214,10 +271,11 @@ pub fn cmd_bench(cfg: &Config, frames: u64, warmup: u64) -> Result<(), Error> {
         warmup,
         source.describe()
     );
+    let (threshold, _) = resolve_threshold(cfg, engine.info())?;
     let mut inspector = Inspector::new(
         source,
         Box::new(engine),
-        cfg.decision.threshold,
+        threshold,
         Arc::new(MonotonicClock),
     );
     for _ in 0..warmup {
@@ -262,4 +320,165 @@ pub fn cmd_bench(cfg: &Config, frames: u64, warmup: u64) -> Result<(), Error> {
         wall.as_secs_f64()
     );
     Ok(())
+}
+
+/// What `partguard calibrate` is asked to do.
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
+    /// Stop after this many good frames (None: until the source ends or Ctrl-C).
+    pub frames: Option<u64>,
+    /// Target false-reject rate of good parts.
+    pub alpha: f64,
+    /// Added to the conformal threshold (score units).
+    pub margin: f32,
+    /// Where to write the calibration.
+    pub out: std::path::PathBuf,
+    /// A folder of labelled defect images to report detection against (never applied).
+    pub defects: Option<std::path::PathBuf>,
+    /// Histogram PNG.
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// `partguard calibrate`: scores good parts from the configured source and writes the threshold for
+/// the target false-reject rate, tied to the model's hash.
+pub fn cmd_calibrate(
+    cfg: &Config,
+    opts: &CalibrateOptions,
+    stop: &AtomicBool,
+) -> Result<Calibration, Error> {
+    use std::io::Write as _;
+    let engine = TractEngine::load(&cfg.model.path)?;
+    log_model(&engine);
+    let info = engine.info().clone();
+    let source = open_source(&cfg.source, false)?;
+    let source_desc = source.describe();
+    println!("calibrating from {source_desc}");
+    let mut inspector = Inspector::new(
+        source,
+        Box::new(engine),
+        f32::INFINITY,
+        Arc::new(MonotonicClock),
+    );
+    let mut scores = Vec::new();
+    let (mut skipped_defects, mut faults) = (0u64, 0u64);
+    let total = opts.frames;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && total.is_none_or(|n| (scores.len() as u64) < n)
+    {
+        let Some(o) = inspector.inspect_next()? else {
+            break;
+        };
+        if o.label == Some(Label::Defect) {
+            skipped_defects += 1;
+            continue;
+        }
+        if !o.score.is_finite() {
+            faults += 1;
+            continue;
+        }
+        scores.push(o.score);
+        let n = scores.len() as u64;
+        if n % 10 == 0 || total == Some(n) {
+            match total {
+                Some(t) => {
+                    let done = (n * 30 / t.max(1)).min(30) as usize;
+                    eprint!("\r[{:<30}] {n}/{t} good parts", "#".repeat(done));
+                }
+                None => eprint!("\r{n} good parts (Ctrl-C to finish)"),
+            }
+            let _ = std::io::stderr().flush();
+        }
+    }
+    eprintln!();
+    if skipped_defects > 0 {
+        println!("skipped {skipped_defects} frames labelled as defects (replay folder names)");
+    }
+    if faults > 0 {
+        println!("skipped {faults} frames that could not be scored (see the log)");
+    }
+    let conf = conformal_threshold(&scores, opts.alpha)?;
+    if !conf.guaranteed {
+        println!(
+            "WARNING: {} good parts are too few for alpha = {}: n + 1 < 1/alpha, so the threshold is the highest good score and the false-reject guarantee does not hold; collect at least {} good parts",
+            conf.n,
+            opts.alpha,
+            (1.0 / opts.alpha).ceil() as u64 - 1
+        );
+    }
+    let stats = ScoreStats::of(&scores);
+    let cal = Calibration {
+        threshold: conf.threshold + opts.margin,
+        method: "conformal".into(),
+        alpha: opts.alpha,
+        margin: opts.margin,
+        n: conf.n,
+        k: conf.k,
+        guaranteed: conf.guaranteed,
+        expected_false_reject_rate: conf.expected_false_reject_rate,
+        false_reject_rate_upper95: conf.false_reject_rate_upper95,
+        created: utc_now(),
+        source: source_desc,
+        model_path: info.path.clone(),
+        model_sha256: info.file_sha256.clone(),
+        scores: stats.clone(),
+    };
+    println!(
+        "good-part scores: n {} min {:.4} median {:.4} p90 {:.4} p99 {:.4} max {:.4} mean {:.4} std {:.4}",
+        conf.n, stats.min, stats.p50, stats.p90, stats.p99, stats.max, stats.mean, stats.std
+    );
+    let margin = if opts.margin != 0.0 {
+        format!(" + margin {}", opts.margin)
+    } else {
+        String::new()
+    };
+    println!(
+        "threshold {:.4} = good score #{} of {} (conformal, alpha {}){margin}",
+        cal.threshold, conf.k, conf.n, opts.alpha
+    );
+    println!(
+        "expected false-reject rate {:.3}% ({}), 95% upper bound {:.3}%",
+        100.0 * conf.expected_false_reject_rate,
+        if conf.guaranteed {
+            format!("<= alpha = {}%", 100.0 * opts.alpha)
+        } else {
+            format!(
+                "alpha = {}% is out of reach with {} parts",
+                100.0 * opts.alpha,
+                conf.n
+            )
+        },
+        100.0 * conf.false_reject_rate_upper95
+    );
+    println!("(valid for good parts like these; parts the model was trained on score low and make it optimistic)");
+    let mut defect_scores = Vec::new();
+    if let Some(dir) = &opts.defects {
+        let mut engine = TractEngine::load(&cfg.model.path)?;
+        let report = crate::eval::evaluate(dir, &mut engine, None, false)?;
+        defect_scores = report
+            .images
+            .iter()
+            .filter(|s| s.label == Label::Defect)
+            .map(|s| s.score)
+            .collect();
+        let caught = defect_scores.iter().filter(|&&s| s > cal.threshold).count();
+        println!(
+            "defect samples {}: {caught} of {} detected at this threshold ({:.1}%)",
+            dir.display(),
+            defect_scores.len(),
+            100.0 * caught as f64 / defect_scores.len().max(1) as f64
+        );
+        if let Some((t, f1)) = best_f1_threshold(&scores, &defect_scores) {
+            println!("  the threshold maximising F1 on these samples would be {t:.4} (F1 {f1:.3}); shown only, not applied");
+        }
+    }
+    cal.save(&opts.out)?;
+    println!("calibration written to {}", opts.out.display());
+    if let Some(plot) = &opts.plot {
+        plot_histogram(plot, &scores, &defect_scores, cal.threshold)?;
+        println!(
+            "histogram written to {} (green: good, red: defects, blue: threshold)",
+            plot.display()
+        );
+    }
+    Ok(cal)
 }

@@ -86,8 +86,12 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionConfig {
-    /// Image score above which a part is rejected.
-    pub threshold: f32,
+    /// Image score above which a part is rejected (without a calibration file).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Calibration file written by `partguard calibrate` (threshold tied to the model's hash).
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
 }
 
 /// Which physical output drives the ejector.
@@ -228,6 +232,9 @@ impl Config {
             SourceConfig::V4l2 { .. } => {}
         }
         fix(&mut self.model.path);
+        if let Some(c) = &mut self.decision.calibration {
+            fix(c);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -286,12 +293,23 @@ impl Config {
                 format!("names {} which is not a file; point it at an ONNX model (see models/README.md)", self.model.path.display()),
             ));
         }
-        let t = self.decision.threshold;
-        if !t.is_finite() {
-            return Err(bad(
-                "decision.threshold",
-                format!("is {t}; give a finite score"),
-            ));
+        match (self.decision.threshold, &self.decision.calibration) {
+            (None, None) => {
+                return Err(bad(
+                    "decision",
+                    "needs `threshold` or `calibration`; run `partguard calibrate` to make a calibration file".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "decision",
+                    "has both `threshold` and `calibration`; keep one (the calibration file holds its own threshold)".into(),
+                ))
+            }
+            (Some(t), None) if !t.is_finite() => {
+                return Err(bad("decision.threshold", format!("is {t}; give a finite score")));
+            }
+            _ => {}
         }
         let r = &self.reject;
         if !r.pulse_ms.is_finite() || r.pulse_ms <= 0.0 || r.pulse_ms > 10_000.0 {

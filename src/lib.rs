@@ -5,6 +5,7 @@
 //! [`pipeline`]. [`config`] reads the TOML file, [`eval`] scores labelled folders, [`commands`] holds
 //! what the subcommands of the binary do.
 
+pub mod calibrate;
 pub mod capture;
 pub mod clock;
 pub mod commands;
@@ -33,6 +34,8 @@ pub enum Error {
     Stage(#[from] pipeline::StageError),
     #[error(transparent)]
     Eval(#[from] eval::EvalError),
+    #[error(transparent)]
+    Calibration(#[from] calibrate::CalibrationError),
 }
 
 impl Error {

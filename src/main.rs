@@ -48,6 +48,28 @@ enum Command {
         #[arg(long)]
         no_pixel: bool,
     },
+    /// Learn the threshold from good parts: run the configured source, take the conformal threshold for
+    /// a target false-reject rate, and write a calibration file tied to the model.
+    Calibrate {
+        /// Stop after this many good parts (default: until the source ends or Ctrl-C).
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Target false-reject rate of good parts (0.001 = 0.1%).
+        #[arg(long, default_value_t = 0.001)]
+        alpha: f64,
+        /// Added to the threshold, in score units.
+        #[arg(long, default_value_t = 0.0)]
+        margin: f32,
+        /// Calibration file to write (default: the config's decision.calibration).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Folder of labelled defect images: report their detection rate (never applied).
+        #[arg(long)]
+        defects: Option<PathBuf>,
+        /// Write a histogram of the scores with the threshold as PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Per-stage latency (convert, preprocess, inference, decision) over the configured source.
     Bench {
         #[arg(long, default_value_t = 100)]
@@ -79,6 +101,17 @@ fn main() {
     std::process::exit(code);
 }
 
+/// A flag set by SIGINT or SIGTERM.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            log::warn!("cannot install handler for signal {sig}: {e}");
+        }
+    }
+    stop
+}
+
 fn init_logging(level: &str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
@@ -91,13 +124,13 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             let (cfg, name) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
             log::info!("config: {name}");
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-                    log::warn!("cannot install handler for signal {sig}: {e}");
-                }
+            let stop = stop_on_signals();
+            let reload = Arc::new(AtomicBool::new(false));
+            if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+            {
+                log::warn!("cannot install the SIGHUP handler (calibration reload): {e}");
             }
-            commands::cmd_run(&cfg, &stop, frames).map(|_| ())
+            commands::cmd_run(&cfg, &stop, &reload, frames).map(|_| ())
         }
         Command::Check => {
             let (cfg, name) = load_config(&cli.config)?;
@@ -111,14 +144,47 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             no_pixel,
         } => {
             init_logging("info");
-            let (model, threshold) = match model {
-                Some(m) => (m, None),
+            match model {
+                Some(m) => commands::cmd_eval(&m, &data, csv.as_deref(), !no_pixel, None),
                 None => {
                     let (cfg, _) = load_config(&cli.config)?;
-                    (cfg.model.path, Some(cfg.decision.threshold))
+                    commands::cmd_eval(
+                        &cfg.model.path,
+                        &data,
+                        csv.as_deref(),
+                        !no_pixel,
+                        Some(&cfg),
+                    )
                 }
+            }
+        }
+        Command::Calibrate {
+            frames,
+            alpha,
+            margin,
+            out,
+            defects,
+            plot,
+        } => {
+            let (cfg, _) = load_config(&cli.config)?;
+            init_logging(&cfg.log.level);
+            let Some(out) = out.or_else(|| cfg.decision.calibration.clone()) else {
+                return Err(partguard::config::ConfigError::Field {
+                    path: cli.config.clone().unwrap_or_default(),
+                    field: "decision.calibration",
+                    problem: "is not set; set it, or give --out FILE".into(),
+                }
+                .into());
             };
-            commands::cmd_eval(&model, &data, csv.as_deref(), !no_pixel, threshold)
+            let opts = commands::CalibrateOptions {
+                frames,
+                alpha,
+                margin,
+                out,
+                defects,
+                plot,
+            };
+            commands::cmd_calibrate(&cfg, &opts, &stop_on_signals()).map(|_| ())
         }
         Command::Bench { frames, warmup } => {
             let (cfg, _) = load_config(&cli.config)?;

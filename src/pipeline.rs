@@ -131,6 +131,13 @@ impl Inspector {
     }
 }
 
+/// Reloads the threshold between two frames when `flag` is set (SIGHUP): no frame is dropped, and
+/// a calibration that fails to load leaves the current threshold in force.
+pub struct Reloader<'a> {
+    pub flag: &'a AtomicBool,
+    pub load: Box<dyn Fn() -> Result<f32, String> + 'a>,
+}
+
 /// Options of [`run`].
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
@@ -162,6 +169,7 @@ pub fn run(
     line: Box<dyn OutputPin>,
     opts: RunOptions,
     stop: &AtomicBool,
+    reload: Option<&Reloader<'_>>,
 ) -> Result<(RunSummary, Box<dyn OutputPin>), StageError> {
     let mut queue = PulseQueue::new();
     let actuator_stop = AtomicBool::new(false);
@@ -190,6 +198,18 @@ pub fn run(
         while !stop.load(Ordering::Relaxed) {
             if opts.max_frames.is_some_and(|m| inspector.stats.frames >= m) {
                 break;
+            }
+            if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
+                match (r.load)() {
+                    Ok(t) => {
+                        log::info!("reloaded: threshold {} -> {t}", inspector.threshold);
+                        inspector.threshold = t;
+                    }
+                    Err(e) => log::error!(
+                        "reload failed, threshold stays {}: {e}",
+                        inspector.threshold
+                    ),
+                }
             }
             let outcome = match inspector.inspect_next() {
                 Ok(Some(o)) => o,

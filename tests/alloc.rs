@@ -75,7 +75,7 @@ fn run_frames(frames: u64) -> u64 {
     };
     let stop = AtomicBool::new(false);
     let before = allocs();
-    let (summary, _) = run(&mut insp, Box::new(line), opts, &stop).unwrap();
+    let (summary, _) = run(&mut insp, Box::new(line), opts, &stop, None).unwrap();
     let used = allocs() - before;
     assert_eq!(summary.frames, frames);
     used

@@ -19,7 +19,7 @@ fn write_config(dir: &Path, source: &str, reject: &str) -> std::path::PathBuf {
     let text = format!(
         "[source]\n{source}\n\n[model]\npath = \"{}\"\n\n[decision]\nthreshold = {}\n\n[reject]\n{reject}\npulse_ms = 20\n\n[log]\nstatus_interval_s = 0.2\n",
         root().join("models/bottle_sspcab_f32.onnx").display(),
-        partguard::config::Config::builtin().unwrap().decision.threshold,
+        partguard::config::Config::builtin().unwrap().decision.threshold.unwrap(),
     );
     std::fs::write(&p, text).unwrap();
     p
@@ -30,7 +30,8 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
     let threshold = partguard::config::Config::builtin()
         .unwrap()
         .decision
-        .threshold;
+        .threshold
+        .unwrap();
     let out = bin().output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -50,19 +50,28 @@ fn the_shipped_example_is_valid_and_paths_resolve_beside_it() {
     }
     assert!(cfg.model.path.is_file());
     assert_eq!(cfg.reject.kind, RejectKind::Simulated);
-    assert_eq!(parse(GOOD).unwrap().decision.threshold, 0.5);
+    assert_eq!(parse(GOOD).unwrap().decision.threshold, Some(0.5));
 }
 
 #[test]
 fn missing_field_names_it() {
-    let text = GOOD.replace("threshold = 0.5", "");
+    let text = GOOD.replace("pulse_ms = 50", "");
     let err = parse(&text).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ConfigError::Parse { .. }));
     assert!(
-        msg.contains("line3.toml") && msg.contains("missing field `threshold`"),
+        msg.contains("line3.toml") && msg.contains("missing field `pulse_ms`"),
         "{msg}"
     );
+    let (f, p) = field_error(&GOOD.replace("threshold = 0.5", ""));
+    assert_eq!(f, "decision");
+    assert!(p.contains("partguard calibrate"), "{p}");
+    let (f, p) = field_error(&GOOD.replace(
+        "threshold = 0.5",
+        "threshold = 0.5\ncalibration = \"line3.cal.toml\"",
+    ));
+    assert_eq!(f, "decision");
+    assert!(p.contains("both"), "{p}");
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn real_time_run_fires_one_pulse_per_rejected_part_and_ends_safe() {
     let mut inspector = Inspector::new(
         Box::new(source),
         Box::new(engine),
-        cfg.decision.threshold,
+        cfg.decision.threshold.unwrap(),
         clock.clone(),
     );
     let opts = RunOptions {
@@ -193,7 +193,7 @@ fn real_time_run_fires_one_pulse_per_rejected_part_and_ends_safe() {
         max_frames: None,
     };
     let stop = AtomicBool::new(false);
-    let (summary, _) = run(&mut inspector, Box::new(line.clone()), opts, &stop).unwrap();
+    let (summary, _) = run(&mut inspector, Box::new(line.clone()), opts, &stop, None).unwrap();
     assert_eq!(summary.frames, 8);
     assert_eq!(summary.faults, 0);
     assert_eq!(
