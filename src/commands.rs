@@ -378,7 +378,7 @@ pub fn cmd_calibrate(
         }
         scores.push(o.score);
         let n = scores.len() as u64;
-        if n % 10 == 0 || total == Some(n) {
+        if n.is_multiple_of(10) || total == Some(n) {
             match total {
                 Some(t) => {
                     let done = (n * 30 / t.max(1)).min(30) as usize;
