@@ -62,6 +62,14 @@ pub fn open_source(cfg: &SourceConfig, force_loop: bool) -> Result<Box<dyn Frame
 /// The threshold in force: from the calibration file (checked against the model's hash) or the
 /// config's `decision.threshold`. Returns it with a description of where it came from.
 pub fn resolve_threshold(cfg: &Config, model: &ModelInfo) -> Result<(f32, String), Error> {
+    resolve_decision(cfg, model).map(|(t, origin, _)| (t, origin))
+}
+
+/// [`resolve_threshold`], plus the calibration's p99 good score when there is a calibration.
+pub fn resolve_decision(
+    cfg: &Config,
+    model: &ModelInfo,
+) -> Result<(f32, String, Option<f32>), Error> {
     match (&cfg.decision.calibration, cfg.decision.threshold) {
         (Some(path), _) => {
             if !path.exists() {
@@ -82,9 +90,10 @@ pub fn resolve_threshold(cfg: &Config, model: &ModelInfo) -> Result<(f32, String
                     cal.n,
                     cal.created
                 ),
+                Some(cal.scores.p99),
             ))
         }
-        (None, Some(t)) => Ok((t, "decision.threshold".into())),
+        (None, Some(t)) => Ok((t, "decision.threshold".into(), None)),
         (None, None) => Err(crate::config::ConfigError::Field {
             path: "config".into(),
             field: "decision",
@@ -118,12 +127,13 @@ pub fn cmd_run(
     );
     let engine = TractEngine::load(&cfg.model.path)?;
     log_model(&engine);
-    let (threshold, origin) = resolve_threshold(cfg, engine.info())?;
+    let (threshold, origin, p99) = resolve_decision(cfg, engine.info())?;
     log::info!("threshold {threshold} from {origin}");
     let info = engine.info().clone();
     let source = open_source(&cfg.source, false)?;
     log::info!("source: {}", source.describe());
     let mut inspector = Inspector::new(source, Box::new(engine), threshold, clock);
+    inspector.drift = p99.map(|p| crate::drift::DriftMonitor::new(p, 0.01));
     let opts = RunOptions {
         pulse: pulse_settings(cfg),
         print_decisions: cfg.log.print_decisions,
@@ -135,8 +145,8 @@ pub fn cmd_run(
     let reloader = Reloader {
         flag: reload,
         load: Box::new(|| {
-            resolve_threshold(cfg, &info)
-                .map(|(t, _)| t)
+            resolve_decision(cfg, &info)
+                .map(|(t, _, p99)| (t, p99))
                 .map_err(|e| e.to_string())
         }),
     };

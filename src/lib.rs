@@ -11,6 +11,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod decide;
+pub mod drift;
 pub mod eval;
 pub mod infer;
 pub mod output;

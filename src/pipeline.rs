@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::capture::{CaptureError, FrameSource, Label};
 use crate::clock::Clock;
 use crate::decide::{decide, Verdict};
+use crate::drift::DriftMonitor;
 use crate::infer::{Engine, ModelError};
 use crate::output::OutputPin;
 use crate::preprocess::Preprocessor;
@@ -49,6 +50,8 @@ pub struct Inspector {
     pub threshold: f32,
     pub clock: Arc<dyn Clock>,
     pub stats: Stats,
+    /// Watches passed parts' scores against the calibration (None without a calibration).
+    pub drift: Option<DriftMonitor>,
 }
 
 impl Inspector {
@@ -66,6 +69,7 @@ impl Inspector {
             threshold,
             clock,
             stats: Stats::default(),
+            drift: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl Inspector {
             threshold,
             clock,
             stats,
+            drift,
         } = self;
         stats.skipped = source.skipped();
         let Some(frame) = source.next_frame()? else {
@@ -115,7 +120,12 @@ impl Inspector {
         stats.record(Stage::Total, decided.saturating_sub(frame.timestamp));
         stats.frames += 1;
         match verdict {
-            Verdict::Pass => stats.ok += 1,
+            Verdict::Pass => {
+                stats.ok += 1;
+                if let Some(d) = drift {
+                    d.observe(score);
+                }
+            }
             Verdict::Reject => stats.ng += 1,
             Verdict::Fault => stats.faults += 1,
         }
@@ -135,7 +145,8 @@ impl Inspector {
 /// a calibration that fails to load leaves the current threshold in force.
 pub struct Reloader<'a> {
     pub flag: &'a AtomicBool,
-    pub load: Box<dyn Fn() -> Result<f32, String> + 'a>,
+    /// The new threshold and, with a calibration, its p99 good score for the drift monitor.
+    pub load: Box<dyn Fn() -> Result<(f32, Option<f32>), String> + 'a>,
 }
 
 /// Options of [`run`].
@@ -201,9 +212,10 @@ pub fn run(
             }
             if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
                 match (r.load)() {
-                    Ok(t) => {
+                    Ok((t, p99)) => {
                         log::info!("reloaded: threshold {} -> {t}", inspector.threshold);
                         inspector.threshold = t;
+                        inspector.drift = p99.map(|p| DriftMonitor::new(p, 0.01));
                     }
                     Err(e) => log::error!(
                         "reload failed, threshold stays {}: {e}",
