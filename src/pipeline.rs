@@ -141,12 +141,14 @@ impl Inspector {
     }
 }
 
+/// Loads the threshold and, with a calibration, its p99 good score (for the drift monitor).
+pub type ThresholdLoader<'a> = Box<dyn Fn() -> Result<(f32, Option<f32>), String> + 'a>;
+
 /// Reloads the threshold between two frames when `flag` is set (SIGHUP): no frame is dropped, and
 /// a calibration that fails to load leaves the current threshold in force.
 pub struct Reloader<'a> {
     pub flag: &'a AtomicBool,
-    /// The new threshold and, with a calibration, its p99 good score for the drift monitor.
-    pub load: Box<dyn Fn() -> Result<(f32, Option<f32>), String> + 'a>,
+    pub load: ThresholdLoader<'a>,
 }
 
 /// Options of [`run`].
