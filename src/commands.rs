@@ -23,7 +23,7 @@ use crate::Error;
 /// A V4L2 frame later than this is reported as a camera stall.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Opens the configured frame source. `looping` forces a replay to loop (for `bench`).
+/// Opens the configured frame source. `force_loop` makes a replay loop (for `bench`).
 pub fn open_source(cfg: &SourceConfig, force_loop: bool) -> Result<Box<dyn FrameSource>, Error> {
     Ok(match cfg {
         SourceConfig::Replay {
