@@ -462,8 +462,8 @@ pub fn cmd_calibrate(
     println!("(valid for good parts like these; parts the model was trained on score low and make it optimistic)");
     let mut defect_scores = Vec::new();
     if let Some(dir) = &opts.defects {
-        let mut engine = TractEngine::load(&cfg.model.path)?;
-        let report = crate::eval::evaluate(dir, &mut engine, None, false)?;
+        // The calibration's engine is already loaded and planned: score the defects with it.
+        let report = crate::eval::evaluate(dir, &mut *inspector.engine, None, false)?;
         defect_scores = report
             .images
             .iter()
