@@ -18,6 +18,7 @@ pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod reject;
+pub mod schedule;
 pub mod stats;
 
 /// Any partguard failure, by subsystem, so camera, model and GPIO faults stay apart.
