@@ -11,12 +11,16 @@ use crate::calibrate::{
 };
 use crate::capture::{FrameSource, Label, PixelFormat, ReplaySource, V4l2Source};
 use crate::clock::{Clock, MonotonicClock};
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, EncoderEdges, OutputLineConfig, SourceConfig, DEFAULT_DELAY_MS};
 use crate::eval::evaluate;
 use crate::infer::{Engine, ModelInfo, TractEngine};
-use crate::output::{open_reject, Level};
-use crate::pipeline::{run, Inspector, Reloader, RunOptions, RunSummary};
-use crate::reject::PulseSettings;
+use crate::input::{CdevInput, EdgeInput, Edges};
+use crate::output::{open_output, open_reject, Level, OutputSpec};
+use crate::pipeline::{
+    run, Inspector, LineIo, Reloader, RunLatency, RunOptions, RunSummary, TriggerSettings,
+};
+use crate::reject::{ActuatorSettings, Outputs, SafeOutput};
+use crate::schedule::{Delay, SchedulerSettings};
 use crate::stats::Stage;
 use crate::Error;
 
@@ -103,10 +107,115 @@ pub fn resolve_decision(
     }
 }
 
-fn pulse_settings(cfg: &Config) -> PulseSettings {
-    PulseSettings {
-        width: Duration::from_secs_f64(cfg.reject.pulse_ms / 1000.0),
+/// The reject scheduler's settings from `[reject]` and `[timing]`.
+pub fn scheduler_settings(cfg: &Config) -> SchedulerSettings {
+    let t = &cfg.timing;
+    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    let delay = match t.delay_ticks {
+        Some(ticks) => Delay::Ticks {
+            ticks,
+            margin: t.margin_ticks,
+        },
+        None => Delay::Time {
+            delay: ms(t.delay_ms.unwrap_or(DEFAULT_DELAY_MS)),
+            margin: ms(t.margin_ms),
+        },
+    };
+    SchedulerSettings {
+        delay,
+        pulse: ms(cfg.reject.pulse_ms),
+        min_gap: ms(t.min_gap_ms),
+        queue_size: t.queue_size,
+        policy: t.policy,
+        alarm_hold: ms(t.alarm_hold_ms),
+    }
+}
+
+/// Opens every output (each already in its safe state) and input the config names.
+pub fn open_line_io(cfg: &Config, clock: Arc<dyn Clock>) -> Result<LineIo, Error> {
+    let reject = SafeOutput {
+        pin: open_reject(&cfg.reject, clock.clone())?,
         safe: Level::from(cfg.reject.safe_state),
+    };
+    log::info!(
+        "reject output: {} (safe state {:?})",
+        reject.pin.describe(),
+        cfg.reject.safe_state
+    );
+    let extra = |role: &'static str, o: &Option<OutputLineConfig>| -> Result<_, Error> {
+        o.as_ref()
+            .map(|o| {
+                let pin = open_output(OutputSpec::line(role, o), clock.clone())?;
+                log::info!("{role} output: {}", pin.describe());
+                Ok(SafeOutput {
+                    pin,
+                    safe: Level::from(o.safe_state),
+                })
+            })
+            .transpose()
+    };
+    let alarm = extra("alarm", &cfg.alarm)?;
+    let ready = extra("ready", &cfg.ready)?;
+    let heartbeat = cfg
+        .ready
+        .as_ref()
+        .filter(|r| r.heartbeat_ms > 0.0)
+        .map(|r| Duration::from_secs_f64(r.heartbeat_ms / 1000.0));
+    let trigger = match &cfg.trigger {
+        Some(t) => {
+            let input = CdevInput::open("trigger", &t.chip, &t.line, t.active_low, Edges::Rising)?;
+            log::info!("trigger input: {}", input.describe());
+            Some(Box::new(input) as Box<dyn EdgeInput>)
+        }
+        None => None,
+    };
+    let encoder = match &cfg.encoder {
+        Some(e) => {
+            let edges = match e.edges {
+                EncoderEdges::Rising => Edges::Rising,
+                EncoderEdges::Both => Edges::Both,
+            };
+            let input = CdevInput::open("encoder", &e.chip, &e.line, false, edges)?;
+            log::info!("encoder input: {}", input.describe());
+            Some(Box::new(input) as Box<dyn EdgeInput>)
+        }
+        None => None,
+    };
+    Ok(LineIo {
+        outputs: Outputs {
+            reject,
+            alarm,
+            ready,
+            heartbeat,
+        },
+        trigger,
+        encoder,
+    })
+}
+
+/// [`RunOptions`] from the config.
+pub fn run_options(
+    cfg: &Config,
+    max_frames: Option<u64>,
+    stats_json: Option<std::path::PathBuf>,
+) -> RunOptions {
+    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    RunOptions {
+        actuator: ActuatorSettings {
+            schedule: scheduler_settings(cfg),
+            fifo_priority: cfg.realtime.fifo_priority,
+            cpu: cfg.realtime.actuator_cpu,
+        },
+        trigger: cfg.trigger.as_ref().map(|t| TriggerSettings {
+            debounce: ms(t.debounce_ms),
+            window: ms(t.frame_window_ms),
+        }),
+        inference_cpu: cfg.realtime.inference_cpu,
+        print_decisions: cfg.log.print_decisions,
+        status_interval: (cfg.log.status_interval_s > 0.0)
+            .then(|| Duration::from_secs_f64(cfg.log.status_interval_s)),
+        max_frames,
+        stats_json,
     }
 }
 
@@ -116,15 +225,16 @@ pub fn cmd_run(
     stop: &AtomicBool,
     reload: &AtomicBool,
     max_frames: Option<u64>,
+    stats_json: Option<std::path::PathBuf>,
 ) -> Result<RunSummary, Error> {
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
-    // The line goes to its safe state first, before anything slow can fail.
-    let line = open_reject(&cfg.reject, clock.clone())?;
-    log::info!(
-        "reject output: {} (safe state {:?})",
-        line.describe(),
-        cfg.reject.safe_state
-    );
+    // The outputs go to their safe state first, before anything slow can fail.
+    let io = open_line_io(cfg, clock.clone())?;
+    if cfg.timing.delay_ms.is_none() && cfg.timing.delay_ticks.is_none() {
+        log::warn!(
+            "[timing] names no delay: rejects fire {DEFAULT_DELAY_MS} ms after capture; set timing.delay_ms for your line (README, Reject timing)"
+        );
+    }
     let engine = TractEngine::load(&cfg.model.path)?;
     log_model(&engine);
     let (threshold, origin, p99) = resolve_decision(cfg, engine.info())?;
@@ -134,13 +244,7 @@ pub fn cmd_run(
     log::info!("source: {}", source.describe());
     let mut inspector = Inspector::new(source, Box::new(engine), threshold, clock);
     inspector.drift = p99.map(|p| crate::drift::DriftMonitor::new(p, 0.01));
-    let opts = RunOptions {
-        pulse: pulse_settings(cfg),
-        print_decisions: cfg.log.print_decisions,
-        status_interval: (cfg.log.status_interval_s > 0.0)
-            .then(|| Duration::from_secs_f64(cfg.log.status_interval_s)),
-        max_frames,
-    };
+    let opts = run_options(cfg, max_frames, stats_json);
     // SIGHUP re-reads the calibration file between two frames.
     let reloader = Reloader {
         flag: reload,
@@ -150,21 +254,38 @@ pub fn cmd_run(
                 .map_err(|e| e.to_string())
         }),
     };
-    let (summary, _line) = run(&mut inspector, line, opts, stop, Some(&reloader))?;
-    let lat = inspector.stats.summary(Stage::Total);
-    println!(
-        "summary: frames {} OK {} NG {} faults {} skipped {} reject pulses {} queue overflows {} output errors {}",
-        summary.frames,
-        summary.ok,
-        summary.ng,
-        summary.faults,
-        summary.skipped,
-        summary.pulses,
-        summary.queue_overflows,
-        summary.output_errors
-    );
-    println!("latency capture-to-decision: {lat}");
+    let (summary, mut latency) = run(&mut inspector, io, opts, stop, Some(&reloader))?;
+    print_summary(&summary, &mut latency);
     Ok(summary)
+}
+
+/// The end-of-run report on stdout.
+pub fn print_summary(s: &RunSummary, latency: &mut RunLatency) {
+    println!(
+        "summary: frames {} OK {} NG {} late {} missed {} faults {} overflows {} (parts {}; fail-safe rejected {} passed {}) skipped {} untriggered {} stalls {} reject pulses {} merged {} gap-delayed {} output errors {} lost messages {}",
+        s.frames,
+        s.ok,
+        s.ng,
+        s.late,
+        s.missed,
+        s.faults,
+        s.overflows,
+        s.parts,
+        s.failsafe_rejected,
+        s.failsafe_passed,
+        s.skipped,
+        s.untriggered,
+        s.stalls,
+        s.pulses,
+        s.merged,
+        s.gap_delayed,
+        s.output_errors,
+        s.lost_messages
+    );
+    for (name, lat) in &latency.stages {
+        println!("latency {name}: {lat}");
+    }
+    println!("reject onset error: {}", latency.onset);
 }
 
 fn log_model(engine: &dyn Engine) {

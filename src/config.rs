@@ -29,8 +29,174 @@ pub struct Config {
     pub model: ModelConfig,
     pub decision: DecisionConfig,
     pub reject: RejectConfig,
+    /// Where the ejector is and what happens to parts not judged in time.
+    #[serde(default)]
+    pub timing: TimingConfig,
+    /// Optional photo-eye: each (debounced) edge is one part.
+    #[serde(default)]
+    pub trigger: Option<TriggerConfig>,
+    /// Optional conveyor encoder: delays in ticks instead of milliseconds.
+    #[serde(default)]
+    pub encoder: Option<EncoderConfig>,
+    /// Optional alarm output (stack light, PLC input): active while fail-safe events happen.
+    #[serde(default)]
+    pub alarm: Option<OutputLineConfig>,
+    /// Optional ready output: active (or toggling, the heartbeat) while the station inspects.
+    #[serde(default)]
+    pub ready: Option<OutputLineConfig>,
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Reject timing: `delay_ms` or `delay_ticks` (with an `[encoder]`), and the fail-safe policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimingConfig {
+    /// Time from capture (or trigger) until the part is at the ejector.
+    #[serde(default)]
+    pub delay_ms: Option<f64>,
+    /// Encoder ticks from capture (or trigger) until the part is at the ejector.
+    #[serde(default)]
+    pub delay_ticks: Option<u64>,
+    /// The decision must be made this long before the part reaches the ejector (time mode).
+    #[serde(default = "default_margin_ms")]
+    pub margin_ms: f64,
+    /// The same in encoder ticks (encoder mode).
+    #[serde(default)]
+    pub margin_ticks: u64,
+    /// Least off time of the ejector between two pulses; closer rejects merge.
+    #[serde(default)]
+    pub min_gap_ms: f64,
+    /// Parts tracked between camera and ejector at once; more is a fault.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// What happens to a part not judged in time: "reject" (default) or "pass" (with alarm).
+    #[serde(default)]
+    pub policy: crate::schedule::Policy,
+    /// The alarm output stays on this long after the last fail-safe event.
+    #[serde(default = "default_alarm_hold_ms")]
+    pub alarm_hold_ms: f64,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        TimingConfig {
+            delay_ms: None,
+            delay_ticks: None,
+            margin_ms: default_margin_ms(),
+            margin_ticks: 0,
+            min_gap_ms: 0.0,
+            queue_size: default_queue_size(),
+            policy: Default::default(),
+            alarm_hold_ms: default_alarm_hold_ms(),
+        }
+    }
+}
+
+/// Delay used when `[timing]` names none.
+pub const DEFAULT_DELAY_MS: f64 = 1000.0;
+
+fn default_margin_ms() -> f64 {
+    20.0
+}
+fn default_queue_size() -> usize {
+    64
+}
+fn default_alarm_hold_ms() -> f64 {
+    2000.0
+}
+
+/// A photo-eye on a GPIO input (gpiocdev).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    pub chip: String,
+    pub line: LineId,
+    /// The part is present when the input is low.
+    #[serde(default)]
+    pub active_low: bool,
+    /// Edges closer than this to the last accepted one are bounce.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: f64,
+    /// A frame captured within this long after the trigger is that part's frame; none is a
+    /// missed frame.
+    #[serde(default = "default_frame_window_ms")]
+    pub frame_window_ms: f64,
+}
+
+fn default_debounce_ms() -> f64 {
+    2.0
+}
+fn default_frame_window_ms() -> f64 {
+    100.0
+}
+
+/// Which encoder edges count.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderEdges {
+    #[default]
+    Rising,
+    Both,
+}
+
+/// A conveyor encoder's pulse output on a GPIO input (gpiocdev).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    pub chip: String,
+    pub line: LineId,
+    #[serde(default)]
+    pub edges: EncoderEdges,
+}
+
+/// An extra output (`[alarm]`, `[ready]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputLineConfig {
+    pub kind: RejectKind,
+    #[serde(default)]
+    pub chip: Option<String>,
+    #[serde(default)]
+    pub line: Option<LineId>,
+    #[serde(default)]
+    pub active_low: bool,
+    #[serde(default = "default_safe_state")]
+    pub safe_state: SafeState,
+    /// `[ready]` only: toggle every this many ms while healthy (0: steady active).
+    #[serde(default)]
+    pub heartbeat_ms: f64,
+}
+
+/// Real-time scheduling of the reject actuator thread (needs CAP_SYS_NICE or an rtprio limit).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// SCHED_FIFO priority 1..=99 for the actuator thread; 0 leaves it SCHED_OTHER.
+    #[serde(default = "default_fifo_priority")]
+    pub fifo_priority: u8,
+    /// Pin the actuator thread to this CPU.
+    #[serde(default)]
+    pub actuator_cpu: Option<usize>,
+    /// Pin the inference thread to this CPU.
+    #[serde(default)]
+    pub inference_cpu: Option<usize>,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            fifo_priority: default_fifo_priority(),
+            actuator_cpu: None,
+            inference_cpu: None,
+        }
+    }
+}
+
+fn default_fifo_priority() -> u8 {
+    80
 }
 
 /// Where frames come from.
@@ -321,31 +487,161 @@ impl Config {
                 ),
             ));
         }
-        match r.kind {
-            RejectKind::Simulated => {}
-            RejectKind::Gpiocdev => {
-                if r.chip.is_none() {
-                    return Err(bad("reject.chip", "is missing; name the GPIO chip, e.g. \"/dev/gpiochip0\" (see `gpiodetect`)".into()));
-                }
-                if r.line.is_none() {
+        check_output(path, "reject", r.kind, r.chip.as_deref(), r.line.as_ref())?;
+        for (role, o) in [("alarm", &self.alarm), ("ready", &self.ready)] {
+            if let Some(o) = o {
+                check_output(path, role, o.kind, o.chip.as_deref(), o.line.as_ref())?;
+                if !o.heartbeat_ms.is_finite() || o.heartbeat_ms < 0.0 {
                     return Err(bad(
-                        "reject.line",
-                        "is missing; give the line offset or name (see `gpioinfo`)".into(),
+                        "ready.heartbeat_ms",
+                        format!("is {}; use 0 (steady) or a period in ms", o.heartbeat_ms),
                     ));
-                }
-            }
-            RejectKind::Rpi => {
-                if !matches!(r.line, Some(LineId::Offset(_))) {
-                    return Err(bad(
-                        "reject.line",
-                        "must be the BCM GPIO number for kind = \"rpi\", e.g. line = 17".into(),
-                    ));
-                }
-                if !cfg!(feature = "rpi") {
-                    return Err(bad("reject.kind", "is \"rpi\" but this build lacks the `rpi` feature; rebuild with `--features rpi` or use kind = \"gpiocdev\"".into()));
                 }
             }
         }
+        self.validate_timing(path)
+    }
+
+    fn validate_timing(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: String| ConfigError::Field {
+            path: path.to_owned(),
+            field,
+            problem,
+        };
+        let ms_ok = |v: f64| v.is_finite() && (0.0..=600_000.0).contains(&v);
+        let t = &self.timing;
+        match (t.delay_ms, t.delay_ticks, &self.encoder) {
+            (Some(_), Some(_), _) => {
+                return Err(bad(
+                    "timing",
+                    "has both `delay_ms` and `delay_ticks`; keep the one that matches your line".into(),
+                ))
+            }
+            (_, Some(_), None) => {
+                return Err(bad(
+                    "timing.delay_ticks",
+                    "needs an [encoder] section (chip and line of the encoder input); or give delay_ms".into(),
+                ))
+            }
+            (None, None, Some(_)) => {
+                return Err(bad(
+                    "timing.delay_ticks",
+                    "is missing: with an [encoder], give the camera-to-ejector distance in ticks".into(),
+                ))
+            }
+            (Some(d), None, _) if !ms_ok(d) || d == 0.0 => {
+                return Err(bad(
+                    "timing.delay_ms",
+                    format!("is {d}; give the camera-to-ejector travel time in ms (> 0)"),
+                ))
+            }
+            _ => {}
+        }
+        if !ms_ok(t.margin_ms) {
+            return Err(bad("timing.margin_ms", format!("is {}; give milliseconds >= 0", t.margin_ms)));
+        }
+        let delay_ms = t.delay_ms.unwrap_or(DEFAULT_DELAY_MS);
+        if t.delay_ticks.is_none() && t.margin_ms >= delay_ms {
+            return Err(bad(
+                "timing.margin_ms",
+                format!("is {} but the delay is {delay_ms} ms; the margin must be shorter than the delay", t.margin_ms),
+            ));
+        }
+        if let Some(ticks) = t.delay_ticks {
+            if t.margin_ticks >= ticks {
+                return Err(bad(
+                    "timing.margin_ticks",
+                    format!("is {} but delay_ticks is {ticks}; the margin must be smaller", t.margin_ticks),
+                ));
+            }
+        }
+        if !ms_ok(t.min_gap_ms) {
+            return Err(bad("timing.min_gap_ms", format!("is {}; give milliseconds >= 0", t.min_gap_ms)));
+        }
+        if !ms_ok(t.alarm_hold_ms) {
+            return Err(bad("timing.alarm_hold_ms", format!("is {}; give milliseconds >= 0", t.alarm_hold_ms)));
+        }
+        if !(1..=crate::schedule::MAX_QUEUE).contains(&t.queue_size) {
+            return Err(bad(
+                "timing.queue_size",
+                format!(
+                    "is {}; use 1 to {} (at least the parts between camera and ejector, plus a few)",
+                    t.queue_size,
+                    crate::schedule::MAX_QUEUE
+                ),
+            ));
+        }
+        if let Some(tr) = &self.trigger {
+            if !ms_ok(tr.debounce_ms) {
+                return Err(bad("trigger.debounce_ms", format!("is {}; give milliseconds >= 0", tr.debounce_ms)));
+            }
+            if !ms_ok(tr.frame_window_ms) || tr.frame_window_ms == 0.0 {
+                return Err(bad(
+                    "trigger.frame_window_ms",
+                    format!("is {}; give the longest trigger-to-frame time in ms (> 0)", tr.frame_window_ms),
+                ));
+            }
+        }
+        if self.realtime.fifo_priority > 99 {
+            return Err(bad(
+                "realtime.fifo_priority",
+                format!("is {}; use 1 to 99, or 0 to turn SCHED_FIFO off", self.realtime.fifo_priority),
+            ));
+        }
         Ok(())
     }
+}
+
+/// Checks the fields an output of `kind` needs.
+fn check_output(
+    path: &Path,
+    role: &'static str,
+    kind: RejectKind,
+    chip: Option<&str>,
+    line: Option<&LineId>,
+) -> Result<(), ConfigError> {
+    let bad = |field: &'static str, problem: String| ConfigError::Field {
+        path: path.to_owned(),
+        field,
+        problem,
+    };
+    let field = |name: &str| -> &'static str {
+        match (role, name) {
+            ("reject", "chip") => "reject.chip",
+            ("reject", "line") => "reject.line",
+            ("reject", _) => "reject.kind",
+            ("alarm", "chip") => "alarm.chip",
+            ("alarm", "line") => "alarm.line",
+            ("alarm", _) => "alarm.kind",
+            (_, "chip") => "ready.chip",
+            (_, "line") => "ready.line",
+            _ => "ready.kind",
+        }
+    };
+    match kind {
+        RejectKind::Simulated => {}
+        RejectKind::Gpiocdev => {
+            if chip.is_none() {
+                return Err(bad(field("chip"), "is missing; name the GPIO chip, e.g. \"/dev/gpiochip0\" (see `gpiodetect`)".into()));
+            }
+            if line.is_none() {
+                return Err(bad(
+                    field("line"),
+                    "is missing; give the line offset or name (see `gpioinfo`)".into(),
+                ));
+            }
+        }
+        RejectKind::Rpi => {
+            if !matches!(line, Some(LineId::Offset(_))) {
+                return Err(bad(
+                    field("line"),
+                    "must be the BCM GPIO number for kind = \"rpi\", e.g. line = 17".into(),
+                ));
+            }
+            if !cfg!(feature = "rpi") {
+                return Err(bad(field("kind"), "is \"rpi\" but this build lacks the `rpi` feature; rebuild with `--features rpi` or use kind = \"gpiocdev\"".into()));
+            }
+        }
+    }
+    Ok(())
 }

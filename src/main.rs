@@ -30,6 +30,9 @@ enum Command {
         /// Stop after this many frames.
         #[arg(long)]
         frames: Option<u64>,
+        /// Write the statistics as JSON to this file (at each status interval and at the end).
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
     },
     /// Validate the config, open the model and the devices, and print what was found.
     Check,
@@ -119,8 +122,11 @@ fn init_logging(level: &str) {
 }
 
 fn real_main(cli: Cli) -> Result<(), partguard::Error> {
-    match cli.command.unwrap_or(Command::Run { frames: None }) {
-        Command::Run { frames } => {
+    match cli.command.unwrap_or(Command::Run {
+        frames: None,
+        stats_json: None,
+    }) {
+        Command::Run { frames, stats_json } => {
             let (cfg, name) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
             log::info!("config: {name}");
@@ -130,7 +136,7 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             {
                 log::warn!("cannot install the SIGHUP handler (calibration reload): {e}");
             }
-            commands::cmd_run(&cfg, &stop, &reload, frames).map(|_| ())
+            commands::cmd_run(&cfg, &stop, &reload, frames, stats_json).map(|_| ())
         }
         Command::Check => {
             let (cfg, name) = load_config(&cli.config)?;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{LineId, RejectConfig, RejectKind, SafeState};
+use crate::config::{LineId, OutputLineConfig, RejectConfig, RejectKind, SafeState};
 
 /// The logical level of an output: `Active` fires the ejector, whatever the wiring polarity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,25 +27,35 @@ impl From<SafeState> for Level {
     }
 }
 
-/// GPIO faults: each names the chip and line.
+/// GPIO faults: each names the config section (`role`: reject, alarm, ready, trigger, encoder), the
+/// chip and the line.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OutputError {
-    #[error("GPIO chip {chip} not found; list the chips with `gpiodetect` and fix reject.chip")]
-    ChipMissing { chip: String },
-    #[error("GPIO chip {chip}: permission denied; add the user to the `gpio` group (README, Troubleshooting)")]
-    PermissionDenied { chip: String },
-    #[error("GPIO chip {chip} has no line {line}; list the lines with `gpioinfo {chip}` and fix reject.line")]
-    NoSuchLine { chip: String, line: String },
-    #[error("GPIO line {line} on {chip} is already in use by another process or driver; free it (`gpioinfo {chip}` shows the consumer)")]
-    Busy { chip: String, line: String },
-    #[error("GPIO line {line} on {chip}: {reason}")]
+    #[error("{role}: GPIO chip {chip} not found; list the chips with `gpiodetect` and fix {role}.chip")]
+    ChipMissing { role: &'static str, chip: String },
+    #[error("{role}: GPIO chip {chip}: permission denied; add the user to the `gpio` group (README, Troubleshooting)")]
+    PermissionDenied { role: &'static str, chip: String },
+    #[error("{role}: GPIO chip {chip} has no line {line}; list the lines with `gpioinfo {chip}` and fix {role}.line")]
+    NoSuchLine {
+        role: &'static str,
+        chip: String,
+        line: String,
+    },
+    #[error("{role}: GPIO line {line} on {chip} is already in use by another process or driver; free it (`gpioinfo {chip}` shows the consumer)")]
+    Busy {
+        role: &'static str,
+        chip: String,
+        line: String,
+    },
+    #[error("{role}: GPIO line {line} on {chip}: {reason}")]
     Io {
+        role: &'static str,
         chip: String,
         line: String,
         reason: String,
     },
-    #[error("reject.kind = \"rpi\" needs a build with the `rpi` feature")]
-    RpiFeatureMissing,
+    #[error("{role}: kind = \"rpi\" needs a build with the `rpi` feature")]
+    RpiFeatureMissing { role: &'static str },
 }
 
 /// A digital output.
@@ -144,6 +154,7 @@ impl OutputPin for SimulatedLine {
 
 /// A line of a GPIO chip through the Linux GPIO character device (v2 uAPI).
 pub struct CdevLine {
+    role: &'static str,
     chip: String,
     line: String,
     offset: u32,
@@ -158,54 +169,84 @@ fn chip_path(chip: &str) -> std::path::PathBuf {
     }
 }
 
+/// Finds `line` on `chip`: the chip's device path and the line's offset.
+pub(crate) fn resolve_line(
+    role: &'static str,
+    chip: &str,
+    line: &LineId,
+) -> Result<(std::path::PathBuf, u32), OutputError> {
+    let path = chip_path(chip);
+    let io = |reason: String| OutputError::Io {
+        role,
+        chip: chip.to_owned(),
+        line: line.to_string(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(OutputError::ChipMissing {
+            role,
+            chip: chip.to_owned(),
+        });
+    }
+    let c = gpiocdev::chip::Chip::from_path(&path).map_err(|e| match e {
+        gpiocdev::Error::Os(errno) if errno.0 == libc::EACCES || errno.0 == libc::EPERM => {
+            OutputError::PermissionDenied {
+                role,
+                chip: chip.to_owned(),
+            }
+        }
+        other => io(other.to_string()),
+    })?;
+    let chip_info = c.info().map_err(|e| io(e.to_string()))?;
+    let no_line = || OutputError::NoSuchLine {
+        role,
+        chip: chip.to_owned(),
+        line: line.to_string(),
+    };
+    let offset = match line {
+        LineId::Offset(o) if *o < chip_info.num_lines => *o,
+        LineId::Offset(_) => return Err(no_line()),
+        LineId::Name(name) => c
+            .find_line_info(name)
+            .map(|li| li.offset)
+            .ok_or_else(no_line)?,
+    };
+    Ok((path, offset))
+}
+
+/// Maps a failed line request: EBUSY is a line held by someone else.
+pub(crate) fn request_error(
+    role: &'static str,
+    chip: &str,
+    line: &LineId,
+    e: gpiocdev::Error,
+) -> OutputError {
+    match e {
+        gpiocdev::Error::Os(errno) if errno.0 == libc::EBUSY => OutputError::Busy {
+            role,
+            chip: chip.to_owned(),
+            line: line.to_string(),
+        },
+        other => OutputError::Io {
+            role,
+            chip: chip.to_owned(),
+            line: line.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 impl CdevLine {
     /// Requests `line` on `chip` as an output, already at `initial` (logical), with the kernel doing
-    /// the active-low inversion.
+    /// the active-low inversion. `role` is the config section, for messages.
     pub fn open(
+        role: &'static str,
         chip: &str,
         line: &LineId,
         active_low: bool,
         initial: Level,
-        consumer: &str,
     ) -> Result<Self, OutputError> {
-        let path = chip_path(chip);
-        let line_str = line.to_string();
-        let io = |reason: String| OutputError::Io {
-            chip: chip.to_owned(),
-            line: line_str.clone(),
-            reason,
-        };
-        if !path.exists() {
-            return Err(OutputError::ChipMissing {
-                chip: chip.to_owned(),
-            });
-        }
-        let c = gpiocdev::chip::Chip::from_path(&path).map_err(|e| match e {
-            gpiocdev::Error::Os(errno) if errno.0 == libc::EACCES || errno.0 == libc::EPERM => {
-                OutputError::PermissionDenied {
-                    chip: chip.to_owned(),
-                }
-            }
-            other => io(other.to_string()),
-        })?;
-        let chip_info = c.info().map_err(|e| io(e.to_string()))?;
-        let offset = match line {
-            LineId::Offset(o) => {
-                if *o >= chip_info.num_lines {
-                    return Err(OutputError::NoSuchLine {
-                        chip: chip.to_owned(),
-                        line: line_str,
-                    });
-                }
-                *o
-            }
-            LineId::Name(name) => c.find_line_info(name).map(|li| li.offset).ok_or_else(|| {
-                OutputError::NoSuchLine {
-                    chip: chip.to_owned(),
-                    line: line_str.clone(),
-                }
-            })?,
-        };
+        let (path, offset) = resolve_line(role, chip, line)?;
         let value = match initial {
             Level::Active => gpiocdev::line::Value::Active,
             Level::Inactive => gpiocdev::line::Value::Inactive,
@@ -213,21 +254,19 @@ impl CdevLine {
         let mut builder = gpiocdev::Request::builder();
         builder
             .on_chip(&path)
-            .with_consumer(consumer)
+            .with_consumer(format!("partguard-{role}"))
             .with_line(offset);
         if active_low {
             builder.as_active_low();
         }
-        let req = builder.as_output(value).request().map_err(|e| match e {
-            gpiocdev::Error::Os(errno) if errno.0 == libc::EBUSY => OutputError::Busy {
-                chip: chip.to_owned(),
-                line: line_str.clone(),
-            },
-            other => io(other.to_string()),
-        })?;
+        let req = builder
+            .as_output(value)
+            .request()
+            .map_err(|e| request_error(role, chip, line, e))?;
         Ok(CdevLine {
+            role,
             chip: chip.to_owned(),
-            line: line_str,
+            line: line.to_string(),
             offset,
             req,
         })
@@ -244,6 +283,7 @@ impl OutputPin for CdevLine {
             .set_value(self.offset, v)
             .map(|_| ())
             .map_err(|e| OutputError::Io {
+                role: self.role,
                 chip: self.chip.clone(),
                 line: self.line.clone(),
                 reason: e.to_string(),
@@ -268,24 +308,33 @@ pub struct RpiLine {
 
 #[cfg(feature = "rpi")]
 impl RpiLine {
-    pub fn open(bcm: u8, active_low: bool, initial: Level) -> Result<Self, OutputError> {
+    pub fn open(
+        role: &'static str,
+        bcm: u8,
+        active_low: bool,
+        initial: Level,
+    ) -> Result<Self, OutputError> {
         let chip = "rppal".to_string();
         let line = bcm.to_string();
         let gpio = rppal::gpio::Gpio::new().map_err(|e| OutputError::Io {
+            role,
             chip: chip.clone(),
             line: line.clone(),
             reason: e.to_string(),
         })?;
         let pin = gpio.get(bcm).map_err(|e| match e {
             rppal::gpio::Error::PinUsed(_) => OutputError::Busy {
+                role,
                 chip: chip.clone(),
                 line: line.clone(),
             },
             rppal::gpio::Error::PinNotAvailable(_) => OutputError::NoSuchLine {
+                role,
                 chip: chip.clone(),
                 line: line.clone(),
             },
             other => OutputError::Io {
+                role,
                 chip: chip.clone(),
                 line: line.clone(),
                 reason: other.to_string(),
@@ -327,45 +376,94 @@ impl OutputPin for RpiLine {
     }
 }
 
-/// Opens the configured reject output, already in its safe state.
-pub fn open_reject(
-    cfg: &RejectConfig,
+/// Where an output is: the fields shared by `[reject]`, `[alarm]` and `[ready]`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSpec<'a> {
+    /// The config section, for messages.
+    pub role: &'static str,
+    pub kind: RejectKind,
+    pub chip: Option<&'a str>,
+    pub line: Option<&'a LineId>,
+    pub active_low: bool,
+    pub safe_state: SafeState,
+}
+
+impl<'a> OutputSpec<'a> {
+    pub fn reject(cfg: &'a RejectConfig) -> Self {
+        OutputSpec {
+            role: "reject",
+            kind: cfg.kind,
+            chip: cfg.chip.as_deref(),
+            line: cfg.line.as_ref(),
+            active_low: cfg.active_low,
+            safe_state: cfg.safe_state,
+        }
+    }
+    pub fn line(role: &'static str, cfg: &'a OutputLineConfig) -> Self {
+        OutputSpec {
+            role,
+            kind: cfg.kind,
+            chip: cfg.chip.as_deref(),
+            line: cfg.line.as_ref(),
+            active_low: cfg.active_low,
+            safe_state: cfg.safe_state,
+        }
+    }
+}
+
+/// Opens an output, already in its safe state. A simulated output records up to 65536 edges.
+pub fn open_output(
+    spec: OutputSpec<'_>,
     clock: Arc<dyn Clock>,
 ) -> Result<Box<dyn OutputPin>, OutputError> {
-    let safe = Level::from(cfg.safe_state);
-    match cfg.kind {
+    let safe = Level::from(spec.safe_state);
+    let role = spec.role;
+    match spec.kind {
         RejectKind::Simulated => {
             let mut line = SimulatedLine::new(clock, 1 << 16);
             line.set(safe)?;
             Ok(Box::new(line))
         }
         RejectKind::Gpiocdev => {
-            let (Some(chip), Some(line)) = (&cfg.chip, &cfg.line) else {
+            let (Some(chip), Some(line)) = (spec.chip, spec.line) else {
                 return Err(OutputError::Io {
-                    chip: cfg.chip.clone().unwrap_or_default(),
+                    role,
+                    chip: spec.chip.unwrap_or_default().to_owned(),
                     line: String::new(),
-                    reason: "reject.chip and reject.line are required".into(),
+                    reason: format!("{role}.chip and {role}.line are required"),
                 });
             };
             Ok(Box::new(CdevLine::open(
+                role,
                 chip,
                 line,
-                cfg.active_low,
+                spec.active_low,
                 safe,
-                "partguard-reject",
             )?))
         }
         #[cfg(feature = "rpi")]
-        RejectKind::Rpi => match &cfg.line {
-            Some(LineId::Offset(o)) if *o < 64 => {
-                Ok(Box::new(RpiLine::open(*o as u8, cfg.active_low, safe)?))
-            }
+        RejectKind::Rpi => match spec.line {
+            Some(LineId::Offset(o)) if *o < 64 => Ok(Box::new(RpiLine::open(
+                role,
+                *o as u8,
+                spec.active_low,
+                safe,
+            )?)),
             other => Err(OutputError::NoSuchLine {
+                role,
                 chip: "rppal".into(),
-                line: other.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+                line: other.map(|l| l.to_string()).unwrap_or_default(),
             }),
         },
         #[cfg(not(feature = "rpi"))]
-        RejectKind::Rpi => Err(OutputError::RpiFeatureMissing),
+        RejectKind::Rpi => Err(OutputError::RpiFeatureMissing { role }),
     }
+}
+
+/// Opens the configured reject output, already in its safe state.
+pub fn open_reject(
+    cfg: &RejectConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Box<dyn OutputPin>, OutputError> {
+    open_output(OutputSpec::reject(cfg), clock)
 }

@@ -1,23 +1,34 @@
 //! The inspection loop: capture -> preprocess -> infer -> decide -> actuate.
 //!
-//! [`Inspector`] does one part at a time and owns every buffer it needs; [`run`] drives it with the
-//! reject actuator in its own thread, prints decisions and status lines, and stops on end of input or
-//! on the stop flag (set by SIGINT/SIGTERM).
+//! [`Inspector`] does one part at a time on the calling thread and owns every buffer it needs
+//! (`bench`, `calibrate` and the allocation test use it). [`run`] is the line: a capture thread
+//! (frames, format conversion into a small pool of frame buffers, part registration or trigger
+//! matching), the inference thread (the caller), the reject actuator thread (deadlines, outputs), and
+//! optional trigger and encoder input threads. Stages talk over bounded `heapless` queues; nothing
+//! allocates per frame. It stops at the end of the input or on the stop flag (SIGINT/SIGTERM), after
+//! every tracked part has passed the ejector, and leaves every output in its safe state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::capture::{CaptureError, FrameSource, Label};
+use heapless::spsc::Queue;
+use heapless::Deque;
+
+use crate::capture::{to_rgb, CaptureError, FrameSource, Label};
 use crate::clock::Clock;
 use crate::decide::{decide, Verdict};
 use crate::drift::DriftMonitor;
 use crate::infer::{Engine, ModelError};
-use crate::output::OutputPin;
+use crate::input::{Debouncer, EdgeInput, EncoderPosition};
+use crate::output::OutputError;
 use crate::preprocess::Preprocessor;
-use crate::reject::{spawn_actuator, PulseQueue, PulseSettings};
-use crate::stats::{Stage, Stats};
+use crate::reject::{
+    spawn_actuator, ActuatorLink, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs,
+};
+use crate::schedule::{Fault, Judgement, PartStamp, ScheduleCounts};
+use crate::stats::{LatencyWindow, Stage, Stats, Summary};
 
 /// Why a part could not be judged.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +39,8 @@ pub enum StageError {
     Model(#[from] ModelError),
     #[error("reject actuator thread: {0}")]
     Actuator(String),
+    #[error(transparent)]
+    Input(#[from] OutputError),
 }
 
 /// The result of inspecting one frame.
@@ -151,134 +164,781 @@ pub struct Reloader<'a> {
     pub load: ThresholdLoader<'a>,
 }
 
-/// Options of [`run`].
+/// Frame buffers between capture and inference: one being inferred, the others waiting. A live
+/// source whose frame finds none free is an overrun (the part goes to the fail-safe policy).
+pub const FRAME_BUFFERS: usize = 3;
+
+/// Triggers waiting for their frame.
+const PENDING_TRIGGERS: usize = 32;
+
+/// Settings of the photo-eye trigger.
 #[derive(Debug, Clone, Copy)]
+pub struct TriggerSettings {
+    pub debounce: Duration,
+    /// A frame captured within this long after the trigger is that part's frame.
+    pub window: Duration,
+}
+
+/// The line's hardware: outputs, and the optional trigger and encoder inputs.
+pub struct LineIo {
+    pub outputs: Outputs,
+    pub trigger: Option<Box<dyn EdgeInput>>,
+    pub encoder: Option<Box<dyn EdgeInput>>,
+}
+
+/// Options of [`run`].
 pub struct RunOptions {
-    pub pulse: PulseSettings,
+    pub actuator: ActuatorSettings,
+    pub trigger: Option<TriggerSettings>,
+    pub inference_cpu: Option<usize>,
     pub print_decisions: bool,
     pub status_interval: Option<Duration>,
-    /// Stop after this many frames (None: until the source ends or `stop` is set).
+    /// Stop after this many inspected frames (None: until the source ends or `stop` is set).
     pub max_frames: Option<u64>,
+    /// Write the statistics as JSON to this file at each status interval and at the end.
+    pub stats_json: Option<PathBuf>,
 }
 
-/// What a run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a run did. Every part ends in exactly one of ok / ng / late / missed / faults / overflows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunSummary {
+    /// Frames inspected by the model.
     pub frames: u64,
+    pub parts: u64,
     pub ok: u64,
     pub ng: u64,
+    pub late: u64,
+    pub missed: u64,
     pub faults: u64,
+    pub overflows: u64,
+    pub failsafe_rejected: u64,
+    pub failsafe_passed: u64,
+    /// Unreadable replay images, frames with no trigger, camera stalls.
     pub skipped: u64,
+    pub untriggered: u64,
+    pub stalls: u64,
     pub pulses: u64,
-    pub queue_overflows: u64,
+    pub merged: u64,
+    pub gap_delayed: u64,
     pub output_errors: u64,
+    /// Messages to the actuator that found its queue full.
+    pub lost_messages: u64,
 }
 
-/// Runs the inspection loop until the source ends, `max_frames` is reached or `stop` is set.
-/// The reject line is driven by an actuator thread and is left in its safe state; it is returned so
-/// the caller can inspect a simulated line.
+/// Latency statistics of a run, per stage and for reject onsets.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunLatency {
+    pub stages: Vec<(&'static str, Summary)>,
+    /// Reject pulse onset minus the part's due time (time mode).
+    pub onset: Summary,
+}
+
+/// One part's frame on its way from the capture thread to inference.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    slot: usize,
+    stamp: PartStamp,
+    frame_time: Duration,
+}
+
+/// A frame buffer: the converted RGB image and where it came from.
+#[derive(Default)]
+struct Slot {
+    rgb: Vec<u8>,
+    width: u32,
+    height: u32,
+    origin: PathBuf,
+}
+
+/// Matches frames to photo-eye triggers: the first frame within `window` after a trigger is that
+/// part's frame; a trigger whose window passes without a frame is a missed frame.
+pub struct TriggerMatcher {
+    window: Duration,
+    pending: Deque<PartStamp, PENDING_TRIGGERS>,
+}
+
+impl TriggerMatcher {
+    pub fn new(window: Duration) -> Self {
+        TriggerMatcher {
+            window,
+            pending: Deque::new(),
+        }
+    }
+
+    /// A new trigger. Returns the oldest one when too many wait (it is then a missed frame).
+    pub fn push(&mut self, t: PartStamp) -> Option<PartStamp> {
+        let evicted = if self.pending.is_full() {
+            self.pending.pop_front()
+        } else {
+            None
+        };
+        let _ = self.pending.push_back(t);
+        evicted
+    }
+
+    /// One trigger whose window ended before `now`, if any (call until `None`).
+    pub fn expire(&mut self, now: Duration) -> Option<PartStamp> {
+        match self.pending.front() {
+            Some(t) if t.time + self.window < now => self.pending.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// The part a frame captured at `frame_time` belongs to (`None`: no trigger, not a part).
+    /// Call [`TriggerMatcher::expire`] with the frame's time first.
+    pub fn take(&mut self, frame_time: Duration) -> Option<PartStamp> {
+        match self.pending.front() {
+            Some(t) if t.time <= frame_time && frame_time <= t.time + self.window => {
+                self.pending.pop_front()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the capture thread hands back at the end.
+struct CaptureEnd {
+    error: Option<CaptureError>,
+    skipped: u64,
+    convert: LatencyWindow,
+    untriggered: u64,
+    stalls: u64,
+}
+
+/// Flags and counters shared by the run's threads.
+struct RunFlags {
+    /// Capture must stop (stop, max frames, a fatal input error).
+    capture_stop: AtomicBool,
+    capture_done: AtomicBool,
+    /// Trigger and encoder threads stop (after the actuator is done).
+    inputs_stop: AtomicBool,
+    input_error: Mutex<Option<OutputError>>,
+}
+
+/// Runs the line until the source ends, `max_frames` frames are inspected or `stop` is set. Parts
+/// still between camera and ejector are tracked to the end; every output is left in its safe state.
 pub fn run(
     inspector: &mut Inspector,
-    line: Box<dyn OutputPin>,
+    io: LineIo,
     opts: RunOptions,
     stop: &AtomicBool,
     reload: Option<&Reloader<'_>>,
-) -> Result<(RunSummary, Box<dyn OutputPin>), StageError> {
-    let mut queue = PulseQueue::new();
+) -> Result<(RunSummary, RunLatency), StageError> {
+    let Inspector {
+        source,
+        pre,
+        engine,
+        threshold,
+        clock,
+        stats,
+        drift,
+    } = inspector;
+    let clock = clock.clone();
+    let LineIo {
+        outputs,
+        trigger,
+        encoder,
+    } = io;
+    let mut capture_q = LinkQueue::new();
+    let mut infer_q = LinkQueue::new();
+    let mut trigger_q = LinkQueue::new();
+    let mut tickets: Queue<Ticket, { FRAME_BUFFERS + 1 }> = Queue::new();
+    let mut free: Queue<usize, { FRAME_BUFFERS + 1 }> = Queue::new();
+    let mut triggers: Queue<PartStamp, PENDING_TRIGGERS> = Queue::new();
+    let slots: [Mutex<Slot>; FRAME_BUFFERS] = Default::default();
+    let shared = ActuatorShared::default();
+    shared.mark_alive(clock.now());
+    let position = encoder.as_ref().map(|_| EncoderPosition::new());
     let actuator_stop = AtomicBool::new(false);
-    let clock = inspector.clock.clone();
+    let flags = RunFlags {
+        capture_stop: AtomicBool::new(false),
+        capture_done: AtomicBool::new(false),
+        inputs_stop: AtomicBool::new(false),
+        input_error: Mutex::new(None),
+    };
+    let trigger_settings = opts.trigger;
     std::thread::scope(|scope| {
-        let (mut handle, join) = spawn_actuator(
+        let ([capture_link, mut infer_link, trigger_link], actuator) = spawn_actuator(
             scope,
-            &mut queue,
-            line,
+            [&mut capture_q, &mut infer_q, &mut trigger_q],
+            outputs,
             clock.clone(),
-            opts.pulse,
+            opts.actuator,
+            position.as_ref(),
+            &shared,
             &actuator_stop,
         )
         .map_err(|e| StageError::Actuator(format!("cannot start: {e}")))?;
-        // Stops the actuator (safe state) on every way out of this block, a panic included.
-        struct StopOnDrop<'a>(&'a AtomicBool, std::thread::Thread);
+        // On every way out of this block (a panic included): stop the actuator (safe state) and
+        // the capture and input threads.
+        struct StopOnDrop<'a>(&'a AtomicBool, &'a RunFlags, std::thread::Thread);
         impl Drop for StopOnDrop<'_> {
             fn drop(&mut self) {
+                self.1.capture_stop.store(true, Ordering::Release);
                 self.0.store(true, Ordering::Release);
-                self.1.unpark();
+                self.2.unpark();
             }
         }
-        let _stopper = StopOnDrop(&actuator_stop, join.thread().clone());
+        let stopper = StopOnDrop(&actuator_stop, &flags, actuator.thread().clone());
+
+        let (trig_producer, trig_consumer) = triggers.split();
+        let mut input_threads = Vec::new();
+        if let Some(enc) = encoder {
+            let pos = position.as_ref();
+            let flags = &flags;
+            input_threads.push(
+                std::thread::Builder::new()
+                    .name("encoder".into())
+                    .spawn_scoped(scope, move || encoder_thread(enc, pos, flags))
+                    .map_err(|e| StageError::Actuator(format!("cannot start encoder thread: {e}")))?,
+            );
+        }
+        let trig_consumer = match (trigger, trigger_settings) {
+            (Some(input), Some(ts)) => {
+                let pos = position.as_ref();
+                let flags = &flags;
+                input_threads.push(
+                    std::thread::Builder::new()
+                        .name("trigger".into())
+                        .spawn_scoped(scope, move || {
+                            trigger_thread(input, ts, trig_producer, trigger_link, pos, flags)
+                        })
+                        .map_err(|e| {
+                            StageError::Actuator(format!("cannot start trigger thread: {e}"))
+                        })?,
+                );
+                Some(trig_consumer)
+            }
+            _ => None,
+        };
+
+        let (ticket_tx, mut ticket_rx) = tickets.split();
+        let (mut free_tx, free_rx) = free.split();
+        let inference_thread = std::thread::current();
+        let capture = {
+            let clock = clock.clone();
+            let slots = &slots;
+            let flags = &flags;
+            let shared = &shared;
+            let position = position.as_ref();
+            let window = trigger_settings.map(|t| t.window);
+            std::thread::Builder::new()
+                .name("capture".into())
+                .spawn_scoped(scope, move || {
+                    let mut c = CaptureLoop {
+                        source: &mut **source,
+                        clock: &*clock,
+                        slots,
+                        link: capture_link,
+                        tickets: ticket_tx,
+                        free: free_rx,
+                        triggers: trig_consumer,
+                        matcher: window.map(TriggerMatcher::new),
+                        position,
+                        flags,
+                        shared,
+                        inference: inference_thread,
+                        end: CaptureEnd {
+                            error: None,
+                            skipped: 0,
+                            convert: LatencyWindow::default(),
+                            untriggered: 0,
+                            stalls: 0,
+                        },
+                    };
+                    c.run();
+                    c.end.skipped = c.source.skipped();
+                    c.flags.capture_done.store(true, Ordering::Release);
+                    c.inference.unpark();
+                    c.end
+                })
+                .map_err(|e| StageError::Actuator(format!("cannot start capture thread: {e}")))?
+        };
+
+        // The inference loop, on this thread.
+        crate::realtime::apply("inference", 0, opts.inference_cpu);
         let mut next_status = opts.status_interval.map(|i| clock.now() + i);
-        let mut result = Ok(());
-        while !stop.load(Ordering::Relaxed) {
-            if opts.max_frames.is_some_and(|m| inspector.stats.frames >= m) {
-                break;
+        let mut frames = 0u64;
+        loop {
+            if stop.load(Ordering::Relaxed) || opts.max_frames.is_some_and(|m| frames >= m) {
+                flags.capture_stop.store(true, Ordering::Release);
             }
             if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
                 match (r.load)() {
                     Ok((t, p99)) => {
-                        log::info!("reloaded: threshold {} -> {t}", inspector.threshold);
-                        inspector.threshold = t;
-                        inspector.drift = p99.map(|p| DriftMonitor::new(p, 0.01));
+                        log::info!("reloaded: threshold {} -> {t}", *threshold);
+                        *threshold = t;
+                        *drift = p99.map(|p| DriftMonitor::new(p, 0.01));
                     }
-                    Err(e) => log::error!(
-                        "reload failed, threshold stays {}: {e}",
-                        inspector.threshold
-                    ),
+                    Err(e) => log::error!("reload failed, threshold stays {}: {e}", *threshold),
                 }
-            }
-            let outcome = match inspector.inspect_next() {
-                Ok(Some(o)) => o,
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(StageError::Capture(e));
-                    break;
-                }
-            };
-            if outcome.verdict.fires_reject() {
-                handle.fire_at(outcome.decided);
-            }
-            if opts.print_decisions {
-                print_outcome(&outcome);
             }
             if let (Some(due), Some(interval)) = (next_status, opts.status_interval) {
                 let now = clock.now();
                 if now >= due {
-                    let s = &mut inspector.stats;
-                    let lat = s.summary(Stage::Total);
-                    log::info!(
-                        "status: frames {} OK {} NG {} faults {} skipped {} median latency {:.1} ms",
-                        s.frames,
-                        s.ok,
-                        s.ng,
-                        s.faults,
-                        s.skipped,
-                        lat.median_us as f64 / 1000.0
-                    );
+                    status_line(stats, &shared, frames);
+                    if let Some(p) = &opts.stats_json {
+                        write_json(p, &summarize(stats, &shared, frames, (0, 0)), stats, &shared);
+                    }
                     next_status = Some(now + interval);
                 }
             }
+            let Some(ticket) = ticket_rx.dequeue() else {
+                if flags.capture_done.load(Ordering::Acquire) && !ticket_rx.ready() {
+                    break;
+                }
+                std::thread::park_timeout(Duration::from_millis(20));
+                continue;
+            };
+            let Ok(slot) = slots[ticket.slot].lock() else {
+                return Err(StageError::Actuator("frame buffer poisoned".into()));
+            };
+            let t1 = clock.now();
+            pre.fill_tensor_from(&slot.rgb, slot.width, slot.height, engine.input_mut());
+            let t2 = clock.now();
+            stats.record(Stage::Preprocess, t2.saturating_sub(t1));
+            let result = engine.run();
+            let t3 = clock.now();
+            stats.record(Stage::Inference, t3.saturating_sub(t2));
+            let (score, verdict) = match result {
+                Ok(inf) => (inf.score, decide(inf.score, *threshold)),
+                Err(e) => {
+                    log::warn!("part {}: {e}", ticket.stamp.seq);
+                    (f32::NAN, Verdict::Fault)
+                }
+            };
+            let judgement = match verdict {
+                Verdict::Pass => Judgement::Pass,
+                Verdict::Reject => Judgement::Reject,
+                Verdict::Fault => Judgement::Fault(Fault::Inference),
+            };
+            let decided = clock.now();
+            infer_link.send(Msg::Decide {
+                seq: ticket.stamp.seq,
+                judgement,
+                at: decided,
+                count: position.as_ref().map_or(0, |p| p.count()),
+            });
+            stats.record(Stage::Decision, decided.saturating_sub(t3));
+            stats.record(Stage::Total, decided.saturating_sub(ticket.frame_time));
+            frames += 1;
+            match verdict {
+                Verdict::Pass => {
+                    stats.ok += 1;
+                    if let Some(d) = drift.as_mut() {
+                        d.observe(score);
+                    }
+                }
+                Verdict::Reject => stats.ng += 1,
+                Verdict::Fault => stats.faults += 1,
+            }
+            stats.frames = frames;
+            if opts.print_decisions {
+                let origin = (!slot.origin.as_os_str().is_empty()).then_some(slot.origin.as_path());
+                print_outcome(&Outcome {
+                    sequence: ticket.stamp.seq,
+                    captured: ticket.frame_time,
+                    decided,
+                    score,
+                    verdict,
+                    label: origin.and_then(Label::from_path),
+                    origin,
+                });
+            }
+            drop(slot);
+            // Cannot fail: there are as many places as frame buffers.
+            let _ = free_tx.enqueue(ticket.slot);
+            shared.mark_alive(decided);
         }
-        drop(_stopper);
-        let line = join.join().map_err(|_| {
-            StageError::Actuator("panicked; the reject line was put in its safe state".into())
-        })?;
-        result?;
-        inspector.stats.skipped = inspector.source.skipped();
-        let s = &inspector.stats;
-        let c = &handle.counters;
-        Ok((
-            RunSummary {
-                frames: s.frames,
-                ok: s.ok,
-                ng: s.ng,
-                faults: s.faults,
-                skipped: s.skipped,
-                pulses: c.pulses.load(Ordering::Relaxed),
-                queue_overflows: c.overflows.load(Ordering::Relaxed),
-                output_errors: c.output_errors.load(Ordering::Relaxed),
-            },
-            line,
-        ))
+        flags.capture_stop.store(true, Ordering::Release);
+        let end = capture
+            .join()
+            .map_err(|_| StageError::Actuator("capture thread panicked".into()))?;
+        // Let the tracked parts reach the ejector, then stop the actuator and the inputs.
+        drop(stopper);
+        let outputs_back = actuator.join();
+        flags.inputs_stop.store(true, Ordering::Release);
+        for t in input_threads {
+            let _ = t.join();
+        }
+        if outputs_back.is_err() {
+            return Err(StageError::Actuator(
+                "panicked; the outputs were put in their safe state".into(),
+            ));
+        }
+        let CaptureEnd {
+            error,
+            skipped,
+            convert,
+            untriggered,
+            stalls,
+        } = end;
+        stats.set_window(Stage::Convert, convert);
+        if let Some(e) = error {
+            return Err(StageError::Capture(e));
+        }
+        if let Some(e) = flags.input_error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(StageError::Input(e));
+        }
+        stats.skipped = skipped;
+        let summary = summarize(stats, &shared, frames, (untriggered, stalls));
+        let latency = latency_of(stats, &shared);
+        if let Some(p) = &opts.stats_json {
+            write_json(p, &summary, stats, &shared);
+        }
+        Ok((summary, latency))
     })
+}
+
+fn summarize(
+    stats: &Stats,
+    shared: &ActuatorShared,
+    frames: u64,
+    (untriggered, stalls): (u64, u64),
+) -> RunSummary {
+    let (c, output_errors) = shared
+        .report
+        .lock()
+        .map(|r| (r.counts, r.output_errors))
+        .unwrap_or((ScheduleCounts::default(), 0));
+    RunSummary {
+        frames,
+        parts: c.parts,
+        ok: c.ok,
+        ng: c.ng,
+        late: c.late,
+        missed: c.missed,
+        faults: c.faults,
+        overflows: c.overflows,
+        failsafe_rejected: c.failsafe_rejected,
+        failsafe_passed: c.failsafe_passed,
+        skipped: stats.skipped,
+        untriggered,
+        stalls,
+        pulses: c.pulses,
+        merged: c.merged,
+        gap_delayed: c.gap_delayed,
+        output_errors,
+        lost_messages: shared.lost.load(Ordering::Relaxed),
+    }
+}
+
+fn latency_of(stats: &mut Stats, shared: &ActuatorShared) -> RunLatency {
+    RunLatency {
+        stages: Stage::ALL
+            .iter()
+            .map(|&s| (s.name(), stats.summary(s)))
+            .collect(),
+        onset: shared
+            .report
+            .lock()
+            .map(|mut r| r.onset_summary())
+            .unwrap_or_default(),
+    }
+}
+
+fn status_line(stats: &mut Stats, shared: &ActuatorShared, frames: u64) {
+    let lat = stats.summary(Stage::Total);
+    let (c, pending, onset) = match shared.report.lock() {
+        Ok(mut r) => (r.counts, r.pending, r.onset_summary()),
+        Err(_) => return,
+    };
+    log::info!(
+        "status: parts {} inspected {} OK {} NG {} late {} missed {} faults {} overflows {} pending {} | capture-to-decision median {:.1} ms | reject onset p99 {:.3} ms",
+        c.parts,
+        frames,
+        c.ok,
+        c.ng,
+        c.late,
+        c.missed,
+        c.faults,
+        c.overflows,
+        pending,
+        lat.median_us as f64 / 1000.0,
+        onset.p99_us as f64 / 1000.0
+    );
+}
+
+/// Writes the statistics as JSON (atomically: a temporary file renamed over the target).
+fn write_json(path: &Path, summary: &RunSummary, stats: &mut Stats, shared: &ActuatorShared) {
+    let latency = latency_of(stats, shared);
+    let stages: serde_json::Map<String, serde_json::Value> = latency
+        .stages
+        .iter()
+        .map(|(n, s)| (n.to_string(), serde_json::to_value(s).unwrap_or_default()))
+        .collect();
+    let doc = serde_json::json!({
+        "counts": summary,
+        "latency_ms": stages,
+        "reject_onset_error": latency.onset,
+    });
+    let tmp = path.with_extension("json.tmp");
+    let result = serde_json::to_vec_pretty(&doc)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        log::warn!("cannot write statistics to {}: {e}", path.display());
+    }
+}
+
+/// The capture thread: frames in, parts registered, frames converted into free buffers.
+struct CaptureLoop<'a> {
+    source: &'a mut dyn FrameSource,
+    clock: &'a dyn Clock,
+    slots: &'a [Mutex<Slot>; FRAME_BUFFERS],
+    link: ActuatorLink<'a>,
+    tickets: heapless::spsc::Producer<'a, Ticket, { FRAME_BUFFERS + 1 }>,
+    free: heapless::spsc::Consumer<'a, usize, { FRAME_BUFFERS + 1 }>,
+    triggers: Option<heapless::spsc::Consumer<'a, PartStamp, PENDING_TRIGGERS>>,
+    matcher: Option<TriggerMatcher>,
+    position: Option<&'a EncoderPosition>,
+    flags: &'a RunFlags,
+    shared: &'a ActuatorShared,
+    inference: std::thread::Thread,
+    end: CaptureEnd,
+}
+
+impl CaptureLoop<'_> {
+    fn count(&self) -> u64 {
+        self.position.map_or(0, |p| p.count())
+    }
+
+    fn fail(&mut self, seq: u64, fault: Fault) {
+        let at = self.clock.now();
+        let count = self.count();
+        self.link.send(Msg::Decide {
+            seq,
+            judgement: Judgement::Fault(fault),
+            at,
+            count,
+        });
+    }
+
+    /// Takes new triggers and declares missed the ones whose window ended before `now`.
+    fn service_triggers(&mut self, now: Duration) {
+        let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
+        if let (Some(rx), Some(m)) = (self.triggers.as_mut(), self.matcher.as_mut()) {
+            while let Some(t) = rx.dequeue() {
+                if let Some(old) = m.push(t) {
+                    let _ = missed.push(old.seq);
+                }
+            }
+            while let Some(t) = m.expire(now) {
+                if missed.push(t.seq).is_err() {
+                    break;
+                }
+            }
+        }
+        for seq in missed {
+            log::warn!("part {seq}: trigger without a frame in time (missed frame)");
+            self.fail(seq, Fault::MissedFrame);
+        }
+    }
+
+    fn run(&mut self) {
+        let mut free: heapless::Vec<usize, FRAME_BUFFERS> = (0..FRAME_BUFFERS).collect();
+        let live = self.source.is_live();
+        while !self.flags.capture_stop.load(Ordering::Acquire) {
+            while let Some(i) = self.free.dequeue() {
+                let _ = free.push(i);
+            }
+            if !live && free.is_empty() {
+                // An unpaced replay waits for inference instead of overrunning.
+                std::thread::park_timeout(Duration::from_millis(5));
+                continue;
+            }
+            let trigger_mode = self.matcher.is_some();
+            if trigger_mode {
+                let now = self.clock.now();
+                self.service_triggers(now);
+            }
+            let frame = match self.source.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e @ CaptureError::Stalled { .. }) => {
+                    self.end.stalls += 1;
+                    log::error!("{e}; still waiting for frames");
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    self.end.error = Some(e);
+                    break;
+                }
+            };
+            let frame_time = frame.timestamp;
+            self.shared.mark_alive(self.clock.now());
+            let count = self.position.map_or(0, |p| p.count());
+            let stamp = match self.matcher.as_mut() {
+                Some(m) => {
+                    let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
+                    // Triggers that came while this thread waited for the frame.
+                    if let Some(rx) = self.triggers.as_mut() {
+                        while let Some(t) = rx.dequeue() {
+                            if let Some(old) = m.push(t) {
+                                let _ = missed.push(old.seq);
+                            }
+                        }
+                    }
+                    while let Some(t) = m.expire(frame_time) {
+                        let _ = missed.push(t.seq);
+                    }
+                    let part = m.take(frame_time);
+                    for seq in missed {
+                        log::warn!("part {seq}: trigger without a frame in time (missed frame)");
+                        let at = self.clock.now();
+                        self.link.send(Msg::Decide {
+                            seq,
+                            judgement: Judgement::Fault(Fault::MissedFrame),
+                            at,
+                            count,
+                        });
+                    }
+                    match part {
+                        Some(p) => p,
+                        None => {
+                            self.end.untriggered += 1;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    let s = PartStamp {
+                        seq: frame.sequence,
+                        time: frame_time,
+                        count,
+                    };
+                    self.link.send(Msg::Register(s));
+                    s
+                }
+            };
+            let Some(slot_index) = free.pop() else {
+                log::warn!(
+                    "part {}: every frame buffer is busy (inference behind the line)",
+                    stamp.seq
+                );
+                let at = self.clock.now();
+                self.link.send(Msg::Decide {
+                    seq: stamp.seq,
+                    judgement: Judgement::Fault(Fault::Overrun),
+                    at,
+                    count,
+                });
+                continue;
+            };
+            let t0 = self.clock.now();
+            let converted = match self.slots[slot_index].lock() {
+                Ok(mut slot) => {
+                    let n = frame.width as usize * frame.height as usize * 3;
+                    if slot.rgb.len() != n {
+                        slot.rgb.resize(n, 0);
+                    }
+                    slot.width = frame.width;
+                    slot.height = frame.height;
+                    let os = slot.origin.as_mut_os_string();
+                    os.clear();
+                    if let Some(p) = frame.origin {
+                        os.push(p.as_os_str());
+                    }
+                    to_rgb(&frame, &mut slot.rgb)
+                }
+                Err(_) => Err(CaptureError::BadJpeg {
+                    reason: "frame buffer poisoned".into(),
+                }),
+            };
+            self.end.convert.record(self.clock.now().saturating_sub(t0));
+            if let Err(e) = converted {
+                log::warn!("part {}: {e}", stamp.seq);
+                let _ = free.push(slot_index);
+                let at = self.clock.now();
+                self.link.send(Msg::Decide {
+                    seq: stamp.seq,
+                    judgement: Judgement::Fault(Fault::BadFrame),
+                    at,
+                    count,
+                });
+                continue;
+            }
+            // Cannot fail: a ticket exists only with one of the FRAME_BUFFERS slots.
+            let _ = self.tickets.enqueue(Ticket {
+                slot: slot_index,
+                stamp,
+                frame_time,
+            });
+            self.inference.unpark();
+        }
+        if self.matcher.is_some() {
+            // Triggers still waiting when capture ends get no frame.
+            let now = self.clock.now() + Duration::from_secs(3600);
+            self.service_triggers(now);
+        }
+    }
+}
+
+fn trigger_thread(
+    mut input: Box<dyn EdgeInput>,
+    settings: TriggerSettings,
+    mut to_capture: heapless::spsc::Producer<'_, PartStamp, PENDING_TRIGGERS>,
+    mut link: ActuatorLink<'_>,
+    position: Option<&EncoderPosition>,
+    flags: &RunFlags,
+) {
+    let mut debounce = Debouncer::new(settings.debounce);
+    let mut seq = 0u64;
+    while !flags.capture_stop.load(Ordering::Acquire) {
+        match input.wait_edge(Duration::from_millis(50)) {
+            Ok(Some(e)) if e.rising && debounce.accept(e.at) => {
+                let stamp = PartStamp {
+                    seq,
+                    time: e.at,
+                    count: position.map_or(0, |p| p.count()),
+                };
+                seq += 1;
+                link.send(Msg::Register(stamp));
+                if to_capture.enqueue(stamp).is_err() {
+                    log::warn!("part {}: too many triggers waiting for frames", stamp.seq);
+                    link.send(Msg::Decide {
+                        seq: stamp.seq,
+                        judgement: Judgement::Fault(Fault::MissedFrame),
+                        at: e.at,
+                        count: stamp.count,
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("trigger input failed: {e}; stopping");
+                if let Ok(mut slot) = flags.input_error.lock() {
+                    *slot = Some(e);
+                }
+                flags.capture_stop.store(true, Ordering::Release);
+                break;
+            }
+        }
+    }
+}
+
+fn encoder_thread(
+    mut input: Box<dyn EdgeInput>,
+    position: Option<&EncoderPosition>,
+    flags: &RunFlags,
+) {
+    let Some(position) = position else { return };
+    while !flags.inputs_stop.load(Ordering::Acquire) {
+        match input.wait_edge(Duration::from_millis(50)) {
+            Ok(Some(_)) => position.tick(),
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("encoder input failed: {e}; stopping");
+                if let Ok(mut slot) = flags.input_error.lock() {
+                    *slot = Some(e);
+                }
+                flags.capture_stop.store(true, Ordering::Release);
+                break;
+            }
+        }
+    }
 }
 
 fn print_outcome(o: &Outcome<'_>) {

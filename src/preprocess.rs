@@ -179,23 +179,19 @@ impl Preprocessor {
     /// Step 2: resize the converted frame (of `width`x`height`) and write NCHW floats into `input`,
     /// which must hold 3 * model width * model height values.
     pub fn fill_tensor(&mut self, width: u32, height: u32, input: &mut [f32]) {
-        let s = self.spec;
-        self.resizer.resize(
-            &self.rgb,
-            width as usize,
-            height as usize,
-            &mut self.small,
-            s.width,
-            s.height,
-        );
-        let plane = s.width * s.height;
-        let (r, rest) = input.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        for (i, px) in self.small.chunks_exact(3).enumerate() {
-            r[i] = px[0] as f32 * s.scale + s.offset;
-            g[i] = px[1] as f32 * s.scale + s.offset;
-            b[i] = px[2] as f32 * s.scale + s.offset;
-        }
+        let Preprocessor {
+            spec,
+            rgb,
+            small,
+            resizer,
+        } = self;
+        resize_and_scale(*spec, resizer, small, rgb, width, height, input);
+    }
+
+    /// Step 2 on an RGB image converted elsewhere (the capture thread's frame buffers).
+    pub fn fill_tensor_from(&mut self, rgb: &[u8], width: u32, height: u32, input: &mut [f32]) {
+        let spec = self.spec;
+        resize_and_scale(spec, &mut self.resizer, &mut self.small, rgb, width, height, input);
     }
 
     /// Both steps.
@@ -208,5 +204,25 @@ impl Preprocessor {
     /// The model-sized RGB image of the last frame (for archives and overlays).
     pub fn resized_rgb(&self) -> &[u8] {
         &self.small
+    }
+}
+
+fn resize_and_scale(
+    s: InputSpec,
+    resizer: &mut Resizer,
+    small: &mut [u8],
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    input: &mut [f32],
+) {
+    resizer.resize(rgb, width as usize, height as usize, small, s.width, s.height);
+    let plane = s.width * s.height;
+    let (r, rest) = input.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (i, px) in small.chunks_exact(3).enumerate() {
+        r[i] = px[0] as f32 * s.scale + s.offset;
+        g[i] = px[1] as f32 * s.scale + s.offset;
+        b[i] = px[2] as f32 * s.scale + s.offset;
     }
 }

@@ -1,141 +1,367 @@
-//! The reject actuator: a thread that owns the reject output and fires pulses at their start times.
+//! The reject actuator: the thread that owns the outputs and runs the [`RejectScheduler`].
 //!
-//! The inspection loop hands pulse start times over a bounded, allocation-free `heapless` queue; the
-//! actuator sleeps until each start, holds the line active for the pulse width, and releases it. The
-//! line rests inactive while running and is put in its safe state when the actuator stops (normal
-//! exit, signal, or the loop unwinding from a panic).
+//! The other threads talk to it over bounded, allocation-free `heapless` queues, one per producer:
+//! the capture (or trigger) thread registers each part when it is seen, the inference thread sends
+//! the decision. The actuator sleeps until the scheduler's next deadline (an absolute
+//! `clock_nanosleep` for the last 2 ms, so onsets do not depend on futex wake-up latency), sets the
+//! reject output, drives the alarm and ready outputs, and publishes counts and onset errors.
+//! Every output goes to its safe state when the actuator ends: normal exit, signal, or a panic
+//! unwinding through it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heapless::spsc::{Consumer, Producer, Queue};
 
 use crate::clock::Clock;
+use crate::input::EncoderPosition;
 use crate::output::{Level, OutputPin};
+use crate::schedule::{Judgement, PartStamp, RejectScheduler, ScheduleCounts, SchedulerSettings};
+use crate::stats::{LatencyWindow, Summary};
 
-/// Pending pulses the queue holds; more is a fault (the part is counted, the pulse merged).
-pub const QUEUE_CAPACITY: usize = 64;
+/// Messages one producer may have in flight; a queue this full means the actuator is stuck.
+pub const LINK_CAPACITY: usize = 64;
 
-pub type PulseQueue = Queue<Duration, QUEUE_CAPACITY>;
-
-/// Counters shared between the loop and the actuator.
-#[derive(Debug, Default)]
-pub struct ActuatorCounters {
-    pub pulses: AtomicU64,
-    pub output_errors: AtomicU64,
-    pub overflows: AtomicU64,
+/// What the pipeline tells the actuator.
+#[derive(Debug, Clone, Copy)]
+pub enum Msg {
+    /// A part was seen.
+    Register(PartStamp),
+    /// A part's decision, made at `at` (encoder count `count`).
+    Decide {
+        seq: u64,
+        judgement: Judgement,
+        at: Duration,
+        count: u64,
+    },
 }
 
-/// The loop's end of the actuator.
-pub struct RejectHandle<'q> {
-    producer: Producer<'q, Duration, QUEUE_CAPACITY>,
-    thread: std::thread::Thread,
-    pub counters: Arc<ActuatorCounters>,
+pub type LinkQueue = Queue<Msg, LINK_CAPACITY>;
+
+/// A producer's end of the link to the actuator.
+pub struct ActuatorLink<'q> {
+    producer: Producer<'q, Msg, LINK_CAPACITY>,
+    actuator: std::thread::Thread,
+    lost: &'q AtomicU64,
 }
 
-impl RejectHandle<'_> {
-    /// Schedules a pulse to start at `start` (clock time). Returns false when the queue is full.
-    pub fn fire_at(&mut self, start: Duration) -> bool {
-        let ok = self.producer.enqueue(start).is_ok();
-        if !ok {
-            self.counters.overflows.fetch_add(1, Ordering::Relaxed);
+impl ActuatorLink<'_> {
+    /// Sends `msg`, waiting up to 20 ms for room. A message that still does not fit is counted as
+    /// lost (and logged): the part it concerns is then handled by the policy at its commit point,
+    /// or, for a lost registration, never tracked, which the count makes visible.
+    pub fn send(&mut self, msg: Msg) {
+        for attempt in 0..200 {
+            if self.producer.enqueue(msg).is_ok() {
+                self.actuator.unpark();
+                return;
+            }
+            self.actuator.unpark();
+            if attempt < 10 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
         }
-        self.thread.unpark();
-        ok
+        self.lost.fetch_add(1, Ordering::Relaxed);
+        log::error!("reject actuator is not keeping up: message {msg:?} lost");
     }
 }
 
-/// Settings of the actuator.
-#[derive(Debug, Clone, Copy)]
-pub struct PulseSettings {
-    pub width: Duration,
+/// An output with the level it must rest at on exit.
+pub struct SafeOutput {
+    pub pin: Box<dyn OutputPin>,
     pub safe: Level,
 }
 
-/// Spawns the actuator in `scope`. It stops, leaving the line in its safe state, once `stop` is set
-/// and the queued pulses are done.
-pub fn spawn_actuator<'scope, 'env>(
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    queue: &'env mut PulseQueue,
-    mut line: Box<dyn OutputPin>,
-    clock: Arc<dyn Clock>,
-    settings: PulseSettings,
-    stop: &'env AtomicBool,
-) -> std::io::Result<(
-    RejectHandle<'env>,
-    std::thread::ScopedJoinHandle<'scope, Box<dyn OutputPin>>,
-)> {
-    let (producer, consumer) = queue.split();
-    let counters = Arc::new(ActuatorCounters::default());
-    let c2 = counters.clone();
-    let join = std::thread::Builder::new()
-        .name("reject-actuator".into())
-        .spawn_scoped(scope, move || {
-            run_actuator(consumer, &mut *line, &*clock, settings, stop, &c2);
-            line
-        })?;
-    let thread = join.thread().clone();
-    Ok((
-        RejectHandle {
-            producer,
-            thread,
-            counters,
-        },
-        join,
-    ))
+/// The outputs the actuator owns.
+pub struct Outputs {
+    pub reject: SafeOutput,
+    pub alarm: Option<SafeOutput>,
+    pub ready: Option<SafeOutput>,
+    /// Toggle `ready` at this period while healthy (None: steady active).
+    pub heartbeat: Option<Duration>,
 }
 
-/// Puts the line in its safe state when dropped, also while unwinding from a panic.
-struct SafeOnDrop<'a> {
-    line: &'a mut dyn OutputPin,
-    safe: Level,
+/// What the actuator publishes for status lines and the summary.
+#[derive(Default)]
+pub struct ActuatorReport {
+    pub counts: ScheduleCounts,
+    /// Pulse onset minus the part's due time (time mode).
+    pub onset: LatencyWindow,
+    pub output_errors: u64,
+    pub pending: usize,
 }
 
-impl Drop for SafeOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.line.set(self.safe) {
-            log::error!(
-                "could not put {} in its safe state: {e}",
-                self.line.describe()
-            );
+impl ActuatorReport {
+    pub fn onset_summary(&mut self) -> Summary {
+        self.onset.summary()
+    }
+}
+
+/// State shared between the actuator and the rest of the run.
+pub struct ActuatorShared {
+    pub report: Mutex<ActuatorReport>,
+    /// `CLOCK_MONOTONIC` nanoseconds of the pipeline's last sign of life (for the ready output).
+    pub alive: AtomicU64,
+    /// Messages that found the link full.
+    pub lost: AtomicU64,
+}
+
+impl Default for ActuatorShared {
+    fn default() -> Self {
+        ActuatorShared {
+            report: Mutex::new(ActuatorReport::default()),
+            alive: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         }
     }
 }
 
-fn set(line: &mut dyn OutputPin, level: Level, counters: &ActuatorCounters) {
-    if let Err(e) = line.set(level) {
-        counters.output_errors.fetch_add(1, Ordering::Relaxed);
-        log::error!("reject output: {e}");
+impl ActuatorShared {
+    pub fn mark_alive(&self, now: Duration) {
+        self.alive
+            .store(now.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
-fn run_actuator(
-    mut consumer: Consumer<'_, Duration, QUEUE_CAPACITY>,
-    line: &mut dyn OutputPin,
-    clock: &dyn Clock,
-    settings: PulseSettings,
-    stop: &AtomicBool,
-    counters: &ActuatorCounters,
-) {
-    let guard = SafeOnDrop {
-        line,
-        safe: settings.safe,
+/// The pipeline is healthy while it showed life this recently.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+
+/// Settings of [`spawn_actuator`].
+pub struct ActuatorSettings {
+    pub schedule: SchedulerSettings,
+    /// SCHED_FIFO priority (0: none) and CPU for the actuator thread.
+    pub fifo_priority: u8,
+    pub cpu: Option<usize>,
+}
+
+/// Spawns the actuator in `scope` with one link per queue in `queues` (one per producing thread).
+/// It stops, leaving every output in its safe state, once `stop` is set and no part is pending.
+#[allow(clippy::type_complexity)]
+pub fn spawn_actuator<'scope, 'env, const N: usize>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    queues: [&'env mut LinkQueue; N],
+    outputs: Outputs,
+    clock: Arc<dyn Clock>,
+    settings: ActuatorSettings,
+    encoder: Option<&'env EncoderPosition>,
+    shared: &'env ActuatorShared,
+    stop: &'env AtomicBool,
+) -> std::io::Result<(
+    [ActuatorLink<'env>; N],
+    std::thread::ScopedJoinHandle<'scope, Outputs>,
+)> {
+    let mut producers = Vec::with_capacity(N);
+    let mut consumers: heapless::Vec<Consumer<'env, Msg, LINK_CAPACITY>, N> = heapless::Vec::new();
+    for q in queues {
+        let (p, c) = q.split();
+        producers.push(p);
+        if consumers.push(c).is_err() {
+            unreachable!("N consumers fit a Vec of capacity N");
+        }
+    }
+    let join = std::thread::Builder::new()
+        .name("reject-actuator".into())
+        .spawn_scoped(scope, move || {
+            crate::realtime::apply("reject actuator", settings.fifo_priority, settings.cpu);
+            let mut outputs = outputs;
+            run_actuator(
+                &mut consumers,
+                &mut outputs,
+                &*clock,
+                RejectScheduler::new(settings.schedule),
+                encoder,
+                shared,
+                stop,
+            );
+            outputs
+        })?;
+    let thread = join.thread().clone();
+    let links: Vec<ActuatorLink<'env>> = producers
+        .into_iter()
+        .map(|producer| ActuatorLink {
+            producer,
+            actuator: thread.clone(),
+            lost: &shared.lost,
+        })
+        .collect();
+    let links: [ActuatorLink<'env>; N] = match links.try_into() {
+        Ok(l) => l,
+        Err(_) => unreachable!("one link per queue"),
     };
-    set(guard.line, Level::Inactive, counters);
+    Ok((links, join))
+}
+
+/// Puts every output in its safe state when dropped, also while unwinding from a panic.
+struct SafeOnDrop<'a>(&'a mut Outputs);
+
+impl Drop for SafeOnDrop<'_> {
+    fn drop(&mut self) {
+        let o = &mut *self.0;
+        for out in std::iter::once(&mut o.reject)
+            .chain(o.alarm.as_mut())
+            .chain(o.ready.as_mut())
+        {
+            if let Err(e) = out.pin.set(out.safe) {
+                log::error!(
+                    "could not put {} in its safe state: {e}",
+                    out.pin.describe()
+                );
+            }
+        }
+    }
+}
+
+fn set(out: &mut SafeOutput, level: Level, errors: &mut u64) {
+    if let Err(e) = out.pin.set(level) {
+        *errors += 1;
+        log::error!("{}: {e}", out.pin.describe());
+    }
+}
+
+/// Sleeps until `t` or until unparked: parks while far away, then an absolute `clock_nanosleep`
+/// for the last stretch (precise onsets; a message arriving then waits at most 2 ms).
+fn wait_until(clock: &dyn Clock, t: Duration) {
+    const PRECISE: Duration = Duration::from_millis(2);
+    let now = clock.now();
+    if t <= now {
+        return;
+    }
+    if t - now > PRECISE {
+        std::thread::park_timeout(t - now - PRECISE / 2);
+    } else {
+        clock.sleep_until(t);
+    }
+}
+
+fn run_actuator<const N: usize>(
+    consumers: &mut heapless::Vec<Consumer<'_, Msg, LINK_CAPACITY>, N>,
+    outputs: &mut Outputs,
+    clock: &dyn Clock,
+    mut sched: RejectScheduler,
+    encoder: Option<&EncoderPosition>,
+    shared: &ActuatorShared,
+    stop: &AtomicBool,
+) {
+    let heartbeat = outputs.heartbeat;
+    let guard = SafeOnDrop(outputs);
+    let mut errors = 0u64;
+    let mut onsets: heapless::Vec<Duration, 16> = heapless::Vec::new();
+    set(&mut guard.0.reject, Level::Inactive, &mut errors);
+    let mut alarm_on = false;
+    if let Some(a) = guard.0.alarm.as_mut() {
+        set(a, Level::Inactive, &mut errors);
+    }
+    let mut ready_level = Level::Active;
+    if let Some(r) = guard.0.ready.as_mut() {
+        set(r, ready_level, &mut errors);
+    }
+    let mut next_beat = heartbeat.map(|p| clock.now() + p);
     loop {
-        if let Some(start) = consumer.dequeue() {
-            clock.sleep_until(start);
-            set(guard.line, Level::Active, counters);
-            // The width counts from the real onset: a late wake-up must not shorten the pulse.
-            let onset = clock.now();
-            clock.sleep_until(onset + settings.width);
-            set(guard.line, Level::Inactive, counters);
-            counters.pulses.fetch_add(1, Ordering::Relaxed);
-        } else if stop.load(Ordering::Acquire) {
+        for c in consumers.iter_mut() {
+            while let Some(m) = c.dequeue() {
+                match m {
+                    Msg::Register(stamp) => {
+                        sched.register(stamp);
+                    }
+                    Msg::Decide {
+                        seq,
+                        judgement,
+                        at,
+                        count,
+                    } => sched.decide(seq, judgement, at, count),
+                }
+            }
+        }
+        let now = clock.now();
+        let count = encoder.map_or(0, |e| e.count());
+        while let Some(change) = sched.poll(now, count) {
+            set(&mut guard.0.reject, change.level, &mut errors);
+            if change.level == Level::Active {
+                sched.confirm_onset(clock.now());
+            }
+            if let Some(e) = change.onset_error {
+                let _ = onsets.push(e);
+            }
+        }
+        while let Some(ev) = sched.take_event() {
+            log::warn!(
+                "part {}: {} -> {} (fail-safe policy)",
+                ev.seq,
+                ev.fault.as_str(),
+                match ev.policy {
+                    crate::schedule::Policy::Reject => "rejected",
+                    crate::schedule::Policy::Pass => "passed, alarm raised",
+                }
+            );
+        }
+        let want_alarm = sched.alarm(now);
+        if want_alarm != alarm_on {
+            if let Some(a) = guard.0.alarm.as_mut() {
+                let level = if want_alarm {
+                    Level::Active
+                } else {
+                    Level::Inactive
+                };
+                set(a, level, &mut errors);
+            }
+            alarm_on = want_alarm;
+        }
+        if let Some(r) = guard.0.ready.as_mut() {
+            let alive = Duration::from_nanos(shared.alive.load(Ordering::Relaxed));
+            let healthy = now.saturating_sub(alive) < STALE_AFTER;
+            let want = match (healthy, next_beat, heartbeat) {
+                (false, _, _) => Level::Inactive,
+                (true, Some(beat), Some(period)) if now >= beat => {
+                    next_beat = Some(now + period);
+                    match ready_level {
+                        Level::Active => Level::Inactive,
+                        Level::Inactive => Level::Active,
+                    }
+                }
+                (true, Some(_), _) => ready_level,
+                (true, None, _) => Level::Active,
+            };
+            if want != ready_level {
+                set(r, want, &mut errors);
+                ready_level = want;
+            }
+        }
+        if let Ok(mut rep) = shared.report.try_lock() {
+            rep.counts = sched.counts();
+            rep.output_errors = errors;
+            rep.pending = sched.pending();
+            for e in onsets.iter() {
+                rep.onset.record(*e);
+            }
+            onsets.clear();
+        }
+        if stop.load(Ordering::Acquire) && sched.is_idle() {
             break;
-        } else {
-            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        let wake = sched.next_wakeup();
+        if let Some(e) = encoder {
+            e.wake_me_at(wake.count);
+        }
+        let mut t = now + Duration::from_millis(50);
+        for cand in [wake.at, next_beat, alarm_on.then_some(now + STALE_AFTER)]
+            .into_iter()
+            .flatten()
+        {
+            t = t.min(cand);
+        }
+        if guard.0.ready.is_some() {
+            t = t.min(now + Duration::from_millis(500));
+        }
+        wait_until(clock, t);
+    }
+    if let Ok(mut rep) = shared.report.lock() {
+        rep.counts = sched.counts();
+        rep.output_errors = errors;
+        rep.pending = sched.pending();
+        for e in onsets.iter() {
+            rep.onset.record(*e);
         }
     }
     drop(guard);

@@ -470,6 +470,15 @@ impl RejectScheduler {
         self.entries.iter().find(|e| e.state != State::Pass).copied()
     }
 
+    /// The reject output really went active at `at` (after the poll that asked for it): the pulse
+    /// width counts from there, so a slow output write never shortens a pulse.
+    pub fn confirm_onset(&mut self, at: Duration) {
+        if self.active {
+            let end = at + self.s.pulse;
+            self.pulse_end = Some(self.pulse_end.map_or(end, |e| e.max(end)));
+        }
+    }
+
     /// When to poll next (nothing pending: only the pulse end, if any).
     pub fn next_wakeup(&self) -> Wakeup {
         let mut w = Wakeup::default();

@@ -14,7 +14,7 @@ pub struct LatencyWindow {
     max: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Summary {
     pub count: usize,
     pub min_us: u32,
@@ -127,6 +127,10 @@ impl Stats {
     }
     pub fn summary(&mut self, stage: Stage) -> Summary {
         self.latency[stage as usize].summary()
+    }
+    /// Replaces one stage's window (stages timed on another thread).
+    pub fn set_window(&mut self, stage: Stage, window: LatencyWindow) {
+        self.latency[stage as usize] = window;
     }
 }
 

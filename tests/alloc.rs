@@ -14,10 +14,11 @@ use partguard::capture::ReplaySource;
 use partguard::clock::{Clock, MonotonicClock};
 use partguard::decide::decide;
 use partguard::infer::TractEngine;
-use partguard::output::{Level, SimulatedLine};
-use partguard::pipeline::{run, Inspector, RunOptions};
-use partguard::reject::PulseSettings;
+use partguard::pipeline::{run, Inspector};
+use partguard::schedule::Policy;
 use partguard::stats::Stage;
+
+mod common;
 
 struct Counting;
 
@@ -60,22 +61,19 @@ fn inspector() -> Inspector {
     )
 }
 
+/// Runs the whole threaded line (capture thread, inference, reject actuator, simulated outputs) for
+/// `frames` frames and returns the allocations it made.
 fn run_frames(frames: u64) -> u64 {
     let mut insp = inspector();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
-    let line = SimulatedLine::new(clock, 1024);
-    let opts = RunOptions {
-        pulse: PulseSettings {
-            width: std::time::Duration::from_micros(10),
-            safe: Level::Inactive,
-        },
-        print_decisions: false,
-        status_interval: None,
-        max_frames: Some(frames),
-    };
+    let line = common::SimLine::new(clock);
+    let opts = common::options(common::time_schedule(300, 20, 1, Policy::Reject));
+    let mut opts = opts;
+    opts.max_frames = Some(frames);
+    let io = line.io();
     let stop = AtomicBool::new(false);
     let before = allocs();
-    let (summary, _) = run(&mut insp, Box::new(line), opts, &stop, None).unwrap();
+    let (summary, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     let used = allocs() - before;
     assert_eq!(summary.frames, frames);
     used

@@ -1,233 +1,288 @@
-//! The reject actuator on a simulated line: deterministic edges with a simulated clock, and the whole
-//! loop in real time with the real model.
+//! The line in real time: the actuator thread on the monotonic clock, and the whole pipeline (replay
+//! -> real model -> decision -> reject scheduler -> simulated outputs) with delays in ms and encoder
+//! ticks, a photo-eye trigger, overruns and the fail-safe policy. The scheduler's logic itself is
+//! tested with simulated time in tests/schedule.rs.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use partguard::capture::ReplaySource;
-use partguard::clock::{Clock, MonotonicClock, SimClock};
-use partguard::infer::TractEngine;
-use partguard::output::{Edge, Level, OutputPin, SimulatedLine};
-use partguard::pipeline::{run, Inspector, RunOptions};
-use partguard::reject::{spawn_actuator, PulseQueue, PulseSettings};
+use partguard::clock::{Clock, MonotonicClock};
+use partguard::input::{InputEdge, SimulatedInput};
+use partguard::output::{Level, OutputError, OutputPin};
+use partguard::pipeline::{run, LineIo, TriggerSettings};
+use partguard::reject::{
+    spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs, SafeOutput,
+};
+use partguard::schedule::{Delay, Judgement, PartStamp, Policy};
 
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
+/// The real-time tests run one at a time: they share two cores with the model.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Fires pulses at `starts` on a simulated clock and returns the recorded edges.
-fn actuate(starts: &[u64], width: u64, safe: Level) -> (Vec<Edge>, SimulatedLine) {
-    let clock = SimClock::new();
-    let line = SimulatedLine::new(Arc::new(clock.clone()), 64);
-    let mut queue = PulseQueue::new();
+/// Asserts `onset` lies within [due, due + slack]: a scheduling correctness check with a wide slack
+/// (the benchmark measures the precision).
+fn assert_on_time(onset: Duration, due: Duration, what: &str) {
+    // 2 ms early: the encoder test's tick quantization.
+    assert!(
+        onset + ms(2) >= due && onset <= due + ms(25),
+        "{what}: onset {onset:?} for due {due:?}"
+    );
+}
+
+#[test]
+fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let mut q = LinkQueue::new();
+    let shared = ActuatorShared::default();
     let stop = AtomicBool::new(false);
-    let settings = PulseSettings {
-        width: ms(width),
-        safe,
-    };
-    std::thread::scope(|s| {
-        let (mut handle, join) = spawn_actuator(
-            s,
-            &mut queue,
-            Box::new(line.clone()),
-            Arc::new(clock.clone()),
-            settings,
+    let t0 = clock.now();
+    std::thread::scope(|scope| {
+        let ([mut link], join) = spawn_actuator(
+            scope,
+            [&mut q],
+            line.io().outputs,
+            clock.clone(),
+            ActuatorSettings {
+                schedule: time_schedule(100, 10, 20, Policy::Reject),
+                fifo_priority: 0,
+                cpu: None,
+            },
+            None,
+            &shared,
             &stop,
         )
         .unwrap();
-        for &t in starts {
-            assert!(handle.fire_at(ms(t)));
+        for seq in 0..4u64 {
+            link.send(Msg::Register(PartStamp {
+                seq,
+                time: t0 + ms(50 * seq),
+                count: 0,
+            }));
         }
+        for (seq, j) in [Judgement::Reject, Judgement::Pass, Judgement::Reject]
+            .into_iter()
+            .enumerate()
+        {
+            link.send(Msg::Decide {
+                seq: seq as u64,
+                judgement: j,
+                at: clock.now(),
+                count: 0,
+            });
+        }
+        // Part 3 gets no decision: it is rejected at its due time by the policy.
         stop.store(true, std::sync::atomic::Ordering::Release);
         join.thread().unpark();
         join.join().unwrap();
     });
-    (line.edges(), line)
+    let pulses = line.reject.pulses();
+    assert_eq!(pulses.len(), 3, "{pulses:?}");
+    for ((start, width), due) in pulses.iter().zip([100, 200, 250]) {
+        assert_on_time(*start, t0 + ms(due), "pulse");
+        assert!(*width >= ms(20), "pulse width {width:?}");
+    }
+    let rep = shared.report.lock().unwrap();
+    assert_eq!((rep.counts.ng, rep.counts.ok, rep.counts.late), (2, 1, 1));
+    assert_eq!(line.reject.level(), Some(Level::Inactive));
+    // The fail-safe reject raised the alarm; at the end everything is in its safe state.
+    assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
+    assert_eq!(line.alarm.level(), Some(Level::Inactive));
+    assert_eq!(line.ready.level(), Some(Level::Inactive));
 }
 
-#[test]
-fn pulses_start_on_time_with_the_configured_width() {
-    let (edges, line) = actuate(&[100, 300, 1000], 50, Level::Inactive);
-    let expected = [
-        (0, Level::Inactive),
-        (100, Level::Active),
-        (150, Level::Inactive),
-        (300, Level::Active),
-        (350, Level::Inactive),
-        (1000, Level::Active),
-        (1050, Level::Inactive),
-    ];
-    let got: Vec<(u64, Level)> = edges
-        .iter()
-        .map(|e| (e.at.as_millis() as u64, e.level))
-        .collect();
-    assert_eq!(got, expected);
-    assert_eq!(
-        line.pulses(),
-        vec![(ms(100), ms(50)), (ms(300), ms(50)), (ms(1000), ms(50))]
-    );
-    assert_eq!(line.level(), Some(Level::Inactive));
-}
-
-#[test]
-fn an_active_safe_state_is_restored_on_exit() {
-    let (edges, line) = actuate(&[10], 5, Level::Active);
-    // idle inactive while running, active again once stopped
-    let levels: Vec<Level> = edges.iter().map(|e| e.level).collect();
-    assert_eq!(
-        levels,
-        vec![
-            Level::Inactive,
-            Level::Active,
-            Level::Inactive,
-            Level::Active
-        ]
-    );
-    assert_eq!(line.level(), Some(Level::Active));
-}
-
-/// A pin whose first `set(Active)` blocks until the test releases it, so the queue can be filled
-/// while the actuator is provably busy.
-struct BlockingPin {
-    entered: std::sync::mpsc::Sender<()>,
-    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-    blocked_once: bool,
-}
-
-impl OutputPin for BlockingPin {
-    fn set(&mut self, level: Level) -> Result<(), partguard::output::OutputError> {
-        if level == Level::Active && !self.blocked_once {
-            self.blocked_once = true;
-            self.entered.send(()).unwrap();
-            self.release.lock().unwrap().recv().unwrap();
-        }
+/// An output that remembers its level and refuses nothing.
+struct Recorder(Arc<std::sync::Mutex<Vec<Level>>>);
+impl OutputPin for Recorder {
+    fn set(&mut self, level: Level) -> Result<(), OutputError> {
+        self.0.lock().unwrap().push(level);
         Ok(())
     }
     fn describe(&self) -> String {
-        "blocking test pin".into()
+        "recorder".into()
     }
 }
 
 #[test]
-fn a_full_queue_refuses_the_pulse_and_counts_it() {
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel();
-    let pin = BlockingPin {
-        entered: entered_tx,
-        release: std::sync::Mutex::new(release_rx),
-        blocked_once: false,
-    };
-    let clock = SimClock::new();
-    let mut queue = PulseQueue::new();
-    let stop = AtomicBool::new(false);
-    let settings = PulseSettings {
-        width: ms(1),
-        safe: Level::Inactive,
-    };
-    std::thread::scope(|s| {
-        let (mut handle, join) = spawn_actuator(
-            s,
-            &mut queue,
-            Box::new(pin),
-            Arc::new(clock.clone()),
-            settings,
+fn an_active_safe_state_is_restored_when_the_actuator_ends() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut q = LinkQueue::new();
+    let shared = ActuatorShared::default();
+    let stop = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let (_, join) = spawn_actuator(
+            scope,
+            [&mut q],
+            Outputs {
+                reject: SafeOutput {
+                    pin: Box::new(Recorder(levels.clone())),
+                    safe: Level::Active,
+                },
+                alarm: None,
+                ready: None,
+                heartbeat: None,
+            },
+            clock.clone(),
+            ActuatorSettings {
+                schedule: time_schedule(100, 10, 20, Policy::Reject),
+                fifo_priority: 0,
+                cpu: None,
+            },
+            None,
+            &shared,
             &stop,
         )
         .unwrap();
-        assert!(handle.fire_at(ms(1)));
-        entered_rx.recv().unwrap(); // the actuator is now inside the first pulse
-                                    // heapless' spsc queue holds capacity - 1 items
-        for i in 0..partguard::reject::QUEUE_CAPACITY as u64 - 1 {
-            assert!(
-                handle.fire_at(ms(10 + i)),
-                "pulse {i} refused before the queue was full"
-            );
-        }
-        assert!(!handle.fire_at(ms(5000)), "a full queue accepted a pulse");
-        assert_eq!(
-            handle
-                .counters
-                .overflows
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
-        release_tx.send(()).unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        join.thread().unpark();
         join.join().unwrap();
-        assert_eq!(
-            handle
-                .counters
-                .pulses
-                .load(std::sync::atomic::Ordering::Relaxed),
-            partguard::reject::QUEUE_CAPACITY as u64
-        );
     });
+    let levels = levels.lock().unwrap();
+    assert_eq!(levels.first(), Some(&Level::Inactive), "rests inactive while running");
+    assert_eq!(levels.last(), Some(&Level::Active), "ends in its safe state");
 }
 
-/// The whole loop in real time: replay -> real model -> decision -> actuator thread -> simulated line.
 #[test]
-fn real_time_run_fires_one_pulse_per_rejected_part_and_ends_safe() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
+    let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
-    let line = SimulatedLine::new(clock.clone(), 256);
-    let source =
-        ReplaySource::open(&root.join("examples/samples/bottle"), false, 20.0, 64).unwrap();
-    let engine = TractEngine::load(&root.join("models/bottle_sspcab_f32.onnx")).unwrap();
-    let cfg = partguard::config::Config::builtin().unwrap();
-    let mut inspector = Inspector::new(
-        Box::new(source),
-        Box::new(engine),
-        cfg.decision.threshold.unwrap(),
-        clock.clone(),
-    );
-    let opts = RunOptions {
-        pulse: PulseSettings {
-            width: ms(15),
-            safe: Level::Inactive,
-        },
-        print_decisions: false,
-        status_interval: None,
-        max_frames: None,
-    };
+    let line = SimLine::new(clock.clone());
+    let (mut insp, t0) = paced_inspector(5.0, ms(200));
     let stop = AtomicBool::new(false);
-    let (summary, _) = run(&mut inspector, Box::new(line.clone()), opts, &stop, None).unwrap();
-    assert_eq!(summary.frames, 8);
-    assert_eq!(summary.faults, 0);
-    assert_eq!(
-        summary.ng, 3,
-        "3 of the 4 defective samples are rejected (broken_small/000 is missed, see tests/model.rs), the good ones pass"
-    );
-    assert_eq!(summary.pulses, summary.ng);
-    let pulses = line.pulses();
-    assert_eq!(pulses.len() as u64, summary.ng);
-    for (_, width) in &pulses {
-        assert!(*width >= ms(15), "pulse shorter than configured: {width:?}");
+    let opts = options(time_schedule(400, 50, 15, Policy::Reject));
+    let (s, lat) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
+    assert_eq!((s.frames, s.parts, s.ok, s.ng), (8, 8, 5, 3), "{s:?}");
+    assert_eq!((s.late, s.faults, s.missed, s.overflows), (0, 0, 0, 0));
+    // Samples in path order: broken_large/000, broken_small/000 (missed by the model, see
+    // tests/model.rs), contamination/000, contamination/001, good x4; frames every 200 ms.
+    let pulses = line.reject.pulses();
+    assert_eq!(pulses.len(), 3, "{pulses:?}");
+    for ((start, width), frame) in pulses.iter().zip([0, 2, 3]) {
+        assert_on_time(*start, t0 + ms(200 * frame + 400), "reject");
+        assert!(*width >= ms(15));
     }
-    assert_eq!(line.level(), Some(Level::Inactive));
+    assert_eq!(lat.onset.count, 3);
+    assert_eq!(line.reject.level(), Some(Level::Inactive));
+    assert!(line.alarm.edges().iter().all(|e| e.level == Level::Inactive));
+    // Ready was on while inspecting and is off (its safe state) at the end.
+    assert!(line.ready.edges().iter().any(|e| e.level == Level::Active));
+    assert_eq!(line.ready.level(), Some(Level::Inactive));
 }
 
 #[test]
-fn simulated_line_reports_each_change_once() {
-    let clock = SimClock::new();
-    let mut line = SimulatedLine::new(Arc::new(clock.clone()), 8);
-    line.set(Level::Inactive).unwrap();
-    line.set(Level::Inactive).unwrap();
-    clock.advance(ms(5));
-    line.set(Level::Active).unwrap();
-    assert_eq!(
-        line.edges(),
-        vec![
-            Edge {
-                at: ms(0),
-                level: Level::Inactive
-            },
-            Edge {
-                at: ms(5),
-                level: Level::Active
-            }
-        ]
-    );
+fn a_line_faster_than_inference_overruns_into_fail_safe_rejects() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    // 100 parts/s against ~100 ms inferences: most frames find no free buffer.
+    let source = ReplaySource::open(&samples(), false, 100.0, 64).unwrap();
+    let mut insp = inspector(source);
+    let stop = AtomicBool::new(false);
+    let opts = options(time_schedule(600, 50, 5, Policy::Reject));
+    let (s, _) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
+    assert_eq!(s.parts, 8);
+    assert!(s.faults >= 3, "overruns expected: {s:?}");
+    assert_eq!(s.ok + s.ng + s.late + s.faults + s.missed + s.overflows, 8);
+    assert_eq!(s.failsafe_rejected, s.faults + s.late);
+    assert!(s.pulses >= 1 && s.pulses + s.merged >= s.ng + s.failsafe_rejected);
+    assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
+    assert_eq!(line.alarm.level(), Some(Level::Inactive));
+}
+
+#[test]
+fn the_pass_policy_lets_overruns_through_with_the_alarm() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let source = ReplaySource::open(&samples(), false, 100.0, 64).unwrap();
+    let mut insp = inspector(source);
+    let stop = AtomicBool::new(false);
+    let opts = options(time_schedule(600, 50, 5, Policy::Pass));
+    let (s, _) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
+    assert!(s.faults >= 3, "{s:?}");
+    assert_eq!(s.failsafe_passed, s.faults + s.late);
+    assert_eq!(s.failsafe_rejected, 0);
+    assert_eq!(s.pulses + s.merged, s.ng, "only real NG parts are rejected");
+    assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
+}
+
+fn rising(at: Duration) -> InputEdge {
+    InputEdge { at, rising: true }
+}
+
+#[test]
+fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let (mut insp, t0) = paced_inspector(10.0, ms(300));
+    // Frames at t0 + k*100 ms. Photo-eye edges 3 ms before frames 0-4, 6 and 7, with contact
+    // bounce after the third; none before frame 5 (an untriggered frame), and one at 447 ms with no
+    // frame in its 20 ms window (a missed frame).
+    let mut edges = Vec::new();
+    for k in [0u64, 1, 2, 3, 4] {
+        edges.push(rising(t0 + ms(100 * k) - ms(3)));
+        if k == 2 {
+            edges.push(rising(t0 + ms(100 * k) - ms(2)));
+        }
+    }
+    edges.push(rising(t0 + ms(447)));
+    for k in [6u64, 7] {
+        edges.push(rising(t0 + ms(100 * k) - ms(3)));
+    }
+    let mut io: LineIo = line.io();
+    io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
+    let stop = AtomicBool::new(false);
+    let mut opts = options(time_schedule(400, 50, 15, Policy::Reject));
+    opts.trigger = Some(TriggerSettings {
+        debounce: ms(5),
+        window: ms(20),
+    });
+    let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
+    assert_eq!((s.parts, s.frames, s.untriggered, s.missed), (8, 7, 1, 1), "{s:?}");
+    assert_eq!((s.ng, s.ok, s.late), (3, 4, 0), "{s:?}");
+    // Rejects at trigger + 400 ms: broken_large (k=0), contamination x2 (k=2, 3), the missed part.
+    let pulses = line.reject.pulses();
+    assert_eq!(pulses.len(), 4, "{pulses:?}");
+    for ((start, _), trig) in pulses.iter().zip([-3i64, 197, 297, 447]) {
+        let due = Duration::from_nanos((t0.as_nanos() as i64 + (trig + 400) * 1_000_000) as u64);
+        assert_on_time(*start, due, "triggered reject");
+    }
+}
+
+#[test]
+fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let (mut insp, t0) = paced_inspector(10.0, ms(300));
+    // One encoder tick per millisecond from t0 - 100 ms on.
+    let ticks: Vec<InputEdge> = (0..1600u64)
+        .map(|i| rising(t0 - ms(100) + ms(i)))
+        .collect();
+    let mut io = line.io();
+    io.encoder = Some(Box::new(SimulatedInput::new(clock.clone(), ticks)));
+    let stop = AtomicBool::new(false);
+    let mut sched = time_schedule(0, 0, 15, Policy::Reject);
+    sched.delay = Delay::Ticks {
+        ticks: 300,
+        margin: 30,
+    };
+    let (s, lat) = run(&mut insp, io, options(sched), &stop, None).unwrap();
+    assert_eq!((s.parts, s.ng, s.ok, s.late), (8, 3, 5, 0), "{s:?}");
+    assert_eq!(lat.onset.count, 0, "onset errors are a time-mode figure");
+    let pulses = line.reject.pulses();
+    assert_eq!(pulses.len(), 3, "{pulses:?}");
+    for ((start, _), frame) in pulses.iter().zip([0u64, 2, 3]) {
+        assert_on_time(*start, t0 + ms(100 * frame + 300), "encoder reject");
+    }
 }

@@ -167,4 +167,9 @@ pub trait FrameSource: Send {
     fn skipped(&self) -> u64 {
         0
     }
+    /// Whether frames come at the world's pace (a camera, a paced replay). A source that is not
+    /// live (an unpaced replay) waits for a free frame buffer instead of counting an overrun.
+    fn is_live(&self) -> bool {
+        true
+    }
 }

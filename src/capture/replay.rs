@@ -163,6 +163,12 @@ impl ReplaySource {
         self.preloaded = Some(all);
     }
 
+    /// A paced replay delivers its first frame at `t` (clock time), then one per period: tests line
+    /// simulated trigger and encoder edges up with the frames this way.
+    pub fn start_at(&mut self, t: Duration) {
+        self.next_due = Some(t);
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -255,5 +261,9 @@ impl FrameSource for ReplaySource {
 
     fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    fn is_live(&self) -> bool {
+        self.period.is_some()
     }
 }

@@ -1,0 +1,221 @@
+//! Digital inputs: the photo-eye trigger and the conveyor encoder, behind one small trait.
+//!
+//! [`CdevInput`] reads edge events from the Linux GPIO character device (kernel timestamps on
+//! `CLOCK_MONOTONIC`, the clock frames and deadlines use); [`SimulatedInput`] replays scripted edges
+//! in real time for tests and demos. [`Debouncer`] drops contact bounce; [`EncoderPosition`] is the
+//! shared tick count the reject actuator waits on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::LineId;
+use crate::output::{request_error, resolve_line, OutputError};
+
+/// One edge of an input, in logical terms (`rising` = to active, whatever the wiring polarity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputEdge {
+    /// `CLOCK_MONOTONIC` time of the edge.
+    pub at: Duration,
+    pub rising: bool,
+}
+
+/// A digital input that reports edges.
+pub trait EdgeInput: Send {
+    /// The next edge, waiting at most `timeout`; `Ok(None)` on timeout.
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError>;
+    /// One line for logs.
+    fn describe(&self) -> String;
+}
+
+/// Which edges an input reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edges {
+    Rising,
+    Both,
+}
+
+/// An input line of the GPIO character device, with kernel edge detection and timestamps.
+pub struct CdevInput {
+    role: &'static str,
+    chip: String,
+    line: String,
+    req: gpiocdev::Request,
+}
+
+impl CdevInput {
+    /// Requests `line` on `chip` as an input reporting `edges`. `role` is the config section.
+    pub fn open(
+        role: &'static str,
+        chip: &str,
+        line: &LineId,
+        active_low: bool,
+        edges: Edges,
+    ) -> Result<Self, OutputError> {
+        let (path, offset) = resolve_line(role, chip, line)?;
+        let mut b = gpiocdev::Request::builder();
+        b.on_chip(&path)
+            .with_consumer(format!("partguard-{role}"))
+            .with_line(offset)
+            .as_input()
+            .with_edge_detection(match edges {
+                Edges::Rising => gpiocdev::line::EdgeDetection::RisingEdge,
+                Edges::Both => gpiocdev::line::EdgeDetection::BothEdges,
+            })
+            .with_event_clock(gpiocdev::line::EventClock::Monotonic);
+        if active_low {
+            b.as_active_low();
+        }
+        let req = b
+            .request()
+            .map_err(|e| request_error(role, chip, line, e))?;
+        Ok(CdevInput {
+            role,
+            chip: chip.to_owned(),
+            line: line.to_string(),
+            req,
+        })
+    }
+
+    fn io(&self, e: gpiocdev::Error) -> OutputError {
+        OutputError::Io {
+            role: self.role,
+            chip: self.chip.clone(),
+            line: self.line.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl EdgeInput for CdevInput {
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError> {
+        if !self.req.wait_edge_event(timeout).map_err(|e| self.io(e))? {
+            return Ok(None);
+        }
+        let ev = self.req.read_edge_event().map_err(|e| self.io(e))?;
+        Ok(Some(InputEdge {
+            at: Duration::from_nanos(ev.timestamp_ns),
+            rising: ev.kind == gpiocdev::line::EdgeKind::Rising,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("gpiocdev {} line {} (input)", self.chip, self.line)
+    }
+}
+
+/// Scripted edges delivered at their times on `clock` (tests, demos).
+pub struct SimulatedInput {
+    clock: Arc<dyn Clock>,
+    edges: std::vec::IntoIter<InputEdge>,
+    next: Option<InputEdge>,
+}
+
+impl SimulatedInput {
+    /// `edges` must be in time order.
+    pub fn new(clock: Arc<dyn Clock>, edges: Vec<InputEdge>) -> Self {
+        let mut edges = edges.into_iter();
+        let next = edges.next();
+        SimulatedInput { clock, edges, next }
+    }
+}
+
+impl EdgeInput for SimulatedInput {
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError> {
+        let limit = self.clock.now() + timeout;
+        match self.next {
+            Some(e) if e.at <= limit => {
+                self.clock.sleep_until(e.at);
+                self.next = self.edges.next();
+                Ok(Some(e))
+            }
+            _ => {
+                self.clock.sleep_until(limit);
+                Ok(None)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        "simulated input".into()
+    }
+}
+
+/// Drops edges closer than `period` to the last accepted one (contact bounce of a photo-eye relay).
+#[derive(Debug, Clone, Copy)]
+pub struct Debouncer {
+    period: Duration,
+    last: Option<Duration>,
+}
+
+impl Debouncer {
+    pub fn new(period: Duration) -> Self {
+        Debouncer { period, last: None }
+    }
+
+    /// Whether an active edge at `at` is a new part.
+    pub fn accept(&mut self, at: Duration) -> bool {
+        if self.last.is_some_and(|l| at < l + self.period) {
+            return false;
+        }
+        self.last = Some(at);
+        true
+    }
+}
+
+/// The encoder's tick count, shared by the counting thread and the reject actuator. The actuator
+/// says which count it waits for; the counter wakes it when the count gets there.
+#[derive(Debug, Default)]
+pub struct EncoderPosition {
+    count: AtomicU64,
+    wake_at: AtomicU64,
+    waiter: OnceLock<std::thread::Thread>,
+}
+
+impl EncoderPosition {
+    pub fn new() -> Self {
+        EncoderPosition {
+            count: AtomicU64::new(0),
+            wake_at: AtomicU64::new(u64::MAX),
+            waiter: OnceLock::new(),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// One tick; wakes the waiting thread when its count is reached.
+    pub fn tick(&self) {
+        let c = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if c >= self.wake_at.load(Ordering::Acquire) {
+            if let Some(t) = self.waiter.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// The calling thread is woken (unparked) once the count reaches `count` (`None`: never).
+    pub fn wake_me_at(&self, count: Option<u64>) {
+        let _ = self.waiter.set(std::thread::current());
+        self.wake_at
+            .store(count.unwrap_or(u64::MAX), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounces_inside_the_period_are_dropped() {
+        let mut d = Debouncer::new(Duration::from_millis(5));
+        let ms = Duration::from_millis;
+        assert!(d.accept(ms(100)));
+        assert!(!d.accept(ms(101)));
+        assert!(!d.accept(ms(104)));
+        assert!(d.accept(ms(105)));
+        assert!(d.accept(ms(200)));
+    }
+}

@@ -1,0 +1,132 @@
+//! Helpers shared by the integration tests: the sample folder, the shipped model, and a line of
+//! simulated outputs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use partguard::capture::ReplaySource;
+use partguard::clock::{Clock, MonotonicClock};
+use partguard::infer::TractEngine;
+use partguard::output::{Level, SimulatedLine};
+use partguard::pipeline::{Inspector, LineIo, RunOptions};
+use partguard::reject::{ActuatorSettings, Outputs, SafeOutput};
+use partguard::schedule::{Delay, Policy, SchedulerSettings};
+
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn samples() -> PathBuf {
+    root().join("examples/samples/bottle")
+}
+
+pub fn f32_model() -> PathBuf {
+    root().join("models/bottle_sspcab_f32.onnx")
+}
+
+/// The shipped threshold of the built-in config.
+pub fn threshold() -> f32 {
+    partguard::config::Config::builtin()
+        .unwrap()
+        .decision
+        .threshold
+        .unwrap()
+}
+
+/// An inspector over the 8 samples with the f32 model, on the monotonic clock.
+pub fn inspector(source: ReplaySource) -> Inspector {
+    let engine = TractEngine::load(&f32_model()).unwrap();
+    Inspector::new(
+        Box::new(source),
+        Box::new(engine),
+        threshold(),
+        Arc::new(MonotonicClock),
+    )
+}
+
+/// An inspector over the samples replayed at `rate_hz`, whose first frame comes at the returned
+/// time (`lead` from now, after the model is loaded), then one every period.
+pub fn paced_inspector(rate_hz: f64, lead: Duration) -> (Inspector, Duration) {
+    let engine = TractEngine::load(&f32_model()).unwrap();
+    let clock = MonotonicClock;
+    let mut source = ReplaySource::open(&samples(), false, rate_hz, 64).unwrap();
+    let t0 = clock.now() + lead;
+    source.start_at(t0);
+    let insp = Inspector::new(
+        Box::new(source),
+        Box::new(engine),
+        threshold(),
+        Arc::new(MonotonicClock),
+    );
+    (insp, t0)
+}
+
+/// Simulated reject, alarm and ready outputs; the clones stay with the test.
+pub struct SimLine {
+    pub reject: SimulatedLine,
+    pub alarm: SimulatedLine,
+    pub ready: SimulatedLine,
+}
+
+impl SimLine {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        SimLine {
+            reject: SimulatedLine::new(clock.clone(), 4096),
+            alarm: SimulatedLine::new(clock.clone(), 4096),
+            ready: SimulatedLine::new(clock, 4096),
+        }
+    }
+
+    pub fn io(&self) -> LineIo {
+        let out = |l: &SimulatedLine| SafeOutput {
+            pin: Box::new(l.clone()),
+            safe: Level::Inactive,
+        };
+        LineIo {
+            outputs: Outputs {
+                reject: out(&self.reject),
+                alarm: Some(out(&self.alarm)),
+                ready: Some(out(&self.ready)),
+                heartbeat: None,
+            },
+            trigger: None,
+            encoder: None,
+        }
+    }
+}
+
+pub fn time_schedule(delay: u64, margin: u64, pulse: u64, policy: Policy) -> SchedulerSettings {
+    SchedulerSettings {
+        delay: Delay::Time {
+            delay: ms(delay),
+            margin: ms(margin),
+        },
+        pulse: ms(pulse),
+        min_gap: ms(0),
+        queue_size: 64,
+        policy,
+        alarm_hold: ms(200),
+    }
+}
+
+pub fn options(schedule: SchedulerSettings) -> RunOptions {
+    RunOptions {
+        actuator: ActuatorSettings {
+            schedule,
+            fifo_priority: 0,
+            cpu: None,
+        },
+        trigger: None,
+        inference_cpu: None,
+        print_decisions: false,
+        status_interval: None,
+        max_frames: None,
+        stats_json: None,
+    }
+}
