@@ -514,19 +514,20 @@ impl Config {
             (Some(_), Some(_), _) => {
                 return Err(bad(
                     "timing",
-                    "has both `delay_ms` and `delay_ticks`; keep the one that matches your line".into(),
+                    "has both `delay_ms` and `delay_ticks`; keep the one that matches your line"
+                        .into(),
                 ))
             }
-            (_, Some(_), None) => {
-                return Err(bad(
-                    "timing.delay_ticks",
-                    "needs an [encoder] section (chip and line of the encoder input); or give delay_ms".into(),
-                ))
-            }
+            (_, Some(_), None) => return Err(bad(
+                "timing.delay_ticks",
+                "needs an [encoder] section (chip and line of the encoder input); or give delay_ms"
+                    .into(),
+            )),
             (None, None, Some(_)) => {
                 return Err(bad(
                     "timing.delay_ticks",
-                    "is missing: with an [encoder], give the camera-to-ejector distance in ticks".into(),
+                    "is missing: with an [encoder], give the camera-to-ejector distance in ticks"
+                        .into(),
                 ))
             }
             (Some(d), None, _) if !ms_ok(d) || d == 0.0 => {
@@ -538,7 +539,10 @@ impl Config {
             _ => {}
         }
         if !ms_ok(t.margin_ms) {
-            return Err(bad("timing.margin_ms", format!("is {}; give milliseconds >= 0", t.margin_ms)));
+            return Err(bad(
+                "timing.margin_ms",
+                format!("is {}; give milliseconds >= 0", t.margin_ms),
+            ));
         }
         let delay_ms = t.delay_ms.unwrap_or(DEFAULT_DELAY_MS);
         if t.delay_ticks.is_none() && t.margin_ms >= delay_ms {
@@ -551,15 +555,24 @@ impl Config {
             if t.margin_ticks >= ticks {
                 return Err(bad(
                     "timing.margin_ticks",
-                    format!("is {} but delay_ticks is {ticks}; the margin must be smaller", t.margin_ticks),
+                    format!(
+                        "is {} but delay_ticks is {ticks}; the margin must be smaller",
+                        t.margin_ticks
+                    ),
                 ));
             }
         }
         if !ms_ok(t.min_gap_ms) {
-            return Err(bad("timing.min_gap_ms", format!("is {}; give milliseconds >= 0", t.min_gap_ms)));
+            return Err(bad(
+                "timing.min_gap_ms",
+                format!("is {}; give milliseconds >= 0", t.min_gap_ms),
+            ));
         }
         if !ms_ok(t.alarm_hold_ms) {
-            return Err(bad("timing.alarm_hold_ms", format!("is {}; give milliseconds >= 0", t.alarm_hold_ms)));
+            return Err(bad(
+                "timing.alarm_hold_ms",
+                format!("is {}; give milliseconds >= 0", t.alarm_hold_ms),
+            ));
         }
         if !(1..=crate::schedule::MAX_QUEUE).contains(&t.queue_size) {
             return Err(bad(
@@ -573,19 +586,28 @@ impl Config {
         }
         if let Some(tr) = &self.trigger {
             if !ms_ok(tr.debounce_ms) {
-                return Err(bad("trigger.debounce_ms", format!("is {}; give milliseconds >= 0", tr.debounce_ms)));
+                return Err(bad(
+                    "trigger.debounce_ms",
+                    format!("is {}; give milliseconds >= 0", tr.debounce_ms),
+                ));
             }
             if !ms_ok(tr.frame_window_ms) || tr.frame_window_ms == 0.0 {
                 return Err(bad(
                     "trigger.frame_window_ms",
-                    format!("is {}; give the longest trigger-to-frame time in ms (> 0)", tr.frame_window_ms),
+                    format!(
+                        "is {}; give the longest trigger-to-frame time in ms (> 0)",
+                        tr.frame_window_ms
+                    ),
                 ));
             }
         }
         if self.realtime.fifo_priority > 99 {
             return Err(bad(
                 "realtime.fifo_priority",
-                format!("is {}; use 1 to 99, or 0 to turn SCHED_FIFO off", self.realtime.fifo_priority),
+                format!(
+                    "is {}; use 1 to 99, or 0 to turn SCHED_FIFO off",
+                    self.realtime.fifo_priority
+                ),
             ));
         }
         Ok(())
@@ -622,7 +644,11 @@ fn check_output(
         RejectKind::Simulated => {}
         RejectKind::Gpiocdev => {
             if chip.is_none() {
-                return Err(bad(field("chip"), "is missing; name the GPIO chip, e.g. \"/dev/gpiochip0\" (see `gpiodetect`)".into()));
+                return Err(bad(
+                    field("chip"),
+                    "is missing; name the GPIO chip, e.g. \"/dev/gpiochip0\" (see `gpiodetect`)"
+                        .into(),
+                ));
             }
             if line.is_none() {
                 return Err(bad(

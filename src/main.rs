@@ -79,6 +79,22 @@ enum Command {
         frames: u64,
         #[arg(long, default_value_t = 5)]
         warmup: u64,
+        /// Reject timing instead: onset error of reject pulses against their deadlines, the whole
+        /// threaded line on simulated outputs, replaying the config's folder at each of --rates.
+        #[arg(long)]
+        line: bool,
+        /// Parts per second for --line.
+        #[arg(long, value_delimiter = ',', default_value = "10,30,60")]
+        rates: Vec<f64>,
+        /// Seconds per rate for --line.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Also run each rate with this many busy-looping competing threads (0: only without load).
+        #[arg(long, default_value_t = 0)]
+        load: usize,
+        /// Reject pulse width for --line (short, so parts at 60/s get separate pulses).
+        #[arg(long, default_value_t = 5.0)]
+        pulse_ms: f64,
     },
 }
 
@@ -192,10 +208,30 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             };
             commands::cmd_calibrate(&cfg, &opts, &stop_on_signals()).map(|_| ())
         }
-        Command::Bench { frames, warmup } => {
+        Command::Bench {
+            frames,
+            warmup,
+            line,
+            rates,
+            seconds,
+            load,
+            pulse_ms,
+        } => {
             let (cfg, _) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
-            commands::cmd_bench(&cfg, frames, warmup)
+            if line {
+                commands::cmd_bench_line(
+                    &cfg,
+                    &commands::LineBench {
+                        rates,
+                        seconds,
+                        load,
+                        pulse_ms,
+                    },
+                )
+            } else {
+                commands::cmd_bench(&cfg, frames, warmup)
+            }
         }
     }
 }

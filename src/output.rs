@@ -31,7 +31,9 @@ impl From<SafeState> for Level {
 /// chip and the line.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OutputError {
-    #[error("{role}: GPIO chip {chip} not found; list the chips with `gpiodetect` and fix {role}.chip")]
+    #[error(
+        "{role}: GPIO chip {chip} not found; list the chips with `gpiodetect` and fix {role}.chip"
+    )]
     ChipMissing { role: &'static str, chip: String },
     #[error("{role}: GPIO chip {chip}: permission denied; add the user to the `gpio` group (README, Troubleshooting)")]
     PermissionDenied { role: &'static str, chip: String },

@@ -28,7 +28,7 @@ use crate::reject::{
     spawn_actuator, ActuatorLink, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs,
 };
 use crate::schedule::{Fault, Judgement, PartStamp, ScheduleCounts};
-use crate::stats::{LatencyWindow, Stage, Stats, Summary};
+use crate::stats::{LatencyWindow, LogThrottle, Stage, Stats, Summary};
 
 /// Why a part could not be judged.
 #[derive(Debug, thiserror::Error)]
@@ -349,7 +349,6 @@ pub fn run(
     let shared = ActuatorShared::default();
     shared.mark_alive(clock.now());
     let position = encoder.as_ref().map(|_| EncoderPosition::new());
-    let actuator_stop = AtomicBool::new(false);
     let flags = RunFlags {
         capture_stop: AtomicBool::new(false),
         capture_done: AtomicBool::new(false),
@@ -366,7 +365,6 @@ pub fn run(
             opts.actuator,
             position.as_ref(),
             &shared,
-            &actuator_stop,
         )
         .map_err(|e| StageError::Actuator(format!("cannot start: {e}")))?;
         // On every way out of this block (a panic included): stop the actuator (safe state) and
@@ -379,7 +377,7 @@ pub fn run(
                 self.2.unpark();
             }
         }
-        let stopper = StopOnDrop(&actuator_stop, &flags, actuator.thread().clone());
+        let stopper = StopOnDrop(&shared.stop, &flags, actuator.thread().clone());
 
         let (trig_producer, trig_consumer) = triggers.split();
         let mut input_threads = Vec::new();
@@ -390,7 +388,9 @@ pub fn run(
                 std::thread::Builder::new()
                     .name("encoder".into())
                     .spawn_scoped(scope, move || encoder_thread(enc, pos, flags))
-                    .map_err(|e| StageError::Actuator(format!("cannot start encoder thread: {e}")))?,
+                    .map_err(|e| {
+                        StageError::Actuator(format!("cannot start encoder thread: {e}"))
+                    })?,
             );
         }
         let trig_consumer = match (trigger, trigger_settings) {
@@ -438,6 +438,8 @@ pub fn run(
                         flags,
                         shared,
                         inference: inference_thread,
+                        max_frames: opts.max_frames,
+                        overrun_log: LogThrottle::new(Duration::from_secs(1)),
                         end: CaptureEnd {
                             error: None,
                             skipped: 0,
@@ -478,7 +480,12 @@ pub fn run(
                 if now >= due {
                     status_line(stats, &shared, frames);
                     if let Some(p) = &opts.stats_json {
-                        write_json(p, &summarize(stats, &shared, frames, (0, 0)), stats, &shared);
+                        write_json(
+                            p,
+                            &summarize(stats, &shared, frames, (0, 0)),
+                            stats,
+                            &shared,
+                        );
                     }
                     next_status = Some(now + interval);
                 }
@@ -669,7 +676,7 @@ fn write_json(path: &Path, summary: &RunSummary, stats: &mut Stats, shared: &Act
         .collect();
     let doc = serde_json::json!({
         "counts": summary,
-        "latency_ms": stages,
+        "latency_us": stages,
         "reject_onset_error": latency.onset,
     });
     let tmp = path.with_extension("json.tmp");
@@ -679,6 +686,15 @@ fn write_json(path: &Path, summary: &RunSummary, stats: &mut Stats, shared: &Act
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         log::warn!("cannot write statistics to {}: {e}", path.display());
+    }
+}
+
+/// " (N more like it)" for a throttled log line.
+pub(crate) fn suppressed(more: u64) -> String {
+    if more == 0 {
+        String::new()
+    } else {
+        format!(" ({more} more like it in the last second)")
     }
 }
 
@@ -696,6 +712,9 @@ struct CaptureLoop<'a> {
     flags: &'a RunFlags,
     shared: &'a ActuatorShared,
     inference: std::thread::Thread,
+    /// Stop after handing this many frames to inference.
+    max_frames: Option<u64>,
+    overrun_log: LogThrottle,
     end: CaptureEnd,
 }
 
@@ -739,7 +758,11 @@ impl CaptureLoop<'_> {
     fn run(&mut self) {
         let mut free: heapless::Vec<usize, FRAME_BUFFERS> = (0..FRAME_BUFFERS).collect();
         let live = self.source.is_live();
+        let mut handed = 0u64;
         while !self.flags.capture_stop.load(Ordering::Acquire) {
+            if self.max_frames.is_some_and(|m| handed >= m) {
+                break;
+            }
             while let Some(i) = self.free.dequeue() {
                 let _ = free.push(i);
             }
@@ -814,10 +837,13 @@ impl CaptureLoop<'_> {
                 }
             };
             let Some(slot_index) = free.pop() else {
-                log::warn!(
-                    "part {}: every frame buffer is busy (inference behind the line)",
-                    stamp.seq
-                );
+                if let Some(more) = self.overrun_log.allow(self.clock.now()) {
+                    log::warn!(
+                        "part {}: every frame buffer is busy (inference behind the line){}",
+                        stamp.seq,
+                        suppressed(more)
+                    );
+                }
                 let at = self.clock.now();
                 self.link.send(Msg::Decide {
                     seq: stamp.seq,
@@ -866,6 +892,7 @@ impl CaptureLoop<'_> {
                 stamp,
                 frame_time,
             });
+            handed += 1;
             self.inference.unpark();
         }
         if self.matcher.is_some() {

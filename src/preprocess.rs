@@ -191,7 +191,15 @@ impl Preprocessor {
     /// Step 2 on an RGB image converted elsewhere (the capture thread's frame buffers).
     pub fn fill_tensor_from(&mut self, rgb: &[u8], width: u32, height: u32, input: &mut [f32]) {
         let spec = self.spec;
-        resize_and_scale(spec, &mut self.resizer, &mut self.small, rgb, width, height, input);
+        resize_and_scale(
+            spec,
+            &mut self.resizer,
+            &mut self.small,
+            rgb,
+            width,
+            height,
+            input,
+        );
     }
 
     /// Both steps.
@@ -216,7 +224,14 @@ fn resize_and_scale(
     height: u32,
     input: &mut [f32],
 ) {
-    resizer.resize(rgb, width as usize, height as usize, small, s.width, s.height);
+    resizer.resize(
+        rgb,
+        width as usize,
+        height as usize,
+        small,
+        s.width,
+        s.height,
+    );
     let plane = s.width * s.height;
     let (r, rest) = input.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::input::EncoderPosition;
 use crate::output::{Level, OutputPin};
 use crate::schedule::{Judgement, PartStamp, RejectScheduler, ScheduleCounts, SchedulerSettings};
-use crate::stats::{LatencyWindow, Summary};
+use crate::stats::{LatencyWindow, LogThrottle, Summary};
 
 /// Messages one producer may have in flight; a queue this full means the actuator is stuck.
 pub const LINK_CAPACITY: usize = 64;
@@ -106,6 +106,8 @@ pub struct ActuatorShared {
     pub alive: AtomicU64,
     /// Messages that found the link full.
     pub lost: AtomicU64,
+    /// Set to end the actuator once no part is pending (safe state on the way out).
+    pub stop: AtomicBool,
 }
 
 impl Default for ActuatorShared {
@@ -114,14 +116,14 @@ impl Default for ActuatorShared {
             report: Mutex::new(ActuatorReport::default()),
             alive: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
         }
     }
 }
 
 impl ActuatorShared {
     pub fn mark_alive(&self, now: Duration) {
-        self.alive
-            .store(now.as_nanos() as u64, Ordering::Relaxed);
+        self.alive.store(now.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -137,7 +139,8 @@ pub struct ActuatorSettings {
 }
 
 /// Spawns the actuator in `scope` with one link per queue in `queues` (one per producing thread).
-/// It stops, leaving every output in its safe state, once `stop` is set and no part is pending.
+/// It stops, leaving every output in its safe state, once `shared.stop` is set and no part is
+/// pending.
 #[allow(clippy::type_complexity)]
 pub fn spawn_actuator<'scope, 'env, const N: usize>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
@@ -147,7 +150,6 @@ pub fn spawn_actuator<'scope, 'env, const N: usize>(
     settings: ActuatorSettings,
     encoder: Option<&'env EncoderPosition>,
     shared: &'env ActuatorShared,
-    stop: &'env AtomicBool,
 ) -> std::io::Result<(
     [ActuatorLink<'env>; N],
     std::thread::ScopedJoinHandle<'scope, Outputs>,
@@ -173,7 +175,6 @@ pub fn spawn_actuator<'scope, 'env, const N: usize>(
                 RejectScheduler::new(settings.schedule),
                 encoder,
                 shared,
-                stop,
             );
             outputs
         })?;
@@ -242,7 +243,6 @@ fn run_actuator<const N: usize>(
     mut sched: RejectScheduler,
     encoder: Option<&EncoderPosition>,
     shared: &ActuatorShared,
-    stop: &AtomicBool,
 ) {
     let heartbeat = outputs.heartbeat;
     let guard = SafeOnDrop(outputs);
@@ -258,6 +258,7 @@ fn run_actuator<const N: usize>(
         set(r, ready_level, &mut errors);
     }
     let mut next_beat = heartbeat.map(|p| clock.now() + p);
+    let mut failsafe_log = LogThrottle::new(Duration::from_secs(1));
     loop {
         for c in consumers.iter_mut() {
             while let Some(m) = c.dequeue() {
@@ -286,14 +287,18 @@ fn run_actuator<const N: usize>(
             }
         }
         while let Some(ev) = sched.take_event() {
+            let Some(more) = failsafe_log.allow(now) else {
+                continue;
+            };
             log::warn!(
-                "part {}: {} -> {} (fail-safe policy)",
+                "part {}: {} -> {} (fail-safe policy){}",
                 ev.seq,
                 ev.fault.as_str(),
                 match ev.policy {
                     crate::schedule::Policy::Reject => "rejected",
                     crate::schedule::Policy::Pass => "passed, alarm raised",
-                }
+                },
+                crate::pipeline::suppressed(more)
             );
         }
         let want_alarm = sched.alarm(now);
@@ -337,7 +342,7 @@ fn run_actuator<const N: usize>(
             }
             onsets.clear();
         }
-        if stop.load(Ordering::Acquire) && sched.is_idle() {
+        if shared.stop.load(Ordering::Acquire) && sched.is_idle() {
             break;
         }
         let wake = sched.next_wakeup();

@@ -434,7 +434,9 @@ impl RejectScheduler {
                     self.pulse_end = Some(now + self.s.pulse);
                     self.counts.pulses += 1;
                     let onset_error = match self.s.delay {
-                        Delay::Time { .. } => Some(now.saturating_sub(Duration::from_nanos(front.due))),
+                        Delay::Time { .. } => {
+                            Some(now.saturating_sub(Duration::from_nanos(front.due)))
+                        }
                         Delay::Ticks { .. } => None,
                     };
                     return Some(Change {
@@ -467,7 +469,10 @@ impl RejectScheduler {
     }
 
     fn next_fire(&self) -> Option<Entry> {
-        self.entries.iter().find(|e| e.state != State::Pass).copied()
+        self.entries
+            .iter()
+            .find(|e| e.state != State::Pass)
+            .copied()
     }
 
     /// The reject output really went active at `at` (after the poll that asked for it): the pulse

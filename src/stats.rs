@@ -134,6 +134,35 @@ impl Stats {
     }
 }
 
+/// Rate-limits a repeated log message: at most one line per `period`, carrying how many were
+/// suppressed since the last one. Counting never stops; only the log is thinned.
+#[derive(Debug, Clone, Copy)]
+pub struct LogThrottle {
+    period: Duration,
+    next: Option<Duration>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    pub const fn new(period: Duration) -> Self {
+        LogThrottle {
+            period,
+            next: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged at `now`.
+    pub fn allow(&mut self, now: Duration) -> Option<u64> {
+        if self.next.is_some_and(|n| now < n) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + self.period);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

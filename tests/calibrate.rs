@@ -177,7 +177,7 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = 10\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[log]\nstatus_interval_s = 0\n",
+            "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = 4\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[log]\nstatus_interval_s = 0\n",
             source.display(),
             root().join("models/bottle_sspcab_f32.onnx").display()
         ),

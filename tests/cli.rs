@@ -32,7 +32,14 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
         .decision
         .threshold
         .unwrap();
-    let out = bin().output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("stats.json");
+    let out = bin()
+        .arg("run")
+        .arg("--stats-json")
+        .arg(&json)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -67,8 +74,22 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
     // broken_small/000 is a hairline crack the shipped model misses (see tests/model.rs)
     assert_eq!(ng, 3, "{stdout}");
     assert!(
-        stdout.contains("summary: frames 8 OK 5 NG 3 faults 0 skipped 0 reject pulses 3"),
+        stdout
+            .contains("summary: frames 8 OK 5 NG 3 late 0 missed 0 faults 0 overflows 0 (parts 8;"),
         "{stdout}"
+    );
+    assert!(stdout.contains("reject pulses 3 "), "{stdout}");
+    // The same figures as JSON.
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["counts"]["ok"], 5, "{doc}");
+    assert_eq!(doc["counts"]["ng"], 3, "{doc}");
+    assert_eq!(doc["counts"]["pulses"], 3, "{doc}");
+    assert_eq!(doc["reject_onset_error"]["count"], 3, "{doc}");
+    assert!(
+        doc["latency_us"]["inference"]["median_us"]
+            .as_u64()
+            .unwrap()
+            > 0
     );
 }
 

@@ -138,3 +138,87 @@ fn unreadable_file_says_so() {
     assert!(matches!(err, ConfigError::Read { .. }));
     assert!(err.to_string().contains("/nonexistent/partguard.toml"));
 }
+
+#[test]
+fn timing_errors_name_the_field_and_the_fix() {
+    let cases = [
+        (
+            "[timing]\ndelay_ms = 300\ndelay_ticks = 40\n",
+            "timing",
+            "both",
+        ),
+        (
+            "[timing]\ndelay_ticks = 40\n",
+            "timing.delay_ticks",
+            "[encoder]",
+        ),
+        (
+            "[encoder]\nchip = \"gpiochip0\"\nline = 3\n",
+            "timing.delay_ticks",
+            "is missing",
+        ),
+        (
+            "[timing]\ndelay_ms = 100\nmargin_ms = 100\n",
+            "timing.margin_ms",
+            "shorter than the delay",
+        ),
+        (
+            "[timing]\ndelay_ms = -5\n",
+            "timing.delay_ms",
+            "travel time",
+        ),
+        (
+            "[timing]\nqueue_size = 0\n",
+            "timing.queue_size",
+            "1 to 256",
+        ),
+        (
+            "[trigger]\nchip = \"gpiochip0\"\nline = 4\nframe_window_ms = 0\n",
+            "trigger.frame_window_ms",
+            "> 0",
+        ),
+        (
+            "[alarm]\nkind = \"gpiocdev\"\nchip = \"gpiochip0\"\n",
+            "alarm.line",
+            "is missing",
+        ),
+        (
+            "[realtime]\nfifo_priority = 120\n",
+            "realtime.fifo_priority",
+            "1 to 99",
+        ),
+    ];
+    for (extra, want_field, want_text) in cases {
+        let (field, problem) = field_error(&format!("{GOOD}\n{extra}"));
+        assert_eq!(field, want_field, "{extra}");
+        assert!(problem.contains(want_text), "{extra}: {problem}");
+    }
+    let err = parse(&format!("{GOOD}\n[timing]\npolicy = \"ignore\"\n")).unwrap_err();
+    assert!(err.to_string().contains("policy"), "{err}");
+}
+
+#[test]
+fn a_line_with_encoder_trigger_and_outputs_parses() {
+    let cfg = parse(&format!(
+        "{GOOD}\n[timing]\ndelay_ticks = 480\nmargin_ticks = 40\npolicy = \"pass\"\nqueue_size = 16\n\
+         [encoder]\nchip = \"gpiochip0\"\nline = 22\nedges = \"both\"\n\
+         [trigger]\nchip = \"gpiochip0\"\nline = \"PHOTO_EYE\"\nactive_low = true\n\
+         [ready]\nkind = \"simulated\"\nheartbeat_ms = 250\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.timing.delay_ticks, Some(480));
+    assert_eq!(cfg.timing.policy, partguard::schedule::Policy::Pass);
+    assert_eq!(
+        cfg.trigger.as_ref().map(|t| t.line.clone()),
+        Some(LineId::Name("PHOTO_EYE".into()))
+    );
+    let s = partguard::commands::scheduler_settings(&cfg);
+    assert_eq!(
+        s.delay,
+        partguard::schedule::Delay::Ticks {
+            ticks: 480,
+            margin: 40
+        }
+    );
+    assert_eq!(s.queue_size, 16);
+}

@@ -44,7 +44,6 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
     let line = SimLine::new(clock.clone());
     let mut q = LinkQueue::new();
     let shared = ActuatorShared::default();
-    let stop = AtomicBool::new(false);
     let t0 = clock.now();
     std::thread::scope(|scope| {
         let ([mut link], join) = spawn_actuator(
@@ -59,7 +58,6 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
             },
             None,
             &shared,
-            &stop,
         )
         .unwrap();
         for seq in 0..4u64 {
@@ -81,7 +79,9 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
             });
         }
         // Part 3 gets no decision: it is rejected at its due time by the policy.
-        stop.store(true, std::sync::atomic::Ordering::Release);
+        shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
         join.thread().unpark();
         join.join().unwrap();
     });
@@ -119,7 +119,9 @@ fn an_active_safe_state_is_restored_when_the_actuator_ends() {
     let levels = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut q = LinkQueue::new();
     let shared = ActuatorShared::default();
-    let stop = AtomicBool::new(true);
+    shared
+        .stop
+        .store(true, std::sync::atomic::Ordering::Release);
     std::thread::scope(|scope| {
         let (_, join) = spawn_actuator(
             scope,
@@ -141,14 +143,21 @@ fn an_active_safe_state_is_restored_when_the_actuator_ends() {
             },
             None,
             &shared,
-            &stop,
         )
         .unwrap();
         join.join().unwrap();
     });
     let levels = levels.lock().unwrap();
-    assert_eq!(levels.first(), Some(&Level::Inactive), "rests inactive while running");
-    assert_eq!(levels.last(), Some(&Level::Active), "ends in its safe state");
+    assert_eq!(
+        levels.first(),
+        Some(&Level::Inactive),
+        "rests inactive while running"
+    );
+    assert_eq!(
+        levels.last(),
+        Some(&Level::Active),
+        "ends in its safe state"
+    );
 }
 
 #[test]
@@ -172,7 +181,11 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     }
     assert_eq!(lat.onset.count, 3);
     assert_eq!(line.reject.level(), Some(Level::Inactive));
-    assert!(line.alarm.edges().iter().all(|e| e.level == Level::Inactive));
+    assert!(line
+        .alarm
+        .edges()
+        .iter()
+        .all(|e| e.level == Level::Inactive));
     // Ready was on while inspecting and is off (its safe state) at the end.
     assert!(line.ready.edges().iter().any(|e| e.level == Level::Active));
     assert_eq!(line.ready.level(), Some(Level::Inactive));
@@ -224,20 +237,20 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let (mut insp, t0) = paced_inspector(10.0, ms(300));
-    // Frames at t0 + k*100 ms. Photo-eye edges 3 ms before frames 0-4, 6 and 7, with contact
-    // bounce after the third; none before frame 5 (an untriggered frame), and one at 447 ms with no
+    let (mut insp, t0) = paced_inspector(5.0, ms(300));
+    // Frames at t0 + k*200 ms. Photo-eye edges 3 ms before frames 0-4, 6 and 7, with contact
+    // bounce after the third; none before frame 5 (an untriggered frame), and one at 847 ms with no
     // frame in its 20 ms window (a missed frame).
     let mut edges = Vec::new();
     for k in [0u64, 1, 2, 3, 4] {
-        edges.push(rising(t0 + ms(100 * k) - ms(3)));
+        edges.push(rising(t0 + ms(200 * k) - ms(3)));
         if k == 2 {
-            edges.push(rising(t0 + ms(100 * k) - ms(2)));
+            edges.push(rising(t0 + ms(200 * k) - ms(2)));
         }
     }
-    edges.push(rising(t0 + ms(447)));
+    edges.push(rising(t0 + ms(847)));
     for k in [6u64, 7] {
-        edges.push(rising(t0 + ms(100 * k) - ms(3)));
+        edges.push(rising(t0 + ms(200 * k) - ms(3)));
     }
     let mut io: LineIo = line.io();
     io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
@@ -248,12 +261,16 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
         window: ms(20),
     });
     let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
-    assert_eq!((s.parts, s.frames, s.untriggered, s.missed), (8, 7, 1, 1), "{s:?}");
+    assert_eq!(
+        (s.parts, s.frames, s.untriggered, s.missed),
+        (8, 7, 1, 1),
+        "{s:?}"
+    );
     assert_eq!((s.ng, s.ok, s.late), (3, 4, 0), "{s:?}");
     // Rejects at trigger + 400 ms: broken_large (k=0), contamination x2 (k=2, 3), the missed part.
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 4, "{pulses:?}");
-    for ((start, _), trig) in pulses.iter().zip([-3i64, 197, 297, 447]) {
+    for ((start, _), trig) in pulses.iter().zip([-3i64, 397, 597, 847]) {
         let due = Duration::from_nanos((t0.as_nanos() as i64 + (trig + 400) * 1_000_000) as u64);
         assert_on_time(*start, due, "triggered reject");
     }
@@ -264,11 +281,9 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let (mut insp, t0) = paced_inspector(10.0, ms(300));
+    let (mut insp, t0) = paced_inspector(5.0, ms(300));
     // One encoder tick per millisecond from t0 - 100 ms on.
-    let ticks: Vec<InputEdge> = (0..1600u64)
-        .map(|i| rising(t0 - ms(100) + ms(i)))
-        .collect();
+    let ticks: Vec<InputEdge> = (0..2200u64).map(|i| rising(t0 - ms(100) + ms(i))).collect();
     let mut io = line.io();
     io.encoder = Some(Box::new(SimulatedInput::new(clock.clone(), ticks)));
     let stop = AtomicBool::new(false);
@@ -283,6 +298,6 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 3, "{pulses:?}");
     for ((start, _), frame) in pulses.iter().zip([0u64, 2, 3]) {
-        assert_on_time(*start, t0 + ms(100 * frame + 300), "encoder reject");
+        assert_on_time(*start, t0 + ms(200 * frame + 300), "encoder reject");
     }
 }

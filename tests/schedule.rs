@@ -95,9 +95,15 @@ fn a_part_without_a_decision_at_its_commit_point_is_rejected_by_default() {
     assert_eq!(edges, vec![(300, Level::Active), (320, Level::Inactive)]);
     let c = s.counts();
     assert_eq!((c.late, c.failsafe_rejected, c.ok, c.ng), (1, 1, 0, 0));
-    assert!(s.alarm(ms(300)), "the alarm is raised for a fail-safe reject");
+    assert!(
+        s.alarm(ms(300)),
+        "the alarm is raised for a fail-safe reject"
+    );
     let ev = s.take_event().expect("event logged");
-    assert_eq!((ev.seq, ev.fault, ev.policy), (7, Fault::Late, Policy::Reject));
+    assert_eq!(
+        (ev.seq, ev.fault, ev.policy),
+        (7, Fault::Late, Policy::Reject)
+    );
     // A pass decision arriving afterwards changes nothing.
     s.decide(7, Judgement::Pass, ms(380), 0);
     assert_eq!(s.counts().ok, 0);
@@ -123,7 +129,10 @@ fn the_pass_policy_lets_late_parts_go_with_the_alarm_raised() {
     s.register(stamp(1, 50));
     s.decide(1, Judgement::Fault(Fault::Inference), ms(100), 0);
     let edges = drive(&mut s, 0, 600);
-    assert!(edges.is_empty(), "no pulse under the pass policy: {edges:?}");
+    assert!(
+        edges.is_empty(),
+        "no pulse under the pass policy: {edges:?}"
+    );
     let c = s.counts();
     assert_eq!((c.late, c.faults, c.failsafe_passed), (1, 1, 2));
     assert!(s.alarm(ms(300)));
