@@ -280,10 +280,12 @@ fn run_actuator<const N: usize>(
         while let Some(change) = sched.poll(now, count) {
             set(&mut guard.0.reject, change.level, &mut errors);
             if change.level == Level::Active {
-                sched.confirm_onset(clock.now());
-            }
-            if let Some(e) = change.onset_error {
-                let _ = onsets.push(e);
+                // The onset is when the output write returned, not when the poll decided.
+                let onset = clock.now();
+                sched.confirm_onset(onset);
+                if let Some(e) = change.onset_error {
+                    let _ = onsets.push(e + onset.saturating_sub(now));
+                }
             }
         }
         while let Some(ev) = sched.take_event() {
