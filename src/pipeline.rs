@@ -369,15 +369,21 @@ pub fn run(
         .map_err(|e| StageError::Actuator(format!("cannot start: {e}")))?;
         // On every way out of this block (a panic included): stop the actuator (safe state) and
         // the capture and input threads.
-        struct StopOnDrop<'a>(&'a AtomicBool, &'a RunFlags, std::thread::Thread);
+        // While unwinding from a panic, the actuator does not wait for pending parts: the outputs
+        // go to their safe state at once.
+        struct StopOnDrop<'a>(&'a ActuatorShared, &'a RunFlags, std::thread::Thread);
         impl Drop for StopOnDrop<'_> {
             fn drop(&mut self) {
                 self.1.capture_stop.store(true, Ordering::Release);
-                self.0.store(true, Ordering::Release);
+                if std::thread::panicking() {
+                    self.0.abort.store(true, Ordering::Release);
+                    self.1.inputs_stop.store(true, Ordering::Release);
+                }
+                self.0.stop.store(true, Ordering::Release);
                 self.2.unpark();
             }
         }
-        let stopper = StopOnDrop(&shared.stop, &flags, actuator.thread().clone());
+        let stopper = StopOnDrop(&shared, &flags, actuator.thread().clone());
 
         let (trig_producer, trig_consumer) = triggers.split();
         let mut input_threads = Vec::new();
@@ -782,6 +788,8 @@ impl CaptureLoop<'_> {
                 Err(e @ CaptureError::Stalled { .. }) => {
                     self.end.stalls += 1;
                     log::error!("{e}; still waiting for frames");
+                    let at = self.clock.now();
+                    self.link.send(Msg::Alarm { at });
                     continue;
                 }
                 Err(e) => {

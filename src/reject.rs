@@ -35,6 +35,8 @@ pub enum Msg {
         at: Duration,
         count: u64,
     },
+    /// A fault that concerns no particular part (camera stall): raise the alarm.
+    Alarm { at: Duration },
 }
 
 pub type LinkQueue = Queue<Msg, LINK_CAPACITY>;
@@ -108,6 +110,8 @@ pub struct ActuatorShared {
     pub lost: AtomicU64,
     /// Set to end the actuator once no part is pending (safe state on the way out).
     pub stop: AtomicBool,
+    /// Set to end the actuator at once, pending parts or not (a panic elsewhere).
+    pub abort: AtomicBool,
 }
 
 impl Default for ActuatorShared {
@@ -117,6 +121,7 @@ impl Default for ActuatorShared {
             alive: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
         }
     }
 }
@@ -272,6 +277,7 @@ fn run_actuator<const N: usize>(
                         at,
                         count,
                     } => sched.decide(seq, judgement, at, count),
+                    Msg::Alarm { at } => sched.raise_alarm(at),
                 }
             }
         }
@@ -343,6 +349,13 @@ fn run_actuator<const N: usize>(
                 rep.onset.record(*e);
             }
             onsets.clear();
+        }
+        if shared.abort.load(Ordering::Acquire) {
+            log::error!(
+                "reject actuator aborted with {} parts pending; outputs to their safe state",
+                sched.pending()
+            );
+            break;
         }
         if shared.stop.load(Ordering::Acquire) && sched.is_idle() {
             break;

@@ -247,6 +247,12 @@ impl RejectScheduler {
         self.alarm_until.is_some_and(|t| now < t)
     }
 
+    /// Raises the alarm for `alarm_hold` from `at` (a fault that concerns no particular part).
+    pub fn raise_alarm(&mut self, at: Duration) {
+        let until = at + self.s.alarm_hold;
+        self.alarm_until = Some(self.alarm_until.map_or(until, |a| a.max(until)));
+    }
+
     /// The next fail-safe event not yet taken (for the log).
     pub fn take_event(&mut self) -> Option<FailSafeEvent> {
         self.events.pop_front()
@@ -270,7 +276,7 @@ impl RejectScheduler {
             Policy::Reject => self.counts.failsafe_rejected += 1,
             Policy::Pass => self.counts.failsafe_passed += 1,
         }
-        self.alarm_until = Some(at + self.s.alarm_hold);
+        self.raise_alarm(at);
         let event = FailSafeEvent {
             seq,
             fault,

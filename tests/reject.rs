@@ -301,3 +301,61 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
         assert_on_time(*start, t0 + ms(200 * frame + 300), "encoder reject");
     }
 }
+
+/// The real engine until its third run, then a panic (a bug in a stage).
+struct PanicsOnThirdRun(partguard::infer::TractEngine, u32);
+
+impl partguard::infer::Engine for PanicsOnThirdRun {
+    fn info(&self) -> &partguard::infer::ModelInfo {
+        self.0.info()
+    }
+    fn input_mut(&mut self) -> &mut [f32] {
+        self.0.input_mut()
+    }
+    fn run(&mut self) -> Result<partguard::infer::Inference<'_>, partguard::infer::ModelError> {
+        self.1 += 1;
+        if self.1 == 3 {
+            panic!("injected panic in the inference stage");
+        }
+        self.0.run()
+    }
+}
+
+#[test]
+fn a_panic_in_the_inference_thread_puts_the_outputs_in_their_safe_state_at_once() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let source = ReplaySource::open(&samples(), true, 5.0, 64).unwrap();
+    let engine = partguard::infer::TractEngine::load(&f32_model()).unwrap();
+    let mut insp = partguard::pipeline::Inspector::new(
+        Box::new(source),
+        Box::new(PanicsOnThirdRun(engine, 0)),
+        threshold(),
+        clock.clone(),
+    );
+    // An encoder thread too: it must not keep the run alive after the panic.
+    let ticks: Vec<InputEdge> = (0..100_000u64)
+        .map(|i| rising(clock.now() + ms(i)))
+        .collect();
+    let mut io = line.io();
+    io.encoder = Some(Box::new(SimulatedInput::new(clock.clone(), ticks)));
+    let mut sched = time_schedule(0, 0, 15, Policy::Reject);
+    sched.delay = Delay::Ticks {
+        ticks: 5000,
+        margin: 100,
+    };
+    let stop = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(&mut insp, io, options(sched), &stop, None)
+    }));
+    assert!(result.is_err(), "the panic propagates to the caller");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the run did not wait for the 5 s of pending parts: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(line.reject.level(), Some(Level::Inactive));
+    assert_eq!(line.ready.level(), Some(Level::Inactive));
+}
