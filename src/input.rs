@@ -63,7 +63,9 @@ impl CdevInput {
                 Edges::Rising => gpiocdev::line::EdgeDetection::RisingEdge,
                 Edges::Both => gpiocdev::line::EdgeDetection::BothEdges,
             })
-            .with_event_clock(gpiocdev::line::EventClock::Monotonic);
+            .with_event_clock(gpiocdev::line::EventClock::Monotonic)
+            // Room for bursts (an encoder at speed) while the reading thread is descheduled.
+            .with_kernel_event_buffer_size(1024);
         if active_low {
             b.as_active_low();
         }
@@ -164,13 +166,26 @@ impl Debouncer {
     }
 }
 
+/// Tick times kept to look up the count at a past moment (frame or trigger timestamp).
+const TICK_HISTORY: usize = 1024;
+
 /// The encoder's tick count, shared by the counting thread and the reject actuator. The actuator
-/// says which count it waits for; the counter wakes it when the count gets there.
-#[derive(Debug, Default)]
+/// says which count it waits for; the counter wakes it when the count gets there. The last
+/// [`TICK_HISTORY`] tick times are kept so a frame or a trigger edge gets the count at its own
+/// timestamp, not at the (later) moment it was read.
+#[derive(Debug)]
 pub struct EncoderPosition {
     count: AtomicU64,
     wake_at: AtomicU64,
     waiter: OnceLock<std::thread::Thread>,
+    /// Tick n (1-based) happened at `ticks[(n - 1) % TICK_HISTORY]` nanoseconds.
+    ticks: Box<[AtomicU64]>,
+}
+
+impl Default for EncoderPosition {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EncoderPosition {
@@ -179,17 +194,36 @@ impl EncoderPosition {
             count: AtomicU64::new(0),
             wake_at: AtomicU64::new(u64::MAX),
             waiter: OnceLock::new(),
+            ticks: (0..TICK_HISTORY).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
+        self.count.load(Ordering::SeqCst)
     }
 
-    /// One tick; wakes the waiting thread when its count is reached.
-    pub fn tick(&self) {
-        let c = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-        if c >= self.wake_at.load(Ordering::Acquire) {
+    /// The count at time `t` (ticks later than `t` are not counted), as far back as the history
+    /// reaches.
+    pub fn count_at(&self, t: Duration) -> u64 {
+        let t = t.as_nanos() as u64;
+        let now = self.count();
+        let mut c = now;
+        while c > 0 && now - c < TICK_HISTORY as u64 - 1 {
+            if self.ticks[((c - 1) % TICK_HISTORY as u64) as usize].load(Ordering::Acquire) <= t {
+                break;
+            }
+            c -= 1;
+        }
+        c
+    }
+
+    /// One tick at `at`; wakes the waiting thread when its count is reached.
+    pub fn tick(&self, at: Duration) {
+        let n = self.count.load(Ordering::SeqCst);
+        self.ticks[(n % TICK_HISTORY as u64) as usize]
+            .store(at.as_nanos() as u64, Ordering::Release);
+        let c = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if c >= self.wake_at.load(Ordering::SeqCst) {
             if let Some(t) = self.waiter.get() {
                 t.unpark();
             }
@@ -197,16 +231,36 @@ impl EncoderPosition {
     }
 
     /// The calling thread is woken (unparked) once the count reaches `count` (`None`: never).
-    pub fn wake_me_at(&self, count: Option<u64>) {
+    /// Returns false when the count is already there (no need to wait).
+    pub fn wake_me_at(&self, count: Option<u64>) -> bool {
         let _ = self.waiter.set(std::thread::current());
-        self.wake_at
-            .store(count.unwrap_or(u64::MAX), Ordering::Release);
+        let target = count.unwrap_or(u64::MAX);
+        self.wake_at.store(target, Ordering::SeqCst);
+        // A tick between the caller's last read and the store above compared against the old
+        // target: check again.
+        self.count() < target
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_count_at_a_past_time_ignores_later_ticks() {
+        let p = EncoderPosition::new();
+        let ms = Duration::from_millis;
+        for i in 1..=10 {
+            p.tick(ms(10 * i));
+        }
+        assert_eq!(p.count(), 10);
+        assert_eq!(p.count_at(ms(100)), 10);
+        assert_eq!(p.count_at(ms(55)), 5);
+        assert_eq!(p.count_at(ms(50)), 5);
+        assert_eq!(p.count_at(ms(5)), 0);
+        assert!(!p.wake_me_at(Some(10)));
+        assert!(p.wake_me_at(Some(11)));
+    }
 
     #[test]
     fn bounces_inside_the_period_are_dropped() {

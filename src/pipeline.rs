@@ -171,6 +171,10 @@ pub const FRAME_BUFFERS: usize = 3;
 /// Triggers waiting for their frame.
 const PENDING_TRIGGERS: usize = 32;
 
+/// A trigger whose window ended this long ago with no frame at all since is a missed frame (frames
+/// normally expire triggers by their own timestamps).
+const TRIGGER_GRACE: Duration = Duration::from_secs(1);
+
 /// Settings of the photo-eye trigger.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerSettings {
@@ -356,6 +360,7 @@ pub fn run(
         input_error: Mutex::new(None),
     };
     let trigger_settings = opts.trigger;
+    let fifo_priority = opts.actuator.fifo_priority;
     std::thread::scope(|scope| {
         let ([capture_link, mut infer_link, trigger_link], actuator) = spawn_actuator(
             scope,
@@ -369,31 +374,45 @@ pub fn run(
         .map_err(|e| StageError::Actuator(format!("cannot start: {e}")))?;
         // On every way out of this block (a panic included): stop the actuator (safe state) and
         // the capture and input threads.
-        // While unwinding from a panic, the actuator does not wait for pending parts: the outputs
-        // go to their safe state at once.
-        struct StopOnDrop<'a>(&'a ActuatorShared, &'a RunFlags, std::thread::Thread);
+        // On the normal way out the actuator lets pending parts reach the ejector; on an error or
+        // while unwinding from a panic it does not wait: the outputs go to their safe state at
+        // once and the input threads stop.
+        struct StopOnDrop<'a> {
+            shared: &'a ActuatorShared,
+            flags: &'a RunFlags,
+            actuator: std::thread::Thread,
+            completed: bool,
+        }
         impl Drop for StopOnDrop<'_> {
             fn drop(&mut self) {
-                self.1.capture_stop.store(true, Ordering::Release);
-                if std::thread::panicking() {
-                    self.0.abort.store(true, Ordering::Release);
-                    self.1.inputs_stop.store(true, Ordering::Release);
+                self.flags.capture_stop.store(true, Ordering::Release);
+                if !self.completed {
+                    self.shared.abort.store(true, Ordering::Release);
+                    self.flags.inputs_stop.store(true, Ordering::Release);
                 }
-                self.0.stop.store(true, Ordering::Release);
-                self.2.unpark();
+                self.shared.stop.store(true, Ordering::Release);
+                self.actuator.unpark();
             }
         }
-        let stopper = StopOnDrop(&shared, &flags, actuator.thread().clone());
+        let mut stopper = StopOnDrop {
+            shared: &shared,
+            flags: &flags,
+            actuator: actuator.thread().clone(),
+            completed: false,
+        };
 
         let (trig_producer, trig_consumer) = triggers.split();
         let mut input_threads = Vec::new();
         if let Some(enc) = encoder {
             let pos = position.as_ref();
+            let fifo_priority = fifo_priority;
             let flags = &flags;
             input_threads.push(
                 std::thread::Builder::new()
                     .name("encoder".into())
-                    .spawn_scoped(scope, move || encoder_thread(enc, pos, flags))
+                    .spawn_scoped(scope, move || {
+                        encoder_thread(enc, pos, flags, fifo_priority)
+                    })
                     .map_err(|e| {
                         StageError::Actuator(format!("cannot start encoder thread: {e}"))
                     })?,
@@ -431,6 +450,15 @@ pub fn run(
             std::thread::Builder::new()
                 .name("capture".into())
                 .spawn_scoped(scope, move || {
+                    // Also on a panic: inference must learn that no more frames come.
+                    struct DoneOnDrop<'a>(&'a RunFlags, std::thread::Thread);
+                    impl Drop for DoneOnDrop<'_> {
+                        fn drop(&mut self) {
+                            self.0.capture_done.store(true, Ordering::Release);
+                            self.1.unpark();
+                        }
+                    }
+                    let _done = DoneOnDrop(flags, inference_thread.clone());
                     let mut c = CaptureLoop {
                         source: &mut **source,
                         clock: &*clock,
@@ -456,8 +484,6 @@ pub fn run(
                     };
                     c.run();
                     c.end.skipped = c.source.skipped();
-                    c.flags.capture_done.store(true, Ordering::Release);
-                    c.inference.unpark();
                     c.end
                 })
                 .map_err(|e| StageError::Actuator(format!("cannot start capture thread: {e}")))?
@@ -496,6 +522,11 @@ pub fn run(
                     next_status = Some(now + interval);
                 }
             }
+            if actuator.is_finished() {
+                return Err(StageError::Actuator(
+                    "stopped unexpectedly; the outputs were put in their safe state".into(),
+                ));
+            }
             let Some(ticket) = ticket_rx.dequeue() else {
                 if flags.capture_done.load(Ordering::Acquire) && !ticket_rx.ready() {
                     break;
@@ -530,7 +561,7 @@ pub fn run(
                 seq: ticket.stamp.seq,
                 judgement,
                 at: decided,
-                count: position.as_ref().map_or(0, |p| p.count()),
+                count: position.as_ref().map_or(0, |p| p.count_at(decided)),
             });
             stats.record(Stage::Decision, decided.saturating_sub(t3));
             stats.record(Stage::Total, decided.saturating_sub(ticket.frame_time));
@@ -568,6 +599,7 @@ pub fn run(
             .join()
             .map_err(|_| StageError::Actuator("capture thread panicked".into()))?;
         // Let the tracked parts reach the ejector, then stop the actuator and the inputs.
+        stopper.completed = true;
         drop(stopper);
         let outputs_back = actuator.join();
         flags.inputs_stop.store(true, Ordering::Release);
@@ -749,10 +781,9 @@ impl CaptureLoop<'_> {
                     let _ = missed.push(old.seq);
                 }
             }
-            while let Some(t) = m.expire(now) {
-                if missed.push(t.seq).is_err() {
-                    break;
-                }
+            while missed.len() < missed.capacity() {
+                let Some(t) = m.expire(now) else { break };
+                let _ = missed.push(t.seq);
             }
         }
         for seq in missed {
@@ -777,10 +808,11 @@ impl CaptureLoop<'_> {
                 std::thread::park_timeout(Duration::from_millis(5));
                 continue;
             }
-            let trigger_mode = self.matcher.is_some();
-            if trigger_mode {
-                let now = self.clock.now();
-                self.service_triggers(now);
+            if self.matcher.is_some() {
+                // Frames expire triggers by their own timestamps; this only catches triggers
+                // whose frame never comes while no frame arrives at all.
+                let horizon = self.clock.now().saturating_sub(TRIGGER_GRACE);
+                self.service_triggers(horizon);
             }
             let frame = match self.source.next_frame() {
                 Ok(Some(f)) => f,
@@ -790,6 +822,9 @@ impl CaptureLoop<'_> {
                     log::error!("{e}; still waiting for frames");
                     let at = self.clock.now();
                     self.link.send(Msg::Alarm { at });
+                    if self.matcher.is_some() {
+                        self.service_triggers(at.saturating_sub(TRIGGER_GRACE));
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -800,7 +835,7 @@ impl CaptureLoop<'_> {
             };
             let frame_time = frame.timestamp;
             self.shared.mark_alive(self.clock.now());
-            let count = self.position.map_or(0, |p| p.count());
+            let count = self.position.map_or(0, |p| p.count_at(frame_time));
             let stamp = match self.matcher.as_mut() {
                 Some(m) => {
                     let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
@@ -812,7 +847,8 @@ impl CaptureLoop<'_> {
                             }
                         }
                     }
-                    while let Some(t) = m.expire(frame_time) {
+                    while missed.len() < missed.capacity() {
+                        let Some(t) = m.expire(frame_time) else { break };
                         let _ = missed.push(t.seq);
                     }
                     let part = m.take(frame_time);
@@ -927,7 +963,7 @@ fn trigger_thread(
                 let stamp = PartStamp {
                     seq,
                     time: e.at,
-                    count: position.map_or(0, |p| p.count()),
+                    count: position.map_or(0, |p| p.count_at(e.at)),
                 };
                 seq += 1;
                 link.send(Msg::Register(stamp));
@@ -958,11 +994,14 @@ fn encoder_thread(
     mut input: Box<dyn EdgeInput>,
     position: Option<&EncoderPosition>,
     flags: &RunFlags,
+    fifo_priority: u8,
 ) {
     let Some(position) = position else { return };
+    // Ticks must not be lost to a busy CPU: the same real-time class as the actuator, one below.
+    crate::realtime::apply("encoder", fifo_priority.saturating_sub(1), None);
     while !flags.inputs_stop.load(Ordering::Acquire) {
         match input.wait_edge(Duration::from_millis(50)) {
-            Ok(Some(_)) => position.tick(),
+            Ok(Some(e)) => position.tick(e.at),
             Ok(None) => {}
             Err(e) => {
                 log::error!("encoder input failed: {e}; stopping");

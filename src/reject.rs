@@ -241,6 +241,17 @@ fn wait_until(clock: &dyn Clock, t: Duration) {
     }
 }
 
+/// How long a stopping actuator waits for pending parts to reach the ejector: twice the delay in
+/// time mode (at least 2 s), 10 s in encoder mode (the line may have stopped).
+fn drain_limit(s: &SchedulerSettings) -> Duration {
+    match s.delay {
+        crate::schedule::Delay::Time { delay, .. } => {
+            (delay * 2 + s.pulse).max(Duration::from_secs(2))
+        }
+        crate::schedule::Delay::Ticks { .. } => Duration::from_secs(10),
+    }
+}
+
 fn run_actuator<const N: usize>(
     consumers: &mut heapless::Vec<Consumer<'_, Msg, LINK_CAPACITY>, N>,
     outputs: &mut Outputs,
@@ -264,6 +275,8 @@ fn run_actuator<const N: usize>(
     }
     let mut next_beat = heartbeat.map(|p| clock.now() + p);
     let mut failsafe_log = LogThrottle::new(Duration::from_secs(1));
+    let mut stopping_since: Option<Duration> = None;
+    let drain_limit = drain_limit(sched.settings());
     loop {
         for c in consumers.iter_mut() {
             while let Some(m) = c.dequeue() {
@@ -325,7 +338,10 @@ fn run_actuator<const N: usize>(
             let alive = Duration::from_nanos(shared.alive.load(Ordering::Relaxed));
             let healthy = now.saturating_sub(alive) < STALE_AFTER;
             let want = match (healthy, next_beat, heartbeat) {
-                (false, _, _) => Level::Inactive,
+                (false, _, _) => {
+                    next_beat = heartbeat.map(|p| now + p);
+                    Level::Inactive
+                }
                 (true, Some(beat), Some(period)) if now >= beat => {
                     next_beat = Some(now + period);
                     match ready_level {
@@ -357,18 +373,30 @@ fn run_actuator<const N: usize>(
             );
             break;
         }
-        if shared.stop.load(Ordering::Acquire) && sched.is_idle() {
-            break;
+        if shared.stop.load(Ordering::Acquire) {
+            if sched.is_idle() {
+                break;
+            }
+            // Parts still between camera and ejector pass it before the outputs go safe, unless
+            // the line does not bring them there (a stopped conveyor, a failed encoder).
+            let since = *stopping_since.get_or_insert(now);
+            if now.saturating_sub(since) > drain_limit {
+                log::error!(
+                    "stopping: {} parts still pending after {:.1} s (line stopped?); outputs to their safe state",
+                    sched.pending(),
+                    drain_limit.as_secs_f64()
+                );
+                break;
+            }
         }
-        let wake = sched.next_wakeup();
+        let wake = sched.next_wakeup(now);
         if let Some(e) = encoder {
-            e.wake_me_at(wake.count);
+            if !e.wake_me_at(wake.count) {
+                continue;
+            }
         }
         let mut t = now + Duration::from_millis(50);
-        for cand in [wake.at, next_beat, alarm_on.then_some(now + STALE_AFTER)]
-            .into_iter()
-            .flatten()
-        {
+        for cand in [wake.at, next_beat].into_iter().flatten() {
             t = t.min(cand);
         }
         if guard.0.ready.is_some() {

@@ -52,8 +52,11 @@ pub struct SchedulerSettings {
     pub delay: Delay,
     /// Reject pulse width, counted from the real onset.
     pub pulse: Duration,
-    /// Least time the output stays inactive between two pulses; rejects closer than that merge into
-    /// one longer pulse.
+    /// Least time the output stays inactive between two pulses. A reject due while a pulse runs
+    /// merges into it; in time mode one due within `min_gap` after the pulse's end (and already
+    /// decided) merges too. Otherwise (encoder mode, or decided later) it waits for the gap and is
+    /// counted in `gap_delayed`. A good part that passes the ejector during a merged pulse or an
+    /// overflow hold is physically rejected, though counted `ok` (its decision).
     pub min_gap: Duration,
     /// Parts tracked at once (between camera and ejector); more is a fault.
     pub queue_size: usize,
@@ -306,10 +309,21 @@ impl RejectScheduler {
         }
         self.highest_seq = Some(self.highest_seq.map_or(stamp.seq, |h| h.max(stamp.seq)));
         self.counts.parts += 1;
+        // Registrations come in sequence order: an early decision for an older part can never
+        // match any more (its registration was lost); drop it.
+        let before = self.early.len();
+        self.early.retain(|e| e.0 >= stamp.seq);
+        self.counts.late_decisions += (before - self.early.len()) as u64;
+        let early = self
+            .early
+            .iter()
+            .position(|e| e.0 == stamp.seq)
+            .map(|i| self.early.swap_remove(i));
         if self.entries.len() >= self.s.queue_size {
             if self.fail_safe(stamp.seq, Fault::QueueOverflow, stamp.time) == State::Fire {
                 self.hold_until = Some(self.hold_until.map_or(due, |h| h.max(due)));
             }
+            self.counts.late_decisions += u64::from(early.is_some());
             return false;
         }
         let entry = Entry {
@@ -321,8 +335,7 @@ impl RejectScheduler {
         };
         // Cannot fail: the length was checked against queue_size <= MAX_QUEUE.
         let _ = self.entries.push_back(entry);
-        if let Some(i) = self.early.iter().position(|e| e.0 == stamp.seq) {
-            let (seq, j, pos) = self.early.swap_remove(i);
+        if let Some((seq, j, pos)) = early {
             self.apply(seq, j, pos, stamp.time);
         }
         true
@@ -351,7 +364,9 @@ impl RejectScheduler {
             self.counts.late_decisions += 1;
             return;
         }
-        let state = if pos > entry.commit {
+        // A decision must be in before the commit point (poll hands a part still open *at* its
+        // commit point to the policy, so a decision at that very position is late too).
+        let state = if pos >= entry.commit {
             self.counts.late_decisions += 1;
             self.fail_safe(seq, Fault::Late, at)
         } else {
@@ -405,6 +420,14 @@ impl RejectScheduler {
                 // The lost part is at the ejector now: one more pulse width for it.
                 self.hold_until = None;
                 self.pulse_end = Some(now + self.s.pulse);
+                if !self.active {
+                    self.active = true;
+                    self.counts.pulses += 1;
+                    return Some(Change {
+                        level: Level::Active,
+                        onset_error: None,
+                    });
+                }
             }
         }
         // 3. Parts at the ejector.
@@ -490,19 +513,18 @@ impl RejectScheduler {
         }
     }
 
-    /// When to poll next (nothing pending: only the pulse end, if any).
-    pub fn next_wakeup(&self) -> Wakeup {
+    /// When to poll next after a [`RejectScheduler::poll`] at `now` (only future times: the poll
+    /// handled everything up to `now`).
+    pub fn next_wakeup(&self, now: Duration) -> Wakeup {
         let mut w = Wakeup::default();
-        let mut at = |t: Duration| w.at = Some(w.at.map_or(t, |a| a.min(t)));
+        let mut at = |t: Duration| {
+            if t > now {
+                w.at = Some(w.at.map_or(t, |a| a.min(t)));
+            }
+        };
         if self.active {
             if let Some(e) = self.pulse_end {
                 at(e);
-            }
-        }
-        if let Some(rel) = self.last_release {
-            if self.entries.front().is_some_and(|f| f.state == State::Fire) {
-                let g = rel + self.s.min_gap;
-                at(g);
             }
         }
         if let Some(a) = self.alarm_until {
@@ -513,16 +535,40 @@ impl RejectScheduler {
             .iter()
             .find(|e| e.state == State::Open)
             .map(|e| e.commit);
-        let front_due = self.entries.front().map(|e| e.due);
-        let positions = [open_commit, front_due, self.hold_until];
+        let front = self.entries.front().copied();
+        // A reject at the front that is due but held back by the minimum gap waits for the gap.
+        let gap_end = self
+            .last_release
+            .map(|rel| rel + self.s.min_gap)
+            .filter(|_| front.is_some_and(|f| f.state == State::Fire));
         match self.s.delay {
             Delay::Time { .. } => {
-                for p in positions.into_iter().flatten() {
-                    at(Duration::from_nanos(p));
+                let front_due = front.map(|f| Duration::from_nanos(f.due));
+                let front_due = match (front_due, gap_end) {
+                    (Some(d), Some(g)) => Some(d.max(g)),
+                    (d, _) => d,
+                };
+                for t in [open_commit.map(Duration::from_nanos), front_due]
+                    .into_iter()
+                    .flatten()
+                    .chain(self.hold_until.map(Duration::from_nanos))
+                {
+                    at(t);
                 }
             }
             Delay::Ticks { .. } => {
-                w.count = positions.into_iter().flatten().min();
+                let front_due = front.map(|f| f.due);
+                // Due (count reached) but waiting for the gap: a time, not a count.
+                if let (Some(g), Some(f)) = (gap_end, front) {
+                    if f.gap_counted {
+                        at(g);
+                    }
+                }
+                let pending_due = front_due.filter(|_| !front.is_some_and(|f| f.gap_counted));
+                w.count = [open_commit, pending_due, self.hold_until]
+                    .into_iter()
+                    .flatten()
+                    .min();
             }
         }
         w

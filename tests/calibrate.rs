@@ -10,6 +10,8 @@ use partguard::calibrate::{
     ScoreStats,
 };
 
+mod common;
+
 fn one_to(n: usize) -> Vec<f32> {
     // shuffled on purpose: the rule must sort
     let mut v: Vec<f32> = (1..=n).map(|i| i as f32).collect();
@@ -177,9 +179,11 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = 4\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[log]\nstatus_interval_s = 0\n",
+            "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = {}\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[timing]\ndelay_ms = {}\n\n[log]\nstatus_interval_s = 0\n",
             source.display(),
-            root().join("models/bottle_sspcab_f32.onnx").display()
+            4.0 / common::scale() as f64,
+            root().join("models/bottle_sspcab_f32.onnx").display(),
+            1000 * common::scale()
         ),
     )
     .unwrap();

@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod common;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_partguard"));
     c.env("RUST_LOG", "warn");
@@ -34,7 +36,24 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("stats.json");
-    let out = bin()
+    let mut cmd = bin();
+    if common::emulated() {
+        // The built-in default with its line slowed down by the emulation's time scale.
+        let k = common::scale();
+        let text = partguard::config::BUILTIN_DEFAULT
+            .replace("rate_hz = 5 ", &format!("rate_hz = {} ", 5.0 / k as f64))
+            .replace("delay_ms = 1000.0", &format!("delay_ms = {}.0", 1000 * k))
+            .replace("margin_ms = 50.0", &format!("margin_ms = {}.0", 50 * k))
+            .replace("\"samples/bottle\"", &format!("{:?}", common::samples()))
+            .replace(
+                "\"../models/bottle_sspcab_f32.onnx\"",
+                &format!("{:?}", common::f32_model()),
+            );
+        let cfg = dir.path().join("scaled.toml");
+        std::fs::write(&cfg, text).unwrap();
+        cmd.arg("--config").arg(cfg);
+    }
+    let out = cmd
         .arg("run")
         .arg("--stats-json")
         .arg(&json)

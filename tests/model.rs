@@ -130,3 +130,94 @@ fn models_that_break_the_contract_are_refused_with_the_reason() {
         );
     }
 }
+
+/// Per-sample outputs: (file name, score, map mean, map max).
+fn outputs(engine: &mut TractEngine) -> Vec<(String, f32, f32, f32)> {
+    let mut src =
+        ReplaySource::open(&root().join("examples/samples/bottle"), false, 0.0, 64).unwrap();
+    let mut pre = Preprocessor::new(engine.info().input);
+    let mut out = Vec::new();
+    while let Some(frame) = src.next_frame().unwrap() {
+        let origin = frame.origin.unwrap();
+        let name = format!(
+            "{}/{}",
+            origin
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy(),
+            origin.file_name().unwrap().to_string_lossy()
+        );
+        pre.run(&frame, engine.input_mut()).unwrap();
+        let inf = engine.run().unwrap();
+        let mean = inf.map.iter().sum::<f32>() / inf.map.len() as f32;
+        let max = inf.map.iter().cloned().fold(0.0f32, f32::max);
+        out.push((name, inf.score, mean, max));
+    }
+    out
+}
+
+/// Largest differences allowed between this platform and the x86_64 reference
+/// (`tests/data/x86_64_reference.txt`), per precision: (score, map mean, map max). Measured with
+/// `cross/test-aarch64.sh`: see README, "Deploying on a board".
+fn tolerance(precision: &str) -> (f32, f32, f32) {
+    match precision {
+        "f32" => (1e-5, 1e-5, 1e-5),
+        _ => (1e-3, 1e-3, 1e-3),
+    }
+}
+
+/// The shipped models give the same outputs on this platform as on x86_64 (exactly there; within
+/// the stated tolerance on aarch64, where tract runs other kernels). The reference was written on
+/// x86_64 by `PARTGUARD_WRITE_REFERENCE=1 cargo test --release --test model reference`.
+#[test]
+fn outputs_match_the_x86_64_reference() {
+    let path = root().join("tests/data/x86_64_reference.txt");
+    if std::env::var_os("PARTGUARD_WRITE_REFERENCE").is_some() {
+        assert!(
+            cfg!(target_arch = "x86_64"),
+            "the reference is written on x86_64"
+        );
+        let mut text = String::from("# precision sample score map_mean map_max (x86_64, tract)\n");
+        for precision in ["f32", "int8"] {
+            let mut engine = TractEngine::load(&shipped(precision)).unwrap();
+            for (name, s, mean, max) in outputs(&mut engine) {
+                text.push_str(&format!(
+                    "{precision} {name} {s:.9e} {mean:.9e} {max:.9e}\n"
+                ));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+    }
+    let reference = std::fs::read_to_string(&path).unwrap();
+    let mut worst = std::collections::BTreeMap::new();
+    for precision in ["f32", "int8"] {
+        let mut engine = TractEngine::load(&shipped(precision)).unwrap();
+        let got = outputs(&mut engine);
+        let (ts, tmean, tmax) = tolerance(precision);
+        for (name, s, mean, max) in got {
+            let line = reference
+                .lines()
+                .find(|l| l.starts_with(&format!("{precision} {name} ")))
+                .unwrap_or_else(|| panic!("{precision} {name} missing from the reference"));
+            let v: Vec<f32> = line
+                .split_whitespace()
+                .skip(2)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let d = ((s - v[0]).abs(), (mean - v[1]).abs(), (max - v[2]).abs());
+            let w = worst.entry(precision).or_insert((0.0f32, 0.0f32, 0.0f32));
+            *w = (w.0.max(d.0), w.1.max(d.1), w.2.max(d.2));
+            assert!(
+                d.0 <= ts && d.1 <= tmean && d.2 <= tmax,
+                "{precision} {name}: score {s} vs {}, map mean {mean} vs {}, max {max} vs {}",
+                v[0],
+                v[1],
+                v[2]
+            );
+        }
+    }
+    // The measured differences, for the record (cross/test-aarch64.sh prints them).
+    eprintln!("largest |this platform - x86_64| (score, map mean, map max): {worst:?}");
+}

@@ -32,7 +32,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn assert_on_time(onset: Duration, due: Duration, what: &str) {
     // 2 ms early: the encoder test's tick quantization.
     assert!(
-        onset + ms(2) >= due && onset <= due + ms(25),
+        onset + sms(2) >= due && onset <= due + sms(25),
         "{what}: onset {onset:?} for due {due:?}"
     );
 }
@@ -63,7 +63,7 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
         for seq in 0..4u64 {
             link.send(Msg::Register(PartStamp {
                 seq,
-                time: t0 + ms(50 * seq),
+                time: t0 + sms(50 * seq),
                 count: 0,
             }));
         }
@@ -88,8 +88,8 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 3, "{pulses:?}");
     for ((start, width), due) in pulses.iter().zip([100, 200, 250]) {
-        assert_on_time(*start, t0 + ms(due), "pulse");
-        assert!(*width >= ms(20), "pulse width {width:?}");
+        assert_on_time(*start, t0 + sms(due), "pulse");
+        assert!(*width >= sms(20), "pulse width {width:?}");
     }
     let rep = shared.report.lock().unwrap();
     assert_eq!((rep.counts.ng, rep.counts.ok, rep.counts.late), (2, 1, 1));
@@ -165,7 +165,7 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let (mut insp, t0) = paced_inspector(5.0, ms(200));
+    let (mut insp, t0) = paced_inspector(5.0, sms(200));
     let stop = AtomicBool::new(false);
     let opts = options(time_schedule(400, 50, 15, Policy::Reject));
     let (s, lat) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
@@ -176,8 +176,8 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 3, "{pulses:?}");
     for ((start, width), frame) in pulses.iter().zip([0, 2, 3]) {
-        assert_on_time(*start, t0 + ms(200 * frame + 400), "reject");
-        assert!(*width >= ms(15));
+        assert_on_time(*start, t0 + sms(200 * frame + 400), "reject");
+        assert!(*width >= sms(15));
     }
     assert_eq!(lat.onset.count, 3);
     assert_eq!(line.reject.level(), Some(Level::Inactive));
@@ -197,7 +197,7 @@ fn a_line_faster_than_inference_overruns_into_fail_safe_rejects() {
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
     // 100 parts/s against ~100 ms inferences: most frames find no free buffer.
-    let source = ReplaySource::open(&samples(), false, 100.0, 64).unwrap();
+    let source = ReplaySource::open(&samples(), false, 100.0 / scale() as f64, 64).unwrap();
     let mut insp = inspector(source);
     let stop = AtomicBool::new(false);
     let opts = options(time_schedule(600, 50, 5, Policy::Reject));
@@ -216,7 +216,7 @@ fn the_pass_policy_lets_overruns_through_with_the_alarm() {
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let source = ReplaySource::open(&samples(), false, 100.0, 64).unwrap();
+    let source = ReplaySource::open(&samples(), false, 100.0 / scale() as f64, 64).unwrap();
     let mut insp = inspector(source);
     let stop = AtomicBool::new(false);
     let opts = options(time_schedule(600, 50, 5, Policy::Pass));
@@ -237,28 +237,28 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let (mut insp, t0) = paced_inspector(5.0, ms(300));
+    let (mut insp, t0) = paced_inspector(5.0, sms(300));
     // Frames at t0 + k*200 ms. Photo-eye edges 3 ms before frames 0-4, 6 and 7, with contact
     // bounce after the third; none before frame 5 (an untriggered frame), and one at 847 ms with no
     // frame in its 20 ms window (a missed frame).
     let mut edges = Vec::new();
     for k in [0u64, 1, 2, 3, 4] {
-        edges.push(rising(t0 + ms(200 * k) - ms(3)));
+        edges.push(rising(t0 + sms(200 * k) - sms(3)));
         if k == 2 {
-            edges.push(rising(t0 + ms(200 * k) - ms(2)));
+            edges.push(rising(t0 + sms(200 * k) - sms(2)));
         }
     }
-    edges.push(rising(t0 + ms(847)));
+    edges.push(rising(t0 + sms(847)));
     for k in [6u64, 7] {
-        edges.push(rising(t0 + ms(200 * k) - ms(3)));
+        edges.push(rising(t0 + sms(200 * k) - sms(3)));
     }
     let mut io: LineIo = line.io();
     io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
     let stop = AtomicBool::new(false);
     let mut opts = options(time_schedule(400, 50, 15, Policy::Reject));
     opts.trigger = Some(TriggerSettings {
-        debounce: ms(5),
-        window: ms(20),
+        debounce: sms(5),
+        window: sms(20),
     });
     let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     assert_eq!(
@@ -271,7 +271,9 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 4, "{pulses:?}");
     for ((start, _), trig) in pulses.iter().zip([-3i64, 397, 597, 847]) {
-        let due = Duration::from_nanos((t0.as_nanos() as i64 + (trig + 400) * 1_000_000) as u64);
+        let due = Duration::from_nanos(
+            (t0.as_nanos() as i64 + (trig + 400) * 1_000_000 * scale() as i64) as u64,
+        );
         assert_on_time(*start, due, "triggered reject");
     }
 }
@@ -281,9 +283,11 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let (mut insp, t0) = paced_inspector(5.0, ms(300));
+    let (mut insp, t0) = paced_inspector(5.0, sms(300));
     // One encoder tick per millisecond from t0 - 100 ms on.
-    let ticks: Vec<InputEdge> = (0..2200u64).map(|i| rising(t0 - ms(100) + ms(i))).collect();
+    let ticks: Vec<InputEdge> = (0..2200u64)
+        .map(|i| rising(t0 - sms(100) + sms(i)))
+        .collect();
     let mut io = line.io();
     io.encoder = Some(Box::new(SimulatedInput::new(clock.clone(), ticks)));
     let stop = AtomicBool::new(false);
@@ -298,7 +302,7 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 3, "{pulses:?}");
     for ((start, _), frame) in pulses.iter().zip([0u64, 2, 3]) {
-        assert_on_time(*start, t0 + ms(200 * frame + 300), "encoder reject");
+        assert_on_time(*start, t0 + sms(200 * frame + 300), "encoder reject");
     }
 }
 
@@ -326,7 +330,7 @@ fn a_panic_in_the_inference_thread_puts_the_outputs_in_their_safe_state_at_once(
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    let source = ReplaySource::open(&samples(), true, 5.0, 64).unwrap();
+    let source = ReplaySource::open(&samples(), true, 5.0 / scale() as f64, 64).unwrap();
     let engine = partguard::infer::TractEngine::load(&f32_model()).unwrap();
     let mut insp = partguard::pipeline::Inspector::new(
         Box::new(source),
@@ -336,7 +340,7 @@ fn a_panic_in_the_inference_thread_puts_the_outputs_in_their_safe_state_at_once(
     );
     // An encoder thread too: it must not keep the run alive after the panic.
     let ticks: Vec<InputEdge> = (0..100_000u64)
-        .map(|i| rising(clock.now() + ms(i)))
+        .map(|i| rising(clock.now() + sms(i)))
         .collect();
     let mut io = line.io();
     io.encoder = Some(Box::new(SimulatedInput::new(clock.clone(), ticks)));
@@ -352,7 +356,7 @@ fn a_panic_in_the_inference_thread_puts_the_outputs_in_their_safe_state_at_once(
     }));
     assert!(result.is_err(), "the panic propagates to the caller");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < sms(4000),
         "the run did not wait for the 5 s of pending parts: {:?}",
         started.elapsed()
     );

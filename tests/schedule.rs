@@ -81,7 +81,7 @@ fn onset_error_is_reported_against_the_due_time() {
     let c = s.poll(ms(103), 0).expect("pulse starts");
     assert_eq!(c.level, Level::Active);
     assert_eq!(c.onset_error, Some(ms(3)));
-    assert_eq!(s.next_wakeup().at, Some(ms(108)));
+    assert_eq!(s.next_wakeup(ms(103)).at, Some(ms(108)));
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn encoder_mode_fires_at_the_count_and_times_the_width() {
         count: 1000,
     });
     s.decide(0, Judgement::Reject, ms(5), 1010);
-    assert_eq!(s.next_wakeup().count, Some(1100));
+    assert_eq!(s.next_wakeup(ms(5)).count, Some(1100));
     // The line is slow: one tick every 2 ms.
     let mut edges = Vec::new();
     for t in 0..400u64 {
@@ -277,9 +277,58 @@ fn a_decision_that_overtakes_its_registration_is_kept() {
 #[test]
 fn next_wakeup_names_the_commit_point_of_an_open_part() {
     let mut s = RejectScheduler::new(settings(300, 40, 20, 0, Policy::Reject));
-    assert_eq!(s.next_wakeup().at, None);
+    assert_eq!(s.next_wakeup(ms(0)).at, None);
     s.register(stamp(0, 100));
-    assert_eq!(s.next_wakeup().at, Some(ms(360)));
+    assert_eq!(s.next_wakeup(ms(100)).at, Some(ms(360)));
     s.decide(0, Judgement::Pass, ms(200), 0);
-    assert_eq!(s.next_wakeup().at, Some(ms(400)));
+    assert_eq!(s.next_wakeup(ms(200)).at, Some(ms(400)));
+}
+
+/// The actuator sleeps until `next_wakeup`: a time in the past would make it spin. Through pulses,
+/// gaps, gap delays, an expired alarm, overflow holds and idle stretches, every wake-up after a poll
+/// is in the future, and the scheduler still acts on time.
+#[test]
+fn wakeups_are_never_in_the_past() {
+    let mut st = settings(100, 10, 20, 15, Policy::Reject);
+    st.queue_size = 4;
+    let mut s = RejectScheduler::new(st);
+    let mut edges = Vec::new();
+    for t in 0..1500u64 {
+        // Parts every 30 ms for 300 ms, odd ones rejected, one never decided (late -> alarm),
+        // a burst that overflows the queue at 600 ms.
+        if t < 300 && t % 30 == 0 {
+            s.register(stamp(t / 30, t));
+        }
+        if t < 300 && t % 30 == 5 && t / 30 != 4 {
+            let j = if (t / 30) % 2 == 1 {
+                Judgement::Reject
+            } else {
+                Judgement::Pass
+            };
+            s.decide(t / 30, j, ms(t), 0);
+        }
+        if t == 600 {
+            for k in 0..5 {
+                s.register(stamp(100 + k, t));
+            }
+        }
+        if t == 601 {
+            for k in 0..4 {
+                s.decide(100 + k, Judgement::Pass, ms(t), 0);
+            }
+        }
+        while let Some(c) = s.poll(ms(t), 0) {
+            edges.push((t, c.level));
+        }
+        if let Some(w) = s.next_wakeup(ms(t)).at {
+            assert!(w > ms(t), "wake-up {w:?} at {t} ms is not in the future");
+        }
+    }
+    assert!(s.is_idle());
+    let c = s.counts();
+    assert_eq!(c.settled(), c.parts, "{c:?}");
+    assert_eq!((c.late, c.overflows), (1, 1), "{c:?}");
+    assert!(!s.alarm(ms(1499)), "the alarm expired");
+    assert_eq!(s.next_wakeup(ms(1499)), Default::default());
+    assert!(edges.len() >= 8, "{edges:?}");
 }

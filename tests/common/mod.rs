@@ -18,6 +18,28 @@ pub fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
+/// How much slower than real time the real-time tests run: 1 natively; under emulation
+/// (`cross/test-aarch64.sh` runs the suite under qemu-user, where one inference takes seconds) the
+/// script sets `PARTGUARD_TEST_TIME_SCALE`, which stretches part rates, delays, windows and slacks
+/// alike, so the same scenarios keep their meaning.
+pub fn scale() -> u64 {
+    std::env::var("PARTGUARD_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v >= 1)
+        .unwrap_or(1)
+}
+
+/// `v` milliseconds of line time, stretched by [`scale`].
+pub fn sms(v: u64) -> Duration {
+    ms(v * scale())
+}
+
+/// Whether the tests run emulated (scaled).
+pub fn emulated() -> bool {
+    scale() > 1
+}
+
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -50,11 +72,12 @@ pub fn inspector(source: ReplaySource) -> Inspector {
     )
 }
 
-/// An inspector over the samples replayed at `rate_hz`, whose first frame comes at the returned
-/// time (`lead` from now, after the model is loaded), then one every period.
+/// An inspector over the samples replayed at `rate_hz` (divided by [`scale`]), whose first frame
+/// comes at the returned time (`lead` from now, after the model is loaded), then one every period.
 pub fn paced_inspector(rate_hz: f64, lead: Duration) -> (Inspector, Duration) {
     let engine = TractEngine::load(&f32_model()).unwrap();
     let clock = MonotonicClock;
+    let rate_hz = rate_hz / scale() as f64;
     let mut source = ReplaySource::open(&samples(), false, rate_hz, 64).unwrap();
     let t0 = clock.now() + lead;
     source.start_at(t0);
@@ -101,17 +124,18 @@ impl SimLine {
     }
 }
 
+/// Delay, margin and pulse in scaled milliseconds ([`sms`]).
 pub fn time_schedule(delay: u64, margin: u64, pulse: u64, policy: Policy) -> SchedulerSettings {
     SchedulerSettings {
         delay: Delay::Time {
-            delay: ms(delay),
-            margin: ms(margin),
+            delay: sms(delay),
+            margin: sms(margin),
         },
-        pulse: ms(pulse),
+        pulse: sms(pulse),
         min_gap: ms(0),
         queue_size: 64,
         policy,
-        alarm_hold: ms(200),
+        alarm_hold: sms(200),
     }
 }
 
