@@ -405,7 +405,6 @@ pub fn run(
         let mut input_threads = Vec::new();
         if let Some(enc) = encoder {
             let pos = position.as_ref();
-            let fifo_priority = fifo_priority;
             let flags = &flags;
             input_threads.push(
                 std::thread::Builder::new()
