@@ -175,10 +175,9 @@ fn tolerance(precision: &str) -> (f32, f32, f32) {
 fn outputs_match_the_x86_64_reference() {
     let path = root().join("tests/data/x86_64_reference.txt");
     if std::env::var_os("PARTGUARD_WRITE_REFERENCE").is_some() {
-        assert!(
-            cfg!(target_arch = "x86_64"),
-            "the reference is written on x86_64"
-        );
+        if cfg!(not(target_arch = "x86_64")) {
+            panic!("the reference is written on x86_64");
+        }
         let mut text = String::from("# precision sample score map_mean map_max (x86_64, tract)\n");
         for precision in ["f32", "int8"] {
             let mut engine = TractEngine::load(&shipped(precision)).unwrap();
