@@ -26,5 +26,6 @@ sed -e 's#^path = "samples/bottle"#path = "/usr/local/share/partguard/samples/bo
     -e 's#^path = "../models/bottle_sspcab_f32.onnx"#path = "/usr/local/share/partguard/models/bottle_sspcab_f32.onnx"#' \
     examples/partguard.toml >"$stage/partguard.toml"
 tar -C target/dist -czf "target/dist/$name.tar.gz" "$name"
-echo "binary: $bin ($(stat -c %s "$bin") bytes, $(file -b "$bin" | cut -d, -f1-2))"
+if aarch64-linux-gnu-readelf -l "$bin" | grep -q INTERP; then linkage=dynamic; else linkage=static; fi
+echo "binary: $bin ($(stat -c %s "$bin") bytes, aarch64, $linkage, stripped)"
 echo "tarball: target/dist/$name.tar.gz ($(stat -c %s "target/dist/$name.tar.gz") bytes)"

@@ -67,7 +67,7 @@ fn run_frames(frames: u64) -> u64 {
     let mut insp = inspector();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = common::SimLine::new(clock);
-    let opts = common::options(common::time_schedule(300, 20, 1, Policy::Reject));
+    let opts = common::options(common::time_schedule(1000, 20, 1, Policy::Reject));
     let mut opts = opts;
     opts.max_frames = Some(frames);
     let io = line.io();
