@@ -241,16 +241,10 @@ fn wait_until(clock: &dyn Clock, t: Duration) {
     }
 }
 
-/// How long a stopping actuator waits for pending parts to reach the ejector: twice the delay in
-/// time mode (at least 2 s), 10 s in encoder mode (the line may have stopped).
-fn drain_limit(s: &SchedulerSettings) -> Duration {
-    match s.delay {
-        crate::schedule::Delay::Time { delay, .. } => {
-            (delay * 2 + s.pulse).max(Duration::from_secs(2))
-        }
-        crate::schedule::Delay::Ticks { .. } => Duration::from_secs(10),
-    }
-}
+/// In encoder mode a stopping actuator waits at most this long without a tick for pending parts to
+/// reach the ejector (the conveyor may have stopped, or the encoder failed). In time mode parts
+/// always reach their due time, so it waits for the last one.
+const DRAIN_WITHOUT_TICKS: Duration = Duration::from_secs(10);
 
 fn run_actuator<const N: usize>(
     consumers: &mut heapless::Vec<Consumer<'_, Msg, LINK_CAPACITY>, N>,
@@ -275,8 +269,7 @@ fn run_actuator<const N: usize>(
     }
     let mut next_beat = heartbeat.map(|p| clock.now() + p);
     let mut failsafe_log = LogThrottle::new(Duration::from_secs(1));
-    let mut stopping_since: Option<Duration> = None;
-    let drain_limit = drain_limit(sched.settings());
+    let mut stopping_since: Option<(u64, Duration)> = None;
     loop {
         for c in consumers.iter_mut() {
             while let Some(m) = c.dequeue() {
@@ -379,14 +372,18 @@ fn run_actuator<const N: usize>(
             }
             // Parts still between camera and ejector pass it before the outputs go safe, unless
             // the line does not bring them there (a stopped conveyor, a failed encoder).
-            let since = *stopping_since.get_or_insert(now);
-            if now.saturating_sub(since) > drain_limit {
-                log::error!(
-                    "stopping: {} parts still pending after {:.1} s (line stopped?); outputs to their safe state",
-                    sched.pending(),
-                    drain_limit.as_secs_f64()
-                );
-                break;
+            if encoder.is_some() {
+                let (last_count, since) = *stopping_since.get_or_insert((count, now));
+                if count != last_count {
+                    stopping_since = Some((count, now));
+                } else if now.saturating_sub(since) > DRAIN_WITHOUT_TICKS {
+                    log::error!(
+                        "stopping: {} parts still pending and no encoder tick for {:.0} s (line stopped?); outputs to their safe state",
+                        sched.pending(),
+                        DRAIN_WITHOUT_TICKS.as_secs_f64()
+                    );
+                    break;
+                }
             }
         }
         let wake = sched.next_wakeup(now);

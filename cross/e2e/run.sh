@@ -16,8 +16,10 @@ bin="target/aarch64-unknown-linux-gnu/release/partguard"
 # Kernel and busybox from Debian's arm64 archive (the kernel version is whatever the metapackage
 # names today: old ABIs vanish from the archive).
 if [ ! -d "$cache/kernel" ] || [ ! -d "$cache/busybox" ]; then
-    dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; }
-    apt-get update -qq
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
     kpkg="$(apt-cache depends linux-image-arm64:arm64 | sed -n 's/.*Depends: \(linux-image-[0-9].*-arm64\).*/\1/p' | head -1)"
     (cd "$cache" && rm -f ./*.deb && apt-get download "$kpkg:arm64" busybox-static:arm64 2>/dev/null)
     rm -rf "$cache/kernel" "$cache/busybox"
@@ -42,7 +44,7 @@ timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -accel tc
     -append "console=ttyAMA0 rdinit=/init panic=-1 quiet PG_FRAMES=$frames" \
     -fsdev local,id=res,path="$run/results",security_model=none \
     -device virtio-9p-device,fsdev=res,mount_tag=results \
-    -trace pl061_set_output -D "$run/trace.log" >"$run/console.log" 2>&1
+    -msg timestamp=on -trace pl061_set_output -D "$run/trace.log" >"$run/console.log" 2>&1
 qrc=$?
 set -e
 wall=$(( $(date +%s) - start ))

@@ -17,7 +17,8 @@ PULSE_MS = 200.0
 
 def main(run):
     trace = open(f"{run}/trace.log").read().splitlines()
-    pat = re.compile(r"(\d+\.\d+):pl061_set_output\b.*?(\d+)\D+?(\d+)\s*$")
+    # With `-msg timestamp=on`: "PID@SECONDS.MICROS:pl061_set_output DEV setting output N to V"
+    pat = re.compile(r"@(\d+\.\d+):pl061_set_output .*setting output (\d+) to (\d+)")
     edges = []
     for raw in trace:
         m = pat.search(raw)
