@@ -19,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PARTGUARD_TEST_TIME_SCALE="${PARTGUARD_TEST_TIME_SCALE:-100}"
+# The tests that run the binary start it under the emulator too (qemu-user does not follow exec).
+export PARTGUARD_TEST_RUNNER="${PARTGUARD_TEST_RUNNER:-$(command -v qemu-aarch64)}"
 target=aarch64-unknown-linux-gnu
 t() { cargo test --release --target "$target" "$@"; }
 case "${1:-ci}" in

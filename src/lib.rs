@@ -1,9 +1,13 @@
 //! partguard: line-side visual inspection firmware.
 //!
 //! Data flows one way, one module per stage:
-//! [`capture`] -> [`preprocess`] -> [`infer`] -> [`decide`] -> [`reject`]/[`output`], driven by
-//! [`pipeline`]. [`config`] reads the TOML file, [`eval`] scores labelled folders, [`commands`] holds
-//! what the subcommands of the binary do.
+//! [`capture`] -> [`preprocess`] -> [`infer`] -> [`decide`] -> [`schedule`] (when the part reaches
+//! the ejector) -> [`reject`]/[`output`], driven by [`pipeline`] (capture, inference and actuator
+//! threads). [`input`] reads the photo-eye trigger and the encoder, [`clock`] and [`output`] put time
+//! and GPIO behind small traits with real and simulated implementations, [`realtime`] asks for
+//! SCHED_FIFO. [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
+//! the threshold from good parts, [`drift`] watches it, [`commands`] holds what the subcommands of
+//! the binary do.
 
 pub mod calibrate;
 pub mod capture;

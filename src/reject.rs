@@ -246,6 +246,22 @@ fn wait_until(clock: &dyn Clock, t: Duration) {
 /// always reach their due time, so it waits for the last one.
 const DRAIN_WITHOUT_TICKS: Duration = Duration::from_secs(10);
 
+/// Copies the scheduler's counts and the onsets measured since the last report into `rep`.
+fn publish(
+    rep: &mut ActuatorReport,
+    sched: &RejectScheduler,
+    errors: u64,
+    onsets: &mut heapless::Vec<Duration, 16>,
+) {
+    rep.counts = sched.counts();
+    rep.output_errors = errors;
+    rep.pending = sched.pending();
+    for e in onsets.iter() {
+        rep.onset.record(*e);
+    }
+    onsets.clear();
+}
+
 fn run_actuator<const N: usize>(
     consumers: &mut heapless::Vec<Consumer<'_, Msg, LINK_CAPACITY>, N>,
     outputs: &mut Outputs,
@@ -312,7 +328,7 @@ fn run_actuator<const N: usize>(
                     crate::schedule::Policy::Reject => "rejected",
                     crate::schedule::Policy::Pass => "passed, alarm raised",
                 },
-                crate::pipeline::suppressed(more)
+                crate::stats::suppressed(more)
             );
         }
         let want_alarm = sched.alarm(now);
@@ -351,13 +367,7 @@ fn run_actuator<const N: usize>(
             }
         }
         if let Ok(mut rep) = shared.report.try_lock() {
-            rep.counts = sched.counts();
-            rep.output_errors = errors;
-            rep.pending = sched.pending();
-            for e in onsets.iter() {
-                rep.onset.record(*e);
-            }
-            onsets.clear();
+            publish(&mut rep, &sched, errors, &mut onsets);
         }
         if shared.abort.load(Ordering::Acquire) {
             log::error!(
@@ -402,12 +412,7 @@ fn run_actuator<const N: usize>(
         wait_until(clock, t);
     }
     if let Ok(mut rep) = shared.report.lock() {
-        rep.counts = sched.counts();
-        rep.output_errors = errors;
-        rep.pending = sched.pending();
-        for e in onsets.iter() {
-            rep.onset.record(*e);
-        }
+        publish(&mut rep, &sched, errors, &mut onsets);
     }
     drop(guard);
 }

@@ -163,6 +163,15 @@ impl LogThrottle {
     }
 }
 
+/// " (N more like it)" for a throttled log line.
+pub fn suppressed(more: u64) -> String {
+    if more == 0 {
+        String::new()
+    } else {
+        format!(" ({more} more like it in the last second)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

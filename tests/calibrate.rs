@@ -191,7 +191,7 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
 }
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_partguard"));
+    let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
     c.env("RUST_LOG", "info");
     c
 }

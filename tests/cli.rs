@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 mod common;
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_partguard"));
+    let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
     c.env("RUST_LOG", "warn");
     c
 }

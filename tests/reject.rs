@@ -191,41 +191,38 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     assert_eq!(line.ready.level(), Some(Level::Inactive));
 }
 
-#[test]
-fn a_line_faster_than_inference_overruns_into_fail_safe_rejects() {
-    let _serial = serial();
+/// The samples at 100 parts/s (scaled) against ~100 ms inferences: most frames find no free buffer.
+fn overrun_run(policy: Policy) -> (partguard::pipeline::RunSummary, SimLine) {
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
-    // 100 parts/s against ~100 ms inferences: most frames find no free buffer.
     let source = ReplaySource::open(&samples(), false, 100.0 / scale() as f64, 64).unwrap();
     let mut insp = inspector(source);
     let stop = AtomicBool::new(false);
-    let opts = options(time_schedule(600, 50, 5, Policy::Reject));
+    let opts = options(time_schedule(600, 50, 5, policy));
     let (s, _) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
     assert_eq!(s.parts, 8);
     assert!(s.faults >= 3, "overruns expected: {s:?}");
     assert_eq!(s.ok + s.ng + s.late + s.faults + s.missed + s.overflows, 8);
+    assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
+    (s, line)
+}
+
+#[test]
+fn a_line_faster_than_inference_overruns_into_fail_safe_rejects() {
+    let _serial = serial();
+    let (s, line) = overrun_run(Policy::Reject);
     assert_eq!(s.failsafe_rejected, s.faults + s.late);
     assert!(s.pulses >= 1 && s.pulses + s.merged >= s.ng + s.failsafe_rejected);
-    assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
     assert_eq!(line.alarm.level(), Some(Level::Inactive));
 }
 
 #[test]
 fn the_pass_policy_lets_overruns_through_with_the_alarm() {
     let _serial = serial();
-    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
-    let line = SimLine::new(clock.clone());
-    let source = ReplaySource::open(&samples(), false, 100.0 / scale() as f64, 64).unwrap();
-    let mut insp = inspector(source);
-    let stop = AtomicBool::new(false);
-    let opts = options(time_schedule(600, 50, 5, Policy::Pass));
-    let (s, _) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
-    assert!(s.faults >= 3, "{s:?}");
+    let (s, _) = overrun_run(Policy::Pass);
     assert_eq!(s.failsafe_passed, s.faults + s.late);
     assert_eq!(s.failsafe_rejected, 0);
     assert_eq!(s.pulses + s.merged, s.ng, "only real NG parts are rejected");
-    assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
 }
 
 fn rising(at: Duration) -> InputEdge {

@@ -35,6 +35,20 @@ pub fn sms(v: u64) -> Duration {
     ms(v * scale())
 }
 
+/// A command running the partguard binary `exe`. Cross-compiled tests run under qemu-user, which
+/// does not follow a child's exec: `cross/test-aarch64.sh` names the emulator in
+/// `PARTGUARD_TEST_RUNNER`, and the binary runs under it.
+pub fn partguard_bin(exe: &str) -> std::process::Command {
+    match std::env::var_os("PARTGUARD_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = std::process::Command::new(runner);
+            c.arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    }
+}
+
 /// Whether the tests run emulated (scaled).
 pub fn emulated() -> bool {
     scale() > 1

@@ -14,19 +14,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heapless::spsc::Queue;
-use heapless::Deque;
 
-use crate::capture::{to_rgb, CaptureError, FrameSource, Label};
+mod capture;
+
+use capture::{
+    encoder_thread, trigger_thread, CaptureEnd, CaptureLoop, RunFlags, Slot, Ticket,
+    PENDING_TRIGGERS,
+};
+pub use capture::{TriggerMatcher, FRAME_BUFFERS};
+
+use crate::capture::{CaptureError, FrameSource, Label};
 use crate::clock::Clock;
 use crate::decide::{decide, Verdict};
 use crate::drift::DriftMonitor;
 use crate::infer::{Engine, ModelError};
-use crate::input::{Debouncer, EdgeInput, EncoderPosition};
+use crate::input::{EdgeInput, EncoderPosition};
 use crate::output::OutputError;
 use crate::preprocess::Preprocessor;
-use crate::reject::{
-    spawn_actuator, ActuatorLink, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs,
-};
+use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs};
 use crate::schedule::{Fault, Judgement, PartStamp, ScheduleCounts};
 use crate::stats::{LatencyWindow, LogThrottle, Stage, Stats, Summary};
 
@@ -164,17 +169,6 @@ pub struct Reloader<'a> {
     pub load: ThresholdLoader<'a>,
 }
 
-/// Frame buffers between capture and inference: one being inferred, the others waiting. A live
-/// source whose frame finds none free is an overrun (the part goes to the fail-safe policy).
-pub const FRAME_BUFFERS: usize = 3;
-
-/// Triggers waiting for their frame.
-const PENDING_TRIGGERS: usize = 32;
-
-/// A trigger whose window ended this long ago with no frame at all since is a missed frame (frames
-/// normally expire triggers by their own timestamps).
-const TRIGGER_GRACE: Duration = Duration::from_secs(1);
-
 /// Settings of the photo-eye trigger.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerSettings {
@@ -235,88 +229,6 @@ pub struct RunLatency {
     pub stages: Vec<(&'static str, Summary)>,
     /// Reject pulse onset minus the part's due time (time mode).
     pub onset: Summary,
-}
-
-/// One part's frame on its way from the capture thread to inference.
-#[derive(Debug, Clone, Copy)]
-struct Ticket {
-    slot: usize,
-    stamp: PartStamp,
-    frame_time: Duration,
-}
-
-/// A frame buffer: the converted RGB image and where it came from.
-#[derive(Default)]
-struct Slot {
-    rgb: Vec<u8>,
-    width: u32,
-    height: u32,
-    origin: PathBuf,
-}
-
-/// Matches frames to photo-eye triggers: the first frame within `window` after a trigger is that
-/// part's frame; a trigger whose window passes without a frame is a missed frame.
-pub struct TriggerMatcher {
-    window: Duration,
-    pending: Deque<PartStamp, PENDING_TRIGGERS>,
-}
-
-impl TriggerMatcher {
-    pub fn new(window: Duration) -> Self {
-        TriggerMatcher {
-            window,
-            pending: Deque::new(),
-        }
-    }
-
-    /// A new trigger. Returns the oldest one when too many wait (it is then a missed frame).
-    pub fn push(&mut self, t: PartStamp) -> Option<PartStamp> {
-        let evicted = if self.pending.is_full() {
-            self.pending.pop_front()
-        } else {
-            None
-        };
-        let _ = self.pending.push_back(t);
-        evicted
-    }
-
-    /// One trigger whose window ended before `now`, if any (call until `None`).
-    pub fn expire(&mut self, now: Duration) -> Option<PartStamp> {
-        match self.pending.front() {
-            Some(t) if t.time + self.window < now => self.pending.pop_front(),
-            _ => None,
-        }
-    }
-
-    /// The part a frame captured at `frame_time` belongs to (`None`: no trigger, not a part).
-    /// Call [`TriggerMatcher::expire`] with the frame's time first.
-    pub fn take(&mut self, frame_time: Duration) -> Option<PartStamp> {
-        match self.pending.front() {
-            Some(t) if t.time <= frame_time && frame_time <= t.time + self.window => {
-                self.pending.pop_front()
-            }
-            _ => None,
-        }
-    }
-}
-
-/// What the capture thread hands back at the end.
-struct CaptureEnd {
-    error: Option<CaptureError>,
-    skipped: u64,
-    convert: LatencyWindow,
-    untriggered: u64,
-    stalls: u64,
-}
-
-/// Flags and counters shared by the run's threads.
-struct RunFlags {
-    /// Capture must stop (stop, max frames, a fatal input error).
-    capture_stop: AtomicBool,
-    capture_done: AtomicBool,
-    /// Trigger and encoder threads stop (after the actuator is done).
-    inputs_stop: AtomicBool,
-    input_error: Mutex<Option<OutputError>>,
 }
 
 /// Runs the line until the source ends, `max_frames` frames are inspected or `stop` is set. Parts
@@ -723,294 +635,6 @@ fn write_json(path: &Path, summary: &RunSummary, stats: &mut Stats, shared: &Act
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         log::warn!("cannot write statistics to {}: {e}", path.display());
-    }
-}
-
-/// " (N more like it)" for a throttled log line.
-pub(crate) fn suppressed(more: u64) -> String {
-    if more == 0 {
-        String::new()
-    } else {
-        format!(" ({more} more like it in the last second)")
-    }
-}
-
-/// The capture thread: frames in, parts registered, frames converted into free buffers.
-struct CaptureLoop<'a> {
-    source: &'a mut dyn FrameSource,
-    clock: &'a dyn Clock,
-    slots: &'a [Mutex<Slot>; FRAME_BUFFERS],
-    link: ActuatorLink<'a>,
-    tickets: heapless::spsc::Producer<'a, Ticket, { FRAME_BUFFERS + 1 }>,
-    free: heapless::spsc::Consumer<'a, usize, { FRAME_BUFFERS + 1 }>,
-    triggers: Option<heapless::spsc::Consumer<'a, PartStamp, PENDING_TRIGGERS>>,
-    matcher: Option<TriggerMatcher>,
-    position: Option<&'a EncoderPosition>,
-    flags: &'a RunFlags,
-    shared: &'a ActuatorShared,
-    inference: std::thread::Thread,
-    /// Stop after handing this many frames to inference.
-    max_frames: Option<u64>,
-    overrun_log: LogThrottle,
-    end: CaptureEnd,
-}
-
-impl CaptureLoop<'_> {
-    fn count(&self) -> u64 {
-        self.position.map_or(0, |p| p.count())
-    }
-
-    fn fail(&mut self, seq: u64, fault: Fault) {
-        let at = self.clock.now();
-        let count = self.count();
-        self.link.send(Msg::Decide {
-            seq,
-            judgement: Judgement::Fault(fault),
-            at,
-            count,
-        });
-    }
-
-    /// Takes new triggers and declares missed the ones whose window ended before `now`.
-    fn service_triggers(&mut self, now: Duration) {
-        let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
-        if let (Some(rx), Some(m)) = (self.triggers.as_mut(), self.matcher.as_mut()) {
-            while let Some(t) = rx.dequeue() {
-                if let Some(old) = m.push(t) {
-                    let _ = missed.push(old.seq);
-                }
-            }
-            while missed.len() < missed.capacity() {
-                let Some(t) = m.expire(now) else { break };
-                let _ = missed.push(t.seq);
-            }
-        }
-        for seq in missed {
-            log::warn!("part {seq}: trigger without a frame in time (missed frame)");
-            self.fail(seq, Fault::MissedFrame);
-        }
-    }
-
-    fn run(&mut self) {
-        let mut free: heapless::Vec<usize, FRAME_BUFFERS> = (0..FRAME_BUFFERS).collect();
-        let live = self.source.is_live();
-        let mut handed = 0u64;
-        while !self.flags.capture_stop.load(Ordering::Acquire) {
-            if self.max_frames.is_some_and(|m| handed >= m) {
-                break;
-            }
-            while let Some(i) = self.free.dequeue() {
-                let _ = free.push(i);
-            }
-            if !live && free.is_empty() {
-                // An unpaced replay waits for inference instead of overrunning.
-                std::thread::park_timeout(Duration::from_millis(5));
-                continue;
-            }
-            if self.matcher.is_some() {
-                // Frames expire triggers by their own timestamps; this only catches triggers
-                // whose frame never comes while no frame arrives at all.
-                let horizon = self.clock.now().saturating_sub(TRIGGER_GRACE);
-                self.service_triggers(horizon);
-            }
-            let frame = match self.source.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e @ CaptureError::Stalled { .. }) => {
-                    self.end.stalls += 1;
-                    log::error!("{e}; still waiting for frames");
-                    let at = self.clock.now();
-                    self.link.send(Msg::Alarm { at });
-                    if self.matcher.is_some() {
-                        self.service_triggers(at.saturating_sub(TRIGGER_GRACE));
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    log::error!("{e}");
-                    self.end.error = Some(e);
-                    break;
-                }
-            };
-            let frame_time = frame.timestamp;
-            self.shared.mark_alive(self.clock.now());
-            let count = self.position.map_or(0, |p| p.count_at(frame_time));
-            let stamp = match self.matcher.as_mut() {
-                Some(m) => {
-                    let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
-                    // Triggers that came while this thread waited for the frame.
-                    if let Some(rx) = self.triggers.as_mut() {
-                        while let Some(t) = rx.dequeue() {
-                            if let Some(old) = m.push(t) {
-                                let _ = missed.push(old.seq);
-                            }
-                        }
-                    }
-                    while missed.len() < missed.capacity() {
-                        let Some(t) = m.expire(frame_time) else { break };
-                        let _ = missed.push(t.seq);
-                    }
-                    let part = m.take(frame_time);
-                    for seq in missed {
-                        log::warn!("part {seq}: trigger without a frame in time (missed frame)");
-                        let at = self.clock.now();
-                        self.link.send(Msg::Decide {
-                            seq,
-                            judgement: Judgement::Fault(Fault::MissedFrame),
-                            at,
-                            count,
-                        });
-                    }
-                    match part {
-                        Some(p) => p,
-                        None => {
-                            self.end.untriggered += 1;
-                            continue;
-                        }
-                    }
-                }
-                None => {
-                    let s = PartStamp {
-                        seq: frame.sequence,
-                        time: frame_time,
-                        count,
-                    };
-                    self.link.send(Msg::Register(s));
-                    s
-                }
-            };
-            let Some(slot_index) = free.pop() else {
-                if let Some(more) = self.overrun_log.allow(self.clock.now()) {
-                    log::warn!(
-                        "part {}: every frame buffer is busy (inference behind the line){}",
-                        stamp.seq,
-                        suppressed(more)
-                    );
-                }
-                let at = self.clock.now();
-                self.link.send(Msg::Decide {
-                    seq: stamp.seq,
-                    judgement: Judgement::Fault(Fault::Overrun),
-                    at,
-                    count,
-                });
-                continue;
-            };
-            let t0 = self.clock.now();
-            let converted = match self.slots[slot_index].lock() {
-                Ok(mut slot) => {
-                    let n = frame.width as usize * frame.height as usize * 3;
-                    if slot.rgb.len() != n {
-                        slot.rgb.resize(n, 0);
-                    }
-                    slot.width = frame.width;
-                    slot.height = frame.height;
-                    let os = slot.origin.as_mut_os_string();
-                    os.clear();
-                    if let Some(p) = frame.origin {
-                        os.push(p.as_os_str());
-                    }
-                    to_rgb(&frame, &mut slot.rgb)
-                }
-                Err(_) => Err(CaptureError::BadJpeg {
-                    reason: "frame buffer poisoned".into(),
-                }),
-            };
-            self.end.convert.record(self.clock.now().saturating_sub(t0));
-            if let Err(e) = converted {
-                log::warn!("part {}: {e}", stamp.seq);
-                let _ = free.push(slot_index);
-                let at = self.clock.now();
-                self.link.send(Msg::Decide {
-                    seq: stamp.seq,
-                    judgement: Judgement::Fault(Fault::BadFrame),
-                    at,
-                    count,
-                });
-                continue;
-            }
-            // Cannot fail: a ticket exists only with one of the FRAME_BUFFERS slots.
-            let _ = self.tickets.enqueue(Ticket {
-                slot: slot_index,
-                stamp,
-                frame_time,
-            });
-            handed += 1;
-            self.inference.unpark();
-        }
-        if self.matcher.is_some() {
-            // Triggers still waiting when capture ends get no frame.
-            let now = self.clock.now() + Duration::from_secs(3600);
-            self.service_triggers(now);
-        }
-    }
-}
-
-fn trigger_thread(
-    mut input: Box<dyn EdgeInput>,
-    settings: TriggerSettings,
-    mut to_capture: heapless::spsc::Producer<'_, PartStamp, PENDING_TRIGGERS>,
-    mut link: ActuatorLink<'_>,
-    position: Option<&EncoderPosition>,
-    flags: &RunFlags,
-) {
-    let mut debounce = Debouncer::new(settings.debounce);
-    let mut seq = 0u64;
-    while !flags.capture_stop.load(Ordering::Acquire) {
-        match input.wait_edge(Duration::from_millis(50)) {
-            Ok(Some(e)) if e.rising && debounce.accept(e.at) => {
-                let stamp = PartStamp {
-                    seq,
-                    time: e.at,
-                    count: position.map_or(0, |p| p.count_at(e.at)),
-                };
-                seq += 1;
-                link.send(Msg::Register(stamp));
-                if to_capture.enqueue(stamp).is_err() {
-                    log::warn!("part {}: too many triggers waiting for frames", stamp.seq);
-                    link.send(Msg::Decide {
-                        seq: stamp.seq,
-                        judgement: Judgement::Fault(Fault::MissedFrame),
-                        at: e.at,
-                        count: stamp.count,
-                    });
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                log::error!("trigger input failed: {e}; stopping");
-                if let Ok(mut slot) = flags.input_error.lock() {
-                    *slot = Some(e);
-                }
-                flags.capture_stop.store(true, Ordering::Release);
-                break;
-            }
-        }
-    }
-}
-
-fn encoder_thread(
-    mut input: Box<dyn EdgeInput>,
-    position: Option<&EncoderPosition>,
-    flags: &RunFlags,
-    fifo_priority: u8,
-) {
-    let Some(position) = position else { return };
-    // Ticks must not be lost to a busy CPU: the same real-time class as the actuator, one below.
-    crate::realtime::apply("encoder", fifo_priority.saturating_sub(1), None);
-    while !flags.inputs_stop.load(Ordering::Acquire) {
-        match input.wait_edge(Duration::from_millis(50)) {
-            Ok(Some(e)) => position.tick(e.at),
-            Ok(None) => {}
-            Err(e) => {
-                log::error!("encoder input failed: {e}; stopping");
-                if let Ok(mut slot) = flags.input_error.lock() {
-                    *slot = Some(e);
-                }
-                flags.capture_stop.store(true, Ordering::Release);
-                break;
-            }
-        }
     }
 }
 
