@@ -157,7 +157,7 @@ class AnomalyNet(nn.Module):
 
     def sspcab_loss(self) -> torch.Tensor:
         if self.recon.sspcab is None:
-            return torch.zeros(())
+            return torch.zeros((), device=next(self.parameters()).device)
         return self.recon.sspcab.self_supervised_loss()
 
 

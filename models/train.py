@@ -25,7 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet, count_macs  # noqa: E402
-from synth import make_anomaly  # noqa: E402
+from synth import make_anomaly, make_texture_bank  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -43,11 +43,33 @@ DEFAULTS = {
     "threads": 2,
     "flip_augment": True,
     "eval_every": 10,
+    "workers": 0,
+    "texture_bank": 0,
 }
 
 
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXT)
+
+
+def load_set(path: Path, size: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N,H,W,3 float32 in [0,1]) and labels (1 = defective) from a folder or a packed .npz.
+
+    A folder is read with the firmware's resize (`load_rgb`); labels come from the parent folder name
+    (`good` = 0). An .npz written by `--pack` holds the same pixels as uint8, so both give identical
+    tensors; it lets training run on a machine without the dataset (e.g. a rented GPU).
+    """
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            imgs, labels = z[f"{key}_images"], z[f"{key}_labels"]
+        if imgs.shape[1:3] != (size, size):
+            sys.exit(f"error: {path} holds {imgs.shape[1]}x{imgs.shape[2]} images, the config wants {size}")
+        return imgs.astype(np.float32) / 255.0, labels
+    paths = list_images(path)
+    if not paths:
+        sys.exit(f"error: no images under {path}")
+    labels = np.array([0 if p.parent.name == "good" else 1 for p in paths])
+    return np.stack([load_rgb(p, size) for p in paths]), labels
 
 
 def load_rgb(path: Path, size: int) -> np.ndarray:
@@ -100,41 +122,73 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def evaluate(model: AnomalyNet, test_dir: Path, size: int) -> float:
-    paths = list_images(test_dir)
-    labels = np.array([0 if p.parent.name == "good" else 1 for p in paths])
+def evaluate(model: AnomalyNet, test: tuple[np.ndarray, np.ndarray], device: torch.device) -> float:
+    images, labels = test
     model.eval()
     scores = []
     with torch.no_grad():
-        for i in range(0, len(paths), 16):
-            x = torch.from_numpy(np.stack([load_rgb(p, size) for p in paths[i : i + 16]])).permute(0, 3, 1, 2)
+        for i in range(0, len(images), 16):
+            x = torch.from_numpy(images[i : i + 16]).permute(0, 3, 1, 2).to(device)
             _, sc = model(x)
-            scores.append(sc.numpy())
+            scores.append(sc.cpu().numpy())
     model.train()
     return auroc(np.concatenate(scores), labels)
 
 
-def make_batch(images: np.ndarray, idx, cfg: dict, rng: np.random.Generator):
-    """Clean images, their synthetic-anomaly versions and masks, as NCHW / NHW tensors."""
-    clean, aug, masks = [], [], []
-    for i in idx:
-        img = images[i]
-        if cfg["flip_augment"]:
+class SyntheticAnomalies(torch.utils.data.Dataset):
+    """Training samples: (clean image, image with a synthetic anomaly, mask), CHW / HW tensors.
+
+    An item is keyed by (epoch, slot, image index) and draws from its own generator seeded with
+    (seed, epoch, slot), so a run is reproducible whatever the number of loader workers.
+    """
+
+    def __init__(self, images: np.ndarray, cfg: dict, textures: np.ndarray | None):
+        self.images, self.cfg, self.textures = images, cfg, textures
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key):
+        epoch, slot, i = key
+        rng = np.random.default_rng([int(self.cfg["seed"]), int(epoch), int(slot)])
+        img = self.images[i]
+        if self.cfg["flip_augment"]:
             if rng.random() < 0.5:
                 img = img[:, ::-1]
             if rng.random() < 0.5:
                 img = img[::-1]
             img = np.ascontiguousarray(img)
-        a, m, _ = make_anomaly(img, images, rng)
-        clean.append(img)
-        aug.append(a)
-        masks.append(m)
-    clean_t = torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2)
-    aug_t = torch.from_numpy(np.stack(aug)).permute(0, 3, 1, 2)
-    return clean_t, aug_t, torch.from_numpy(np.stack(masks))
+        a, m, _ = make_anomaly(img, self.images, rng, self.textures)
+        return (torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
+                torch.from_numpy(m))
 
 
-def precise_bn(model: AnomalyNet, images: np.ndarray, cfg: dict, batches: int, seed: int) -> None:
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of (epoch, slot, index) keys for epochs [start, end): a shuffled pass per epoch."""
+
+    def __init__(self, n: int, bs: int, seed: int, start: int, end: int):
+        self.n, self.bs, self.seed, self.start, self.end = n, bs, seed, start, end
+
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.n / self.bs))
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.steps_per_epoch()
+
+    def __iter__(self):
+        for epoch in range(self.start, self.end):
+            perm = np.random.default_rng([self.seed, epoch, 1 << 20]).permutation(self.n)
+            for s in range(self.steps_per_epoch()):
+                idx = perm[s * self.bs : (s + 1) * self.bs]
+                yield [(epoch, s * self.bs + j, int(i)) for j, i in enumerate(idx)]
+
+
+def loader(ds: SyntheticAnomalies, sampler: EpochBatches, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers,
+                                       persistent_workers=False, prefetch_factor=2 if workers else None)
+
+
+def precise_bn(model: AnomalyNet, ds: SyntheticAnomalies, cfg: dict, batches: int, device: torch.device) -> None:
     """Recomputes BatchNorm statistics as a plain average over `batches` training batches.
 
     During training the running statistics are an exponential average over the last few noisy
@@ -147,28 +201,49 @@ def precise_bn(model: AnomalyNet, images: np.ndarray, cfg: dict, batches: int, s
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average
-    rng = np.random.default_rng(seed)
     bs = int(cfg["batch_size"])
+    # Keys from epochs past the last one: samples no training step saw, same distribution.
+    epochs = math.ceil(batches * bs / len(ds))
+    sampler = EpochBatches(len(ds), bs, int(cfg["seed"]), int(cfg["epochs"]) + 1000,
+                           int(cfg["epochs"]) + 1000 + epochs)
     model.train()
     with torch.no_grad():
-        for _ in range(batches):
-            idx = rng.integers(0, len(images), bs)
-            _, aug_t, _ = make_batch(images, idx, cfg, rng)
-            model.forward_train(aug_t)
+        for n, (_, aug_t, _) in enumerate(loader(ds, sampler, int(cfg["workers"]))):
+            if n == batches:
+                break
+            model.forward_train(aug_t.to(device))
     for bn in bns:
         bn.momentum = 0.1
+
+
+def pack(args, size: int) -> None:
+    """Writes the training (and test) images, resized as the firmware does, to one .npz (uint8)."""
+    train, train_labels = load_set(args.data, size, "train")
+    arrays = {"train_images": np.round(train * 255).astype(np.uint8), "train_labels": train_labels}
+    if args.test:
+        test, test_labels = load_set(args.test, size, "test")
+        arrays |= {"test_images": np.round(test * 255).astype(np.uint8), "test_labels": test_labels}
+    np.savez_compressed(args.pack, **arrays)
+    print(f"packed {len(train)} training and {len(arrays.get('test_images', []))} test images "
+          f"at {size}x{size} into {args.pack}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, help="JSON file overriding the defaults")
-    ap.add_argument("--data", type=Path, required=True, help="folder of good images")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--test", type=Path, help="MVTec-style test folder, for monitoring only")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="folder of good images, or an .npz written by --pack")
+    ap.add_argument("--out", type=Path, help="run folder (config, log, checkpoints)")
+    ap.add_argument("--test", type=Path, help="MVTec-style test folder or --pack .npz, for monitoring only")
     ap.add_argument("--epochs", type=int, help="override the config's epochs")
     ap.add_argument("--max-images", type=int, help="use only the first N images (smoke tests)")
     ap.add_argument("--precise-bn-batches", type=int, default=200,
                     help="batches averaged for the final BatchNorm statistics (0: keep the running ones)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    ap.add_argument("--time-limit-min", type=float,
+                    help="stop after the epoch that crosses this wall time (logged; the run stays resumable)")
+    ap.add_argument("--workers", type=int, help="override the config's loader workers (0: in-process)")
+    ap.add_argument("--pack", type=Path, help="write --data (and --test) as one .npz and exit")
     args = ap.parse_args()
 
     cfg = dict(DEFAULTS)
@@ -176,33 +251,42 @@ def main() -> None:
         cfg.update(json.loads(args.config.read_text()))
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
+    if args.workers is not None:
+        cfg["workers"] = args.workers
+    size = int(cfg["input_size"])
+    if args.pack:
+        pack(args, size)
+        return
+    if args.out is None:
+        sys.exit("error: --out is required")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(cfg["threads"]))
-    size = int(cfg["input_size"])
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    torch.backends.cudnn.benchmark = True
 
-    paths = list_images(args.data)
+    images, _ = load_set(args.data, size, "train")
     if args.max_images:
-        paths = paths[: args.max_images]
-    if not paths:
-        sys.exit(f"error: no images under {args.data}")
-    images = np.stack([load_rgb(p, size) for p in paths])
-    cfg["data"] = str(args.data)
-    cfg["n_images"] = len(paths)
+        images = images[: args.max_images]
+    test = load_set(args.test, size, "test") if args.test else None
+    cfg["data"] = str(args.data) + (" (packed by --pack)" if args.data.suffix == ".npz" else "")
+    cfg["n_images"] = len(images)
 
     torch.manual_seed(cfg["seed"])
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, size, size)
     cfg["params"], cfg["macs"] = params, macs
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     milestones = [int(m * cfg["epochs"]) for m in cfg["lr_milestones"]]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
-    win = gaussian_window()
+    win = gaussian_window().to(device)
 
     ckpt_path = args.out / "last.pt"
     start_epoch = 0
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=False, map_location=device)
         if ck["config"]["sspcab"] != cfg["sspcab"] or ck["config"]["input_size"] != size:
             sys.exit(f"error: {ckpt_path} was trained with another config; use another --out")
         model.load_state_dict(ck["model"])
@@ -220,20 +304,21 @@ def main() -> None:
         log.write(msg + "\n")
         log.flush()
 
-    say(f"params {params} MACs {macs / 1e9:.3f} G images {len(paths)} start_epoch {start_epoch}")
-    rng = np.random.default_rng(cfg["seed"] + start_epoch)
+    textures = make_texture_bank(size, int(cfg["texture_bank"]), int(cfg["seed"]))
+    ds = SyntheticAnomalies(images, cfg, textures)
     bs = int(cfg["batch_size"])
-    steps = max(1, math.ceil(len(images) / bs))
+    sampler = EpochBatches(len(images), bs, int(cfg["seed"]), start_epoch, int(cfg["epochs"]))
+    steps = sampler.steps_per_epoch()
+    say(f"params {params} MACs {macs / 1e9:.3f} G images {len(images)} start_epoch {start_epoch} "
+        f"device {device} workers {cfg['workers']} texture_bank {cfg['texture_bank']}")
+    t_start = time.time()
     model.train()
+    batches = iter(loader(ds, sampler, int(cfg["workers"])))
     for epoch in range(start_epoch, cfg["epochs"]):
         t0 = time.time()
-        perm = rng.permutation(len(images))
-        sums = np.zeros(4)
-        for s in range(steps):
-            idx = perm[s * bs : (s + 1) * bs]
-            if len(idx) == 0:
-                idx = rng.integers(0, len(images), bs)
-            clean_t, aug_t, mask_t = make_batch(images, idx, cfg, rng)
+        sums = torch.zeros(4, device=device)
+        for _ in range(steps):
+            clean_t, aug_t, mask_t = (t.to(device, non_blocking=True) for t in next(batches))
             rec, logits = model.forward_train(aug_t)
             l2 = F.mse_loss(rec, clean_t)
             ls = ssim_loss(rec, clean_t, win)
@@ -243,32 +328,37 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sums += [l2.item(), ls.item(), lf.item(), lsp.item()]
+            sums += torch.stack([l2.detach(), ls.detach(), lf.detach(), lsp.detach()])
         sched.step()
-        sums /= steps
+        mean = (sums / steps).tolist()
         msg = (
-            f"epoch {epoch + 1}/{cfg['epochs']} l2 {sums[0]:.4f} ssim {sums[1]:.4f} focal {sums[2]:.4f} "
-            f"sspcab {sums[3]:.4f} lr {opt.param_groups[0]['lr']:.1e} {time.time() - t0:.1f}s"
+            f"epoch {epoch + 1}/{cfg['epochs']} l2 {mean[0]:.4f} ssim {mean[1]:.4f} focal {mean[2]:.4f} "
+            f"sspcab {mean[3]:.4f} lr {opt.param_groups[0]['lr']:.1e} {time.time() - t0:.2f}s"
         )
-        if args.test and (epoch + 1) % int(cfg["eval_every"]) == 0:
-            msg += f" test_image_auroc {evaluate(model, args.test, size):.4f}"
+        if test is not None and (epoch + 1) % int(cfg["eval_every"]) == 0:
+            msg += f" test_image_auroc {evaluate(model, test, device):.4f}"
         say(msg)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch, "config": cfg}, tmp)
         os.replace(tmp, ckpt_path)
+        if args.time_limit_min and time.time() - t_start > 60 * args.time_limit_min and epoch + 1 < cfg["epochs"]:
+            say(f"stopped at the time limit ({args.time_limit_min} min) after epoch {epoch + 1}; "
+                "rerun the same command to resume")
+            return
     final = args.out / "final.pt"
     if not final.exists() or final.stat().st_mtime < ckpt_path.stat().st_mtime:
         if args.precise_bn_batches > 0:
-            precise_bn(model, images, cfg, args.precise_bn_batches, cfg["seed"] + 1000)
+            precise_bn(model, ds, cfg, args.precise_bn_batches, device)
             msg = f"precise BN over {args.precise_bn_batches} batches"
-            if args.test:
-                msg += f" test_image_auroc {evaluate(model, args.test, size):.4f}"
+            if test is not None:
+                msg += f" test_image_auroc {evaluate(model, test, device):.4f}"
             say(msg)
         tmp = final.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "epoch": cfg["epochs"] - 1, "config": cfg}, tmp)
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        torch.save({"model": state, "epoch": cfg["epochs"] - 1, "config": cfg}, tmp)
         os.replace(tmp, final)
-    say("done")
+    say(f"done in {time.time() - t_start:.0f} s")
 
 
 if __name__ == "__main__":
