@@ -14,8 +14,8 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::config::{Config, EncoderEdges, OutputLineConfig, SourceConfig, DEFAULT_DELAY_MS};
 use crate::eval::evaluate;
 use crate::infer::{Engine, ModelInfo, TractEngine};
-use crate::input::{CdevInput, EdgeInput, Edges};
-use crate::output::{open_output, open_reject, Level, OutputSpec};
+use crate::input::{CdevInput, EdgeInput, Edges, SocketTrigger};
+use crate::output::{open_output, open_reject, Level, OutputError, OutputSpec};
 use crate::pipeline::{
     run, Inspector, LineIo, Reloader, RunLatency, RunOptions, RunSummary, TriggerSettings,
 };
@@ -163,9 +163,27 @@ pub fn open_line_io(cfg: &Config, clock: Arc<dyn Clock>) -> Result<LineIo, Error
         .map(|r| Duration::from_secs_f64(r.heartbeat_ms / 1000.0));
     let trigger = match &cfg.trigger {
         Some(t) => {
-            let input = CdevInput::open("trigger", &t.chip, &t.line, t.active_low, Edges::Rising)?;
+            let input: Box<dyn EdgeInput> = match (&t.socket, &t.chip, &t.line) {
+                (Some(path), _, _) => Box::new(SocketTrigger::bind(path)?),
+                (None, Some(chip), Some(line)) => Box::new(CdevInput::open(
+                    "trigger",
+                    chip,
+                    line,
+                    t.active_low,
+                    Edges::Rising,
+                )?),
+                // Config::validate refuses this already.
+                (None, chip, _) => {
+                    return Err(OutputError::NoSuchLine {
+                        role: "trigger",
+                        chip: chip.clone().unwrap_or_default(),
+                        line: "(none given)".into(),
+                    }
+                    .into())
+                }
+            };
             log::info!("trigger input: {}", input.describe());
-            Some(Box::new(input) as Box<dyn EdgeInput>)
+            Some(input)
         }
         None => None,
     };
@@ -243,6 +261,7 @@ pub fn cmd_run(
     let source = open_source(&cfg.source, false)?;
     log::info!("source: {}", source.describe());
     let mut inspector = Inspector::new(source, Box::new(engine), threshold, clock);
+    inspector.pre.set_roi(cfg.roi);
     inspector.drift = p99.map(|p| crate::drift::DriftMonitor::new(p, 0.01));
     let opts = run_options(cfg, max_frames, stats_json);
     // SIGHUP re-reads the calibration file between two frames.
@@ -321,6 +340,9 @@ pub fn cmd_check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     println!("  file sha256 = {}", i.file_sha256);
     let source = open_source(&cfg.source, false)?;
     println!("source: {} (opened)", source.describe());
+    if let Some(roi) = cfg.roi {
+        println!("region of interest: {roi} (only this rectangle goes to the model)");
+    }
     drop(source);
     let io = open_line_io(cfg, Arc::new(MonotonicClock))?;
     println!(
@@ -444,6 +466,7 @@ pub fn cmd_bench(cfg: &Config, frames: u64, warmup: u64) -> Result<(), Error> {
         threshold,
         Arc::new(MonotonicClock),
     );
+    inspector.pre.set_roi(cfg.roi);
     for _ in 0..warmup {
         if inspector.inspect_next()?.is_none() {
             break;
@@ -687,6 +710,7 @@ pub fn cmd_calibrate(
         f32::INFINITY,
         Arc::new(MonotonicClock),
     );
+    inspector.pre.set_roi(cfg.roi);
     let mut scores = Vec::new();
     let (mut skipped_defects, mut faults) = (0u64, 0u64);
     let total = opts.frames;

@@ -26,6 +26,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub source: SourceConfig,
+    /// Optional region of interest: only this rectangle of each frame goes to the model.
+    #[serde(default)]
+    pub roi: Option<crate::preprocess::Roi>,
     pub model: ModelConfig,
     pub decision: DecisionConfig,
     pub reject: RejectConfig,
@@ -112,8 +115,15 @@ fn default_alarm_hold_ms() -> f64 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
-    pub chip: String,
-    pub line: LineId,
+    /// GPIO photo-eye: chip and line (give these, or `socket`).
+    #[serde(default)]
+    pub chip: Option<String>,
+    #[serde(default)]
+    pub line: Option<LineId>,
+    /// Software trigger: a UNIX datagram socket partguard creates; each datagram is one part in
+    /// position (indexing tables, robot cells: a PLC gateway or the cell's controller sends it).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
     /// The part is present when the input is low.
     #[serde(default)]
     pub active_low: bool,
@@ -451,6 +461,19 @@ impl Config {
                         format!("is {buffers}; use 2 to 32 (4 is typical)"),
                     ));
                 }
+                if let Some(roi) = self.roi {
+                    if roi.check(*width, *height).is_err() {
+                        return Err(bad("roi", format!("{roi} does not fit the {width}x{height} frame of source; keep x + width <= {width} and y + height <= {height}")));
+                    }
+                }
+            }
+        }
+        if let Some(roi) = self.roi {
+            if roi.width == 0 || roi.height == 0 {
+                return Err(bad(
+                    "roi",
+                    format!("{roi} is empty; give the part's rectangle in camera pixels"),
+                ));
             }
         }
         if !self.model.path.is_file() {
@@ -585,6 +608,27 @@ impl Config {
             ));
         }
         if let Some(tr) = &self.trigger {
+            match (&tr.chip, &tr.line, &tr.socket) {
+                (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+                (_, _, Some(_)) => {
+                    return Err(bad(
+                        "trigger",
+                        "has both a GPIO line (`chip`, `line`) and `socket`; keep the one the part signal comes from".into(),
+                    ))
+                }
+                (None, _, None) => {
+                    return Err(bad(
+                        "trigger.chip",
+                        "is missing; give the photo-eye's `chip` and `line`, or a `socket` path for a software trigger".into(),
+                    ))
+                }
+                (Some(_), None, None) => {
+                    return Err(bad(
+                        "trigger.line",
+                        "is missing; give the photo-eye's line (offset or name, see `gpioinfo`)".into(),
+                    ))
+                }
+            }
             if !ms_ok(tr.debounce_ms) {
                 return Err(bad(
                     "trigger.debounce_ms",

@@ -107,6 +107,83 @@ impl EdgeInput for CdevInput {
     }
 }
 
+/// A software trigger: a UNIX datagram socket; every datagram received is one rising edge,
+/// stamped with `CLOCK_MONOTONIC` at reception. For parts that stand still when the trigger comes
+/// (indexing tables, robot cells): the stamp is the receive time, so a moving part's position is
+/// only as exact as the sender's latency. A photo-eye on a GPIO line is exact to microseconds.
+///
+/// Send one with e.g. `socat - UNIX-SENDTO:/run/partguard/trigger <<< part` or from any program.
+pub struct SocketTrigger {
+    path: std::path::PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+    buf: [u8; 64],
+}
+
+impl SocketTrigger {
+    /// Creates the socket at `path`, replacing a stale socket left by an earlier run (never any
+    /// other kind of file).
+    pub fn bind(path: &std::path::Path) -> Result<Self, OutputError> {
+        use std::os::unix::fs::FileTypeExt;
+        let err = |reason: String| OutputError::Socket {
+            role: "trigger",
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+                .map_err(|e| err(format!("cannot remove the old socket: {e}")))?,
+            Ok(_) => return Err(err("exists and is not a socket".into())),
+            Err(_) => {}
+        }
+        let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(|e| err(e.to_string()))?;
+        Ok(SocketTrigger {
+            path: path.to_owned(),
+            sock,
+            buf: [0; 64],
+        })
+    }
+}
+
+impl EdgeInput for SocketTrigger {
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError> {
+        // A zero timeout would mean "block forever" to set_read_timeout.
+        let timeout = timeout.max(Duration::from_micros(1));
+        let err = |e: std::io::Error| OutputError::Socket {
+            role: "trigger",
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        self.sock.set_read_timeout(Some(timeout)).map_err(err)?;
+        match self.sock.recv(&mut self.buf) {
+            Ok(_) => Ok(Some(InputEdge {
+                at: crate::clock::monotonic_now(),
+                rising: true,
+            })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("software trigger, socket {}", self.path.display())
+    }
+}
+
+impl Drop for SocketTrigger {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Scripted edges delivered at their times on `clock` (tests, demos).
 pub struct SimulatedInput {
     clock: Arc<dyn Clock>,

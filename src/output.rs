@@ -56,6 +56,12 @@ pub enum OutputError {
         line: String,
         reason: String,
     },
+    #[error("{role}: socket {path}: {reason}; check that its folder exists and is writable by partguard's user, and that no other partguard uses it")]
+    Socket {
+        role: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("{role}: kind = \"rpi\" needs a build with the `rpi` feature")]
     RpiFeatureMissing { role: &'static str },
 }

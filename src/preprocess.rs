@@ -1,4 +1,5 @@
-//! Frame -> model input tensor: pixel-format conversion, whole-frame resize, scaling, NCHW layout.
+//! Frame -> model input tensor: pixel-format conversion, resize of the whole frame or of a region of
+//! interest, scaling, NCHW layout.
 //!
 //! The resize reproduces Pillow's `Image.resize(..., BILINEAR)` bit for bit (triangle filter widened by
 //! the scale factor, 22-bit fixed-point coefficients, horizontal then vertical pass with rounding to
@@ -98,11 +99,34 @@ impl Resizer {
         out_w: usize,
         out_h: usize,
     ) {
+        let whole = Roi {
+            x: 0,
+            y: 0,
+            width: in_w as u32,
+            height: in_h as u32,
+        };
+        self.resize_region(src, in_w, whole, dst, out_w, out_h);
+    }
+
+    /// Resizes the region `roi` of `src` (RGB24 rows of `stride_px` pixels) into `dst`. The region
+    /// must lie inside `src` ([`Roi::check`]).
+    pub fn resize_region(
+        &mut self,
+        src: &[u8],
+        stride_px: usize,
+        roi: Roi,
+        dst: &mut [u8],
+        out_w: usize,
+        out_h: usize,
+    ) {
+        let (x0, y0) = (roi.x as usize, roi.y as usize);
+        let (in_w, in_h) = (roi.width as usize, roi.height as usize);
         self.prepare(in_w, in_h, out_w, out_h);
         let rounding = 1i64 << (PRECISION_BITS - 1);
         let hk = self.h.ksize;
         for y in 0..in_h {
-            let row = &src[y * in_w * 3..(y + 1) * in_w * 3];
+            let start = ((y0 + y) * stride_px + x0) * 3;
+            let row = &src[start..start + in_w * 3];
             let out = &mut self.tmp[y * out_w * 3..(y + 1) * out_w * 3];
             for (xx, &(xmin, n)) in self.h.bounds.iter().enumerate() {
                 let w = &self.h.weights[xx * hk..xx * hk + n];
@@ -134,6 +158,46 @@ impl Resizer {
     }
 }
 
+/// A region of interest in the camera frame, in pixels: only this rectangle is resized into the
+/// model's input (e.g. the part's square inside a 16:9 frame, so it is not squashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roi {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::fmt::Display for Roi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{} at ({}, {})",
+            self.width, self.height, self.x, self.y
+        )
+    }
+}
+
+impl Roi {
+    /// Whether the region lies inside a `width` x `height` frame (and is not empty).
+    pub fn check(&self, width: u32, height: u32) -> Result<(), CaptureError> {
+        let fits = self.width > 0
+            && self.height > 0
+            && u64::from(self.x) + u64::from(self.width) <= u64::from(width)
+            && u64::from(self.y) + u64::from(self.height) <= u64::from(height);
+        if fits {
+            Ok(())
+        } else {
+            Err(CaptureError::RoiOutsideFrame {
+                roi: *self,
+                width,
+                height,
+            })
+        }
+    }
+}
+
 /// How the model wants its input (from the model's metadata).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputSpec {
@@ -151,6 +215,7 @@ pub struct Preprocessor {
     rgb: Vec<u8>,
     small: Vec<u8>,
     resizer: Resizer,
+    roi: Option<Roi>,
 }
 
 impl Preprocessor {
@@ -160,7 +225,13 @@ impl Preprocessor {
             rgb: Vec::new(),
             small: vec![0; spec.width * spec.height * 3],
             resizer: Resizer::default(),
+            roi: None,
         }
+    }
+
+    /// Resize only this region of each frame (None: the whole frame).
+    pub fn set_roi(&mut self, roi: Option<Roi>) {
+        self.roi = roi;
     }
 
     pub fn spec(&self) -> InputSpec {
@@ -176,37 +247,50 @@ impl Preprocessor {
         to_rgb(frame, &mut self.rgb)
     }
 
-    /// Step 2: resize the converted frame (of `width`x`height`) and write NCHW floats into `input`,
-    /// which must hold 3 * model width * model height values.
-    pub fn fill_tensor(&mut self, width: u32, height: u32, input: &mut [f32]) {
+    /// Step 2: resize the converted frame (of `width`x`height`), or its region of interest, and
+    /// write NCHW floats into `input`, which must hold 3 * model width * model height values.
+    /// Fails only when the region of interest does not fit the frame.
+    pub fn fill_tensor(
+        &mut self,
+        width: u32,
+        height: u32,
+        input: &mut [f32],
+    ) -> Result<(), CaptureError> {
         let Preprocessor {
             spec,
             rgb,
             small,
             resizer,
+            roi,
         } = self;
-        resize_and_scale(*spec, resizer, small, rgb, width, height, input);
+        resize_and_scale(*spec, *roi, resizer, small, rgb, width, height, input)
     }
 
     /// Step 2 on an RGB image converted elsewhere (the capture thread's frame buffers).
-    pub fn fill_tensor_from(&mut self, rgb: &[u8], width: u32, height: u32, input: &mut [f32]) {
-        let spec = self.spec;
+    pub fn fill_tensor_from(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        input: &mut [f32],
+    ) -> Result<(), CaptureError> {
+        let (spec, roi) = (self.spec, self.roi);
         resize_and_scale(
             spec,
+            roi,
             &mut self.resizer,
             &mut self.small,
             rgb,
             width,
             height,
             input,
-        );
+        )
     }
 
     /// Both steps.
     pub fn run(&mut self, frame: &Frame<'_>, input: &mut [f32]) -> Result<(), CaptureError> {
         self.convert(frame)?;
-        self.fill_tensor(frame.width, frame.height, input);
-        Ok(())
+        self.fill_tensor(frame.width, frame.height, input)
     }
 
     /// The model-sized RGB image of the last frame (for archives and overlays).
@@ -215,23 +299,25 @@ impl Preprocessor {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn resize_and_scale(
     s: InputSpec,
+    roi: Option<Roi>,
     resizer: &mut Resizer,
     small: &mut [u8],
     rgb: &[u8],
     width: u32,
     height: u32,
     input: &mut [f32],
-) {
-    resizer.resize(
-        rgb,
-        width as usize,
-        height as usize,
-        small,
-        s.width,
-        s.height,
-    );
+) -> Result<(), CaptureError> {
+    let region = roi.unwrap_or(Roi {
+        x: 0,
+        y: 0,
+        width,
+        height,
+    });
+    region.check(width, height)?;
+    resizer.resize_region(rgb, width as usize, region, small, s.width, s.height);
     let plane = s.width * s.height;
     let (r, rest) = input.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
@@ -240,4 +326,5 @@ fn resize_and_scale(
         g[i] = px[1] as f32 * s.scale + s.offset;
         b[i] = px[2] as f32 * s.scale + s.offset;
     }
+    Ok(())
 }

@@ -105,7 +105,8 @@ fn steady_state_frame_loop_allocates_only_what_tract_allocates() {
         } = &mut insp;
         let frame = source.next_frame().unwrap().unwrap();
         pre.convert(&frame).unwrap();
-        pre.fill_tensor(frame.width, frame.height, engine.input_mut());
+        pre.fill_tensor(frame.width, frame.height, engine.input_mut())
+            .unwrap();
         let v = decide(0.3, 0.5);
         stats.record(Stage::Decision, std::time::Duration::from_micros(3));
         std::hint::black_box(v);

@@ -117,6 +117,16 @@ fn camera_fields_are_checked() {
     assert!(p.contains("YUYV"), "{p}");
     let ok = parse(&cam.replace("NV12", "yuyv")).unwrap();
     assert!(matches!(ok.source, SourceConfig::V4l2 { width: 640, .. }));
+    // A region of interest must fit the camera's frame.
+    let with_roi = |x: u32| {
+        cam.replace("NV12", "YUYV")
+            + &format!("\n[roi]\nx = {x}\ny = 100\nwidth = 256\nheight = 256\n")
+    };
+    let ok = parse(&with_roi(384)).unwrap();
+    assert_eq!(ok.roi.map(|r| (r.x, r.width)), Some((384, 256)));
+    let (f, p) = field_error(&with_roi(385));
+    assert_eq!(f, "roi");
+    assert!(p.contains("640x480") && p.contains("x + width"), "{p}");
 }
 
 #[test]
@@ -198,6 +208,28 @@ fn timing_errors_name_the_field_and_the_fix() {
 }
 
 #[test]
+fn trigger_is_a_gpio_line_or_a_socket_not_both() {
+    let ok = parse(&format!(
+        "{GOOD}\n[trigger]\nsocket = \"/run/partguard/trigger\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.trigger.and_then(|t| t.socket),
+        Some("/run/partguard/trigger".into())
+    );
+    let (f, p) = field_error(&format!(
+        "{GOOD}\n[trigger]\nchip = \"gpiochip0\"\nline = 4\nsocket = \"/run/t\"\n"
+    ));
+    assert_eq!(f, "trigger");
+    assert!(p.contains("both"), "{p}");
+    let (f, p) = field_error(&format!("{GOOD}\n[trigger]\nactive_low = true\n"));
+    assert_eq!(f, "trigger.chip");
+    assert!(p.contains("socket"), "{p}");
+    let (f, _) = field_error(&format!("{GOOD}\n[trigger]\nchip = \"gpiochip0\"\n"));
+    assert_eq!(f, "trigger.line");
+}
+
+#[test]
 fn a_line_with_encoder_trigger_and_outputs_parses() {
     let cfg = parse(&format!(
         "{GOOD}\n[timing]\ndelay_ticks = 480\nmargin_ticks = 40\npolicy = \"pass\"\nqueue_size = 16\n\
@@ -209,7 +241,7 @@ fn a_line_with_encoder_trigger_and_outputs_parses() {
     assert_eq!(cfg.timing.delay_ticks, Some(480));
     assert_eq!(cfg.timing.policy, partguard::schedule::Policy::Pass);
     assert_eq!(
-        cfg.trigger.as_ref().map(|t| t.line.clone()),
+        cfg.trigger.as_ref().and_then(|t| t.line.clone()),
         Some(LineId::Name("PHOTO_EYE".into()))
     );
     let s = partguard::commands::scheduler_settings(&cfg);

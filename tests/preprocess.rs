@@ -1,6 +1,7 @@
 //! The resize must match Pillow's bilinear resize (the model was trained on it) exactly.
 
-use partguard::preprocess::{InputSpec, Preprocessor, Resizer};
+use partguard::capture::CaptureError;
+use partguard::preprocess::{InputSpec, Preprocessor, Resizer, Roi};
 
 fn load(path: &str) -> (Vec<u8>, usize, usize) {
     let img = image::open(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
@@ -66,4 +67,82 @@ fn tensor_is_nchw_scaled() {
     let mut t = [0f32; 6];
     pre.run(&frame, &mut t).unwrap();
     assert_eq!(t, [4.0, 19.0, 9.0, 24.0, 14.0, 29.0]);
+}
+
+#[test]
+fn region_of_interest_is_resized_alone() {
+    // The part pasted into a larger frame, at an offset: the ROI gives the same tensor as the part
+    // image on its own.
+    let (part, pw, ph) = load("examples/samples/bottle/good/000.png");
+    let (fw, fh, x0, y0) = (pw + 100, ph + 40, 70usize, 13usize);
+    let mut frame_px = vec![200u8; fw * fh * 3];
+    for y in 0..ph {
+        let dst = ((y0 + y) * fw + x0) * 3;
+        frame_px[dst..dst + pw * 3].copy_from_slice(&part[y * pw * 3..(y + 1) * pw * 3]);
+    }
+    let spec = InputSpec {
+        width: 128,
+        height: 128,
+        scale: 1.0 / 255.0,
+        offset: 0.0,
+    };
+    let frame = |data: &[u8], w: usize, h: usize| -> Vec<f32> {
+        let mut pre = Preprocessor::new(spec);
+        if w == fw {
+            pre.set_roi(Some(Roi {
+                x: x0 as u32,
+                y: y0 as u32,
+                width: pw as u32,
+                height: ph as u32,
+            }));
+        }
+        let mut t = vec![0f32; 3 * 128 * 128];
+        pre.fill_tensor_from(data, w as u32, h as u32, &mut t)
+            .unwrap();
+        t
+    };
+    let whole = frame(&part, pw, ph);
+    let cropped = frame(&frame_px, fw, fh);
+    assert_eq!(whole, cropped);
+    // Without the ROI the frame's border changes the tensor: the test can fail.
+    let mut pre = Preprocessor::new(spec);
+    let mut t = vec![0f32; 3 * 128 * 128];
+    pre.fill_tensor_from(&frame_px, fw as u32, fh as u32, &mut t)
+        .unwrap();
+    assert_ne!(t, whole);
+}
+
+#[test]
+fn region_of_interest_outside_the_frame_is_an_error_naming_both() {
+    let spec = InputSpec {
+        width: 2,
+        height: 2,
+        scale: 1.0,
+        offset: 0.0,
+    };
+    let mut pre = Preprocessor::new(spec);
+    let roi = Roi {
+        x: 3,
+        y: 0,
+        width: 2,
+        height: 2,
+    };
+    pre.set_roi(Some(roi));
+    let mut t = [0f32; 12];
+    let err = pre
+        .fill_tensor_from(&[0u8; 4 * 4 * 3], 4, 4, &mut t)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaptureError::RoiOutsideFrame {
+            width: 4,
+            height: 4,
+            ..
+        }
+    ));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("2x2 at (3, 0)") && msg.contains("4x4") && msg.contains("[roi]"),
+        "{msg}"
+    );
 }

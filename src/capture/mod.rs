@@ -156,6 +156,12 @@ pub enum CaptureError {
     ReplayEmpty { path: PathBuf },
     #[error("cannot read replay folder {path}: {reason}")]
     ReplayRead { path: PathBuf, reason: String },
+    #[error("the region of interest {roi} does not fit the {width}x{height} frame; fix [roi] (x + width <= {width}, y + height <= {height})")]
+    RoiOutsideFrame {
+        roi: crate::preprocess::Roi,
+        width: u32,
+        height: u32,
+    },
 }
 
 /// A source of frames. `next_frame` returns `Ok(None)` when a finite source is exhausted.

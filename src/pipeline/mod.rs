@@ -116,23 +116,28 @@ impl Inspector {
                 log::warn!("frame {}: {e}", frame.sequence);
                 (f32::NAN, Verdict::Fault)
             }
-            Ok(()) => {
-                pre.fill_tensor(frame.width, frame.height, engine.input_mut());
-                let t2 = clock.now();
-                stats.record(Stage::Preprocess, t2.saturating_sub(t1));
-                let result = engine.run();
-                let t3 = clock.now();
-                stats.record(Stage::Inference, t3.saturating_sub(t2));
-                let r = match result {
-                    Ok(inf) => (inf.score, decide(inf.score, *threshold)),
-                    Err(e) => {
-                        log::warn!("frame {}: {e}", frame.sequence);
-                        (f32::NAN, Verdict::Fault)
-                    }
-                };
-                stats.record(Stage::Decision, clock.now().saturating_sub(t3));
-                r
-            }
+            Ok(()) => match pre.fill_tensor(frame.width, frame.height, engine.input_mut()) {
+                Err(e) => {
+                    log::warn!("frame {}: {e}", frame.sequence);
+                    (f32::NAN, Verdict::Fault)
+                }
+                Ok(()) => {
+                    let t2 = clock.now();
+                    stats.record(Stage::Preprocess, t2.saturating_sub(t1));
+                    let result = engine.run();
+                    let t3 = clock.now();
+                    stats.record(Stage::Inference, t3.saturating_sub(t2));
+                    let r = match result {
+                        Ok(inf) => (inf.score, decide(inf.score, *threshold)),
+                        Err(e) => {
+                            log::warn!("frame {}: {e}", frame.sequence);
+                            (f32::NAN, Verdict::Fault)
+                        }
+                    };
+                    stats.record(Stage::Decision, clock.now().saturating_sub(t3));
+                    r
+                }
+            },
         };
         let decided = clock.now();
         stats.record(Stage::Total, decided.saturating_sub(frame.timestamp));
@@ -449,23 +454,39 @@ pub fn run(
                 return Err(StageError::Actuator("frame buffer poisoned".into()));
             };
             let t1 = clock.now();
-            pre.fill_tensor_from(&slot.rgb, slot.width, slot.height, engine.input_mut());
+            let filled =
+                pre.fill_tensor_from(&slot.rgb, slot.width, slot.height, engine.input_mut());
             let t2 = clock.now();
             stats.record(Stage::Preprocess, t2.saturating_sub(t1));
-            let result = engine.run();
-            let t3 = clock.now();
-            stats.record(Stage::Inference, t3.saturating_sub(t2));
-            let (score, verdict) = match result {
-                Ok(inf) => (inf.score, decide(inf.score, *threshold)),
+            // A region of interest that does not fit the frame is a bad frame; an inference error
+            // or a non-finite score an inference fault. Both are fail-safe, never a pass.
+            let (score, verdict, fault, t3) = match filled {
                 Err(e) => {
                     log::warn!("part {}: {e}", ticket.stamp.seq);
-                    (f32::NAN, Verdict::Fault)
+                    (f32::NAN, Verdict::Fault, Fault::BadFrame, t2)
+                }
+                Ok(()) => {
+                    let result = engine.run();
+                    let t3 = clock.now();
+                    stats.record(Stage::Inference, t3.saturating_sub(t2));
+                    match result {
+                        Ok(inf) => (
+                            inf.score,
+                            decide(inf.score, *threshold),
+                            Fault::Inference,
+                            t3,
+                        ),
+                        Err(e) => {
+                            log::warn!("part {}: {e}", ticket.stamp.seq);
+                            (f32::NAN, Verdict::Fault, Fault::Inference, t3)
+                        }
+                    }
                 }
             };
             let judgement = match verdict {
                 Verdict::Pass => Judgement::Pass,
                 Verdict::Reject => Judgement::Reject,
-                Verdict::Fault => Judgement::Fault(Fault::Inference),
+                Verdict::Fault => Judgement::Fault(fault),
             };
             let decided = clock.now();
             infer_link.send(Msg::Decide {

@@ -1,0 +1,53 @@
+//! The software trigger: one datagram on its UNIX socket is one part in position.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use partguard::clock::monotonic_now;
+use partguard::input::{EdgeInput, SocketTrigger};
+use partguard::output::OutputError;
+
+#[test]
+fn each_datagram_is_one_rising_edge_stamped_on_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trigger");
+    let mut trig = SocketTrigger::bind(&path).unwrap();
+    assert!(trig.describe().contains("trigger"));
+    // Nothing sent: a timeout, not an edge.
+    assert_eq!(trig.wait_edge(Duration::from_millis(20)).unwrap(), None);
+    let tx = UnixDatagram::unbound().unwrap();
+    let before = monotonic_now();
+    tx.send_to(b"part", &path).unwrap();
+    tx.send_to(b"part", &path).unwrap();
+    let a = trig.wait_edge(Duration::from_secs(5)).unwrap().unwrap();
+    let b = trig.wait_edge(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(a.rising && b.rising);
+    assert!(a.at >= before && b.at >= a.at && a.at <= monotonic_now());
+    assert_eq!(trig.wait_edge(Duration::from_millis(1)).unwrap(), None);
+    // A stale socket from an earlier run is replaced; the socket is removed on drop.
+    drop(trig);
+    assert!(!path.exists());
+    let _keep = UnixDatagram::bind(&path).unwrap();
+    let again = SocketTrigger::bind(&path).unwrap();
+    drop(again);
+}
+
+#[test]
+fn a_path_that_is_not_a_socket_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "keep me").unwrap();
+    let err = SocketTrigger::bind(&path).err().unwrap();
+    assert!(matches!(
+        err,
+        OutputError::Socket {
+            role: "trigger",
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    let missing = dir.path().join("no/such/dir/trigger");
+    let err = SocketTrigger::bind(&missing).err().unwrap();
+    assert!(err.to_string().contains("no/such/dir"), "{err}");
+}
