@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the whole-system test guest: Debian arm64 kernel under qemu-system-aarch64 -M virt,
 # vivid (V4L2 test driver) as the camera, the virt board's PL061 as the GPIO controller, and the
-# real aarch64 partguard binary. Results go to the host over 9p (/results).
+# real aarch64 partguard binary. vivid_feed shows each part image on vivid's HDMI loop and
+# triggers partguard once per image; results go to the host over 9p (/results).
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -23,8 +24,20 @@ mount -t 9p -o trans=virtio,version=9p2000.L results /results
 cd /e2e
 ./partguard check --config e2e.toml >/results/check.txt 2>&1
 echo $? >/results/check.rc
-./partguard run --config e2e.toml --frames "${PG_FRAMES:-2}" --stats-json /results/stats.json \
-    >/results/run.txt 2>/results/run.log
+# The feeder sets vivid's loop controls, starts the HDMI output, and waits until partguard's
+# capture is open before its first trigger.
+./vivid_feed --trigger /tmp/partguard-trigger --decisions /results/run.txt \
+    --ready-file /results/run.log --manifest /results/feed.txt $(cat images.txt) \
+    >/results/feed.log 2>&1 &
+feeder=$!
+./partguard run --config e2e.toml --stats-json /results/stats.json \
+    >/results/run.txt 2>/results/run.log &
+pg=$!
+wait $feeder
+echo $? >/results/feed.rc
+# Every image judged: stop; partguard finishes the parts still on their way to the ejector.
+kill -INT $pg
+wait $pg
 echo $? >/results/run.rc
 sync
 poweroff -f
