@@ -169,17 +169,17 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     let stop = AtomicBool::new(false);
     let opts = options(time_schedule(400, 50, 15, Policy::Reject));
     let (s, lat) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
-    assert_eq!((s.frames, s.parts, s.ok, s.ng), (8, 8, 5, 3), "{s:?}");
+    assert_eq!((s.frames, s.parts, s.ok, s.ng), (8, 8, 4, 4), "{s:?}");
     assert_eq!((s.late, s.faults, s.missed, s.overflows), (0, 0, 0, 0));
-    // Samples in path order: broken_large/000, broken_small/000 (missed by the model, see
-    // tests/model.rs), contamination/000, contamination/001, good x4; frames every 200 ms.
+    // Samples in path order: broken_large/000, broken_small/000, contamination/000,
+    // contamination/001, good x4; frames every 200 ms.
     let pulses = line.reject.pulses();
-    assert_eq!(pulses.len(), 3, "{pulses:?}");
-    for ((start, width), frame) in pulses.iter().zip([0, 2, 3]) {
+    assert_eq!(pulses.len(), 4, "{pulses:?}");
+    for ((start, width), frame) in pulses.iter().zip([0, 1, 2, 3]) {
         assert_on_time(*start, t0 + sms(200 * frame + 400), "reject");
         assert!(*width >= sms(15));
     }
-    assert_eq!(lat.onset.count, 3);
+    assert_eq!(lat.onset.count, 4);
     assert_eq!(line.reject.level(), Some(Level::Inactive));
     assert!(line
         .alarm
@@ -237,7 +237,8 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let (mut insp, t0) = paced_inspector(5.0, sms(300));
     // Frames at t0 + k*200 ms. Photo-eye edges 3 ms before frames 0-4, 6 and 7, with contact
     // bounce after the third; none before frame 5 (an untriggered frame), and one at 847 ms with no
-    // frame in its 20 ms window (a missed frame).
+    // frame in its 100 ms window (a missed frame; the next frame comes 153 ms later). The window is
+    // wide so that a loaded CI machine delaying a frame by tens of ms does not fail the test.
     let mut edges = Vec::new();
     for k in [0u64, 1, 2, 3, 4] {
         edges.push(rising(t0 + sms(200 * k) - sms(3)));
@@ -255,7 +256,7 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let mut opts = options(time_schedule(400, 50, 15, Policy::Reject));
     opts.trigger = Some(TriggerSettings {
         debounce: sms(5),
-        window: sms(20),
+        window: sms(100),
     });
     let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     assert_eq!(
@@ -263,11 +264,12 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
         (8, 7, 1, 1),
         "{s:?}"
     );
-    assert_eq!((s.ng, s.ok, s.late), (3, 4, 0), "{s:?}");
-    // Rejects at trigger + 400 ms: broken_large (k=0), contamination x2 (k=2, 3), the missed part.
+    assert_eq!((s.ng, s.ok, s.late), (4, 3, 0), "{s:?}");
+    // Rejects at trigger + 400 ms: broken_large (k=0), broken_small (k=1), contamination x2
+    // (k=2, 3), the missed part.
     let pulses = line.reject.pulses();
-    assert_eq!(pulses.len(), 4, "{pulses:?}");
-    for ((start, _), trig) in pulses.iter().zip([-3i64, 397, 597, 847]) {
+    assert_eq!(pulses.len(), 5, "{pulses:?}");
+    for ((start, _), trig) in pulses.iter().zip([-3i64, 197, 397, 597, 847]) {
         let due = Duration::from_nanos(
             (t0.as_nanos() as i64 + (trig + 400) * 1_000_000 * scale() as i64) as u64,
         );
@@ -294,11 +296,11 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
         margin: 30,
     };
     let (s, lat) = run(&mut insp, io, options(sched), &stop, None).unwrap();
-    assert_eq!((s.parts, s.ng, s.ok, s.late), (8, 3, 5, 0), "{s:?}");
+    assert_eq!((s.parts, s.ng, s.ok, s.late), (8, 4, 4, 0), "{s:?}");
     assert_eq!(lat.onset.count, 0, "onset errors are a time-mode figure");
     let pulses = line.reject.pulses();
-    assert_eq!(pulses.len(), 3, "{pulses:?}");
-    for ((start, _), frame) in pulses.iter().zip([0u64, 2, 3]) {
+    assert_eq!(pulses.len(), 4, "{pulses:?}");
+    for ((start, _), frame) in pulses.iter().zip([0u64, 1, 2, 3]) {
         assert_on_time(*start, t0 + sms(200 * frame + 300), "encoder reject");
     }
 }
