@@ -211,6 +211,29 @@ pub fn open_line_io(cfg: &Config, clock: Arc<dyn Clock>) -> Result<LineIo, Error
     })
 }
 
+/// `partguard safe-state`: every configured output opened (which already drives it to its safe
+/// level) and set to its safe level once more, then released. Fails, naming the line, when a line
+/// is held by a running partguard: that process keeps its outputs safe itself.
+pub fn cmd_safe_state(cfg: &Config) -> Result<(), Error> {
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let mut outputs = vec![(
+        "reject",
+        open_reject(&cfg.reject, clock.clone())?,
+        Level::from(cfg.reject.safe_state),
+    )];
+    for (role, o) in [("alarm", &cfg.alarm), ("ready", &cfg.ready)] {
+        if let Some(o) = o {
+            let pin = open_output(OutputSpec::line(role, o), clock.clone())?;
+            outputs.push((role, pin, Level::from(o.safe_state)));
+        }
+    }
+    for (role, mut pin, level) in outputs {
+        pin.set(level)?;
+        println!("{role}: {} -> {level:?} (safe state)", pin.describe());
+    }
+    Ok(())
+}
+
 /// [`RunOptions`] from the config.
 pub fn run_options(
     cfg: &Config,

@@ -5,7 +5,7 @@
 //! the ejector) -> [`reject`]/[`output`], driven by [`pipeline`] (capture, inference and actuator
 //! threads). [`input`] reads the photo-eye trigger and the encoder, [`clock`] and [`output`] put time
 //! and GPIO behind small traits with real and simulated implementations, [`realtime`] asks for
-//! SCHED_FIFO. [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
+//! SCHED_FIFO, [`service`] speaks systemd's notify protocol (readiness, watchdog). [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
 //! the threshold from good parts, [`drift`] watches it, [`commands`] holds what the subcommands of
 //! the binary do.
 
@@ -25,6 +25,7 @@ pub mod preprocess;
 pub mod realtime;
 pub mod reject;
 pub mod schedule;
+pub mod service;
 pub mod stats;
 
 /// Any partguard failure, by subsystem, so camera, model and GPIO faults stay apart.

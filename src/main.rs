@@ -36,6 +36,9 @@ enum Command {
     },
     /// Validate the config, open the model and the devices, and print what was found.
     Check,
+    /// Put every configured output (reject, alarm, ready) in its safe state and exit. For the
+    /// service manager after any exit, a crash or SIGKILL included (`ExecStopPost=` in the unit).
+    SafeState,
     /// Score a labelled folder (MVTec AD layout or `good`/defect subfolders): CSV, image and pixel AUROC.
     Eval {
         /// Folder of images; `good` subfolders are good parts, any other folder a defect.
@@ -146,6 +149,7 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             let (cfg, name) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
             log::info!("config: {name}");
+            partguard::service::init_from_env();
             let stop = stop_on_signals();
             let reload = Arc::new(AtomicBool::new(false));
             if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
@@ -158,6 +162,11 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             let (cfg, name) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
             commands::cmd_check(&cfg, &name)
+        }
+        Command::SafeState => {
+            let (cfg, _) = load_config(&cli.config)?;
+            init_logging(&cfg.log.level);
+            commands::cmd_safe_state(&cfg)
         }
         Command::Eval {
             data,

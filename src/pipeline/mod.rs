@@ -409,9 +409,18 @@ pub fn run(
         crate::realtime::apply("inference", 0, opts.inference_cpu);
         let mut next_status = opts.status_interval.map(|i| clock.now() + i);
         let mut frames = 0u64;
+        let mut stopping = false;
+        crate::service::ready();
         loop {
+            // A sign of life for systemd's watchdog: this loop turns at least every 20 ms, or
+            // once per inference.
+            crate::service::watchdog(crate::clock::monotonic_now());
             if stop.load(Ordering::Relaxed) || opts.max_frames.is_some_and(|m| frames >= m) {
                 flags.capture_stop.store(true, Ordering::Release);
+                if !stopping {
+                    stopping = true;
+                    crate::service::stopping();
+                }
             }
             if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
                 match (r.load)() {
@@ -620,6 +629,15 @@ fn status_line(stats: &mut Stats, shared: &ActuatorShared, frames: u64) {
         Ok(mut r) => (r.counts, r.pending, r.onset_summary()),
         Err(_) => return,
     };
+    crate::service::status(&format!(
+        "parts {} inspected {} OK {} NG {} fail-safe {} pending {}",
+        c.parts,
+        frames,
+        c.ok,
+        c.ng,
+        c.late + c.missed + c.faults + c.overflows,
+        pending
+    ));
     log::info!(
         "status: parts {} inspected {} OK {} NG {} late {} missed {} faults {} overflows {} pending {} | capture-to-decision median {:.1} ms | reject onset p99 {:.3} ms",
         c.parts,
