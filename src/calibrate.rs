@@ -191,7 +191,13 @@ impl Calibration {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let cal: Calibration = toml::from_str(&text).map_err(|e| CalibrationError::Parse {
+        Self::parse(&text, path)
+    }
+
+    /// A calibration from its file's text (`path` names it in errors). Never panics on any input
+    /// (fuzzed: tests/fuzz).
+    pub fn parse(text: &str, path: &Path) -> Result<Calibration, CalibrationError> {
+        let cal: Calibration = toml::from_str(text).map_err(|e| CalibrationError::Parse {
             path: path.to_owned(),
             reason: e.to_string().trim_end().replace('\n', " "),
         })?;

@@ -9,7 +9,9 @@ use crate::calibrate::{
     best_f1_threshold, conformal_threshold, plot_histogram, utc_now, Calibration, CalibrationError,
     ScoreStats,
 };
-use crate::capture::{FrameSource, Label, PixelFormat, ReplaySource, V4l2Source};
+use crate::capture::{
+    CaptureError, FrameSource, Label, PixelFormat, ReopeningSource, ReplaySource, V4l2Source,
+};
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::{Config, EncoderEdges, OutputLineConfig, SourceConfig, DEFAULT_DELAY_MS};
 use crate::eval::evaluate;
@@ -50,15 +52,35 @@ pub fn open_source(cfg: &SourceConfig, force_loop: bool) -> Result<Box<dyn Frame
             input,
         } => {
             let format = PixelFormat::parse_config(format).flatten();
-            Box::new(V4l2Source::open(
-                device,
+            let (path, device, width, height, buffers, input) = (
+                device.clone(),
+                device.clone(),
                 *width,
                 *height,
-                format,
                 *buffers,
                 *input,
-                FRAME_TIMEOUT,
-            )?)
+            );
+            let open = move || -> Result<Box<dyn FrameSource>, CaptureError> {
+                Ok(Box::new(V4l2Source::open(
+                    &device,
+                    width,
+                    height,
+                    format,
+                    buffers,
+                    input,
+                    FRAME_TIMEOUT,
+                )?))
+            };
+            // The first open fails loudly (a wrong device or format is a setup error); after
+            // that, a camera that fails is reopened with backoff (0.5 s doubling to 10 s).
+            let first = open()?;
+            Box::new(ReopeningSource::new(
+                path,
+                first,
+                Box::new(open),
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+            ))
         }
     })
 }

@@ -90,6 +90,19 @@ fn read_contract(
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
+    contract_of(path, bytes)
+}
+
+/// The model's metadata and contract from its file's bytes (`path` names it in errors). Never
+/// panics on any input (fuzzed: tests/fuzz).
+pub fn model_info_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelInfo, ModelError> {
+    contract_of(path, bytes).map(|(_, _, info)| info)
+}
+
+fn contract_of(
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<(Vec<u8>, tract_onnx::pb::ModelProto, ModelInfo), ModelError> {
     let proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| ModelError::Corrupt {

@@ -76,7 +76,7 @@ fn readiness_watchdog_stall_and_stop_follow_the_notify_protocol() {
     let sock_path = dir.path().join("notify");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let limit = Duration::from_secs(60 * common::scale());
-    let mut child = bin()
+    let child = bin()
         .arg("--config")
         .arg(&cfg)
         .arg("run")

@@ -1,6 +1,7 @@
 //! Frame sources: a V4L2 camera and an image-folder replay, behind one trait.
 
 mod convert;
+mod reopen;
 mod replay;
 mod v4l2;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use convert::to_rgb;
+pub use reopen::{Opener, ReopeningSource};
 pub use replay::ReplaySource;
 pub use v4l2::V4l2Source;
 
@@ -135,6 +137,12 @@ pub enum CaptureError {
     },
     #[error("camera {device} delivered no frame for {waited_ms} ms (stalled or unplugged)")]
     Stalled { device: PathBuf, waited_ms: u64 },
+    #[error("camera {device} is down for {down_ms} ms and being reopened (next try in {retry_in_ms} ms); check its cable and `dmesg`")]
+    Reopening {
+        device: PathBuf,
+        down_ms: u64,
+        retry_in_ms: u64,
+    },
     #[error("truncated {format} frame: {got} bytes, {expected} needed for {width}x{height}")]
     Truncated {
         format: PixelFormat,

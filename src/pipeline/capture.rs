@@ -171,6 +171,7 @@ impl CaptureLoop<'_> {
         let mut free: heapless::Vec<usize, FRAME_BUFFERS> = (0..FRAME_BUFFERS).collect();
         let live = self.source.is_live();
         let mut handed = 0u64;
+        let mut reopen_log = crate::stats::LogThrottle::new(Duration::from_secs(5));
         while !self.flags.capture_stop.load(Ordering::Acquire) {
             if self.max_frames.is_some_and(|m| handed >= m) {
                 break;
@@ -199,6 +200,23 @@ impl CaptureLoop<'_> {
                     self.link.send(Msg::Alarm { at });
                     if self.matcher.is_some() {
                         self.service_triggers(at.saturating_sub(TRIGGER_GRACE));
+                    }
+                    continue;
+                }
+                // The camera failed and is being reopened (ReopeningSource): an outage, counted
+                // once; the alarm stays on. No frame can come while it is down, so a trigger whose
+                // window has passed is a missed part now (no grace for a late frame).
+                Err(e @ CaptureError::Reopening { .. }) => {
+                    let at = self.clock.now();
+                    if matches!(e, CaptureError::Reopening { down_ms: 0, .. }) {
+                        self.end.stalls += 1;
+                    }
+                    if let Some(more) = reopen_log.allow(at) {
+                        log::error!("{e}{}", crate::stats::suppressed(more));
+                    }
+                    self.link.send(Msg::Alarm { at });
+                    if self.matcher.is_some() {
+                        self.service_triggers(at);
                     }
                     continue;
                 }
