@@ -26,7 +26,8 @@ grep -q "start_epoch 2" "$out/resume.txt"
 "$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
     --test examples/samples/bottle --pack "$out/pack.npz"
 "$PYTHON" models/train.py --config models/configs/smoke.json --data "$out/pack.npz" --test "$out/pack.npz" \
-    --out "$out/run_npz" --epochs 1 --precise-bn-batches 1 | grep -q "test_image_auroc"
+    --out "$out/run_npz" --epochs 1 --precise-bn-batches 1 > "$out/npz.txt"
+grep -q "test_image_auroc" "$out/npz.txt"
 "$PYTHON" models/export.py --run "$out/run" --out "$out" --name smoke --calib examples/samples/bottle/good --n-calib 4
 for p in f32 int8; do
     cargo run --release --quiet -- eval --model "$out/smoke_$p.onnx" --data examples/samples/bottle --no-pixel \
