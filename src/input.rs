@@ -1,8 +1,9 @@
 //! Digital inputs: the photo-eye trigger and the conveyor encoder, behind one small trait.
 //!
 //! [`CdevInput`] reads edge events from the Linux GPIO character device (kernel timestamps on
-//! `CLOCK_MONOTONIC`, the clock frames and deadlines use); [`SimulatedInput`] replays scripted edges
-//! in real time for tests and demos. [`Debouncer`] drops contact bounce; [`EncoderPosition`] is the
+//! `CLOCK_MONOTONIC`, the clock frames and deadlines use); [`SocketTrigger`] is a software trigger
+//! (one datagram per part); [`SimulatedInput`] replays scripted edges in real time for tests and
+//! demos. [`Debouncer`] drops contact bounce; [`EncoderPosition`] is the
 //! shared tick count the reject actuator waits on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,8 +121,9 @@ pub struct SocketTrigger {
 }
 
 impl SocketTrigger {
-    /// Creates the socket at `path`, replacing a stale socket left by an earlier run (never any
-    /// other kind of file).
+    /// Creates the socket at `path`, replacing a stale socket left by an earlier run: never any
+    /// other kind of file, and never a socket another process still receives on (a running
+    /// partguard: `check` must not steal its trigger).
     pub fn bind(path: &std::path::Path) -> Result<Self, OutputError> {
         use std::os::unix::fs::FileTypeExt;
         let err = |reason: String| OutputError::Socket {
@@ -130,8 +132,17 @@ impl SocketTrigger {
             reason,
         };
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
-                .map_err(|e| err(format!("cannot remove the old socket: {e}")))?,
+            Ok(m) if m.file_type().is_socket() => {
+                let probe =
+                    std::os::unix::net::UnixDatagram::unbound().and_then(|p| p.connect(path));
+                if probe.is_ok() {
+                    return Err(err(
+                        "is in use by another process (a running partguard?)".into()
+                    ));
+                }
+                std::fs::remove_file(path)
+                    .map_err(|e| err(format!("cannot remove the old socket: {e}")))?
+            }
             Ok(_) => return Err(err("exists and is not a socket".into())),
             Err(_) => {}
         }

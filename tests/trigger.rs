@@ -24,10 +24,15 @@ fn each_datagram_is_one_rising_edge_stamped_on_arrival() {
     assert!(a.rising && b.rising);
     assert!(a.at >= before && b.at >= a.at && a.at <= monotonic_now());
     assert_eq!(trig.wait_edge(Duration::from_millis(1)).unwrap(), None);
-    // A stale socket from an earlier run is replaced; the socket is removed on drop.
+    // A socket another process receives on is never taken over (`check` beside a running
+    // partguard); the socket is removed on drop.
+    let err = SocketTrigger::bind(&path).err().unwrap();
+    assert!(err.to_string().contains("in use"), "{err}");
     drop(trig);
     assert!(!path.exists());
-    let _keep = UnixDatagram::bind(&path).unwrap();
+    // A stale socket (its owner gone) is replaced.
+    drop(UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
     let again = SocketTrigger::bind(&path).unwrap();
     drop(again);
 }
