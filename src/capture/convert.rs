@@ -107,7 +107,15 @@ fn decode_mjpeg(frame: &Frame<'_>, out: &mut [u8]) -> Result<(), CaptureError> {
             got_h,
         });
     }
-    dec.decode_into(out).map_err(|e| CaptureError::BadJpeg {
-        reason: format!("{e:?}"),
-    })
+    // zune-jpeg 0.4 can panic on a corrupt stream (an assertion in its upsampler, found by the
+    // `convert` fuzz target: tests/fuzz/regressions/convert). A corrupt frame from a camera must be
+    // a bad frame, not the end of the capture thread, so a decoder panic is caught here.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dec.decode_into(out))) {
+        Ok(r) => r.map_err(|e| CaptureError::BadJpeg {
+            reason: format!("{e:?}"),
+        }),
+        Err(_) => Err(CaptureError::BadJpeg {
+            reason: "the JPEG decoder failed on this frame (corrupt stream)".into(),
+        }),
+    }
 }
