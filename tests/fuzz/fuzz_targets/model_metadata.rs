@@ -3,6 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../harness.rs"]
+#[allow(dead_code)]
 mod harness;
 
 fuzz_target!(|data: &[u8]| harness::model_metadata(data));
