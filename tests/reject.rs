@@ -167,7 +167,9 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     let line = SimLine::new(clock.clone());
     let (mut insp, t0) = paced_inspector(5.0, sms(200));
     let stop = AtomicBool::new(false);
-    let opts = options(time_schedule(400, 50, 15, Policy::Reject));
+    // 800 ms to the ejector: a decision has 750 ms, several inferences' worth, so a loaded
+    // 2-core CI machine does not turn a part late (it did once at 400 ms).
+    let opts = options(time_schedule(800, 50, 15, Policy::Reject));
     let (s, lat) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
     assert_eq!((s.frames, s.parts, s.ok, s.ng), (8, 8, 4, 4), "{s:?}");
     assert_eq!((s.late, s.faults, s.missed, s.overflows), (0, 0, 0, 0));
@@ -176,7 +178,7 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 4, "{pulses:?}");
     for ((start, width), frame) in pulses.iter().zip([0, 1, 2, 3]) {
-        assert_on_time(*start, t0 + sms(200 * frame + 400), "reject");
+        assert_on_time(*start, t0 + sms(200 * frame + 800), "reject");
         assert!(*width >= sms(15));
     }
     assert_eq!(lat.onset.count, 4);
@@ -253,7 +255,7 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let mut io: LineIo = line.io();
     io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
     let stop = AtomicBool::new(false);
-    let mut opts = options(time_schedule(400, 50, 15, Policy::Reject));
+    let mut opts = options(time_schedule(800, 50, 15, Policy::Reject));
     opts.trigger = Some(TriggerSettings {
         debounce: sms(5),
         window: sms(100),
@@ -265,13 +267,13 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
         "{s:?}"
     );
     assert_eq!((s.ng, s.ok, s.late), (4, 3, 0), "{s:?}");
-    // Rejects at trigger + 400 ms: broken_large (k=0), broken_small (k=1), contamination x2
+    // Rejects at trigger + 800 ms: broken_large (k=0), broken_small (k=1), contamination x2
     // (k=2, 3), the missed part.
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 5, "{pulses:?}");
     for ((start, _), trig) in pulses.iter().zip([-3i64, 197, 397, 597, 847]) {
         let due = Duration::from_nanos(
-            (t0.as_nanos() as i64 + (trig + 400) * 1_000_000 * scale() as i64) as u64,
+            (t0.as_nanos() as i64 + (trig + 800) * 1_000_000 * scale() as i64) as u64,
         );
         assert_on_time(*start, due, "triggered reject");
     }
@@ -283,8 +285,8 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
     let (mut insp, t0) = paced_inspector(5.0, sms(300));
-    // One encoder tick per millisecond from t0 - 100 ms on.
-    let ticks: Vec<InputEdge> = (0..2200u64)
+    // One encoder tick per millisecond from t0 - 100 ms on; the ejector 700 ticks downstream.
+    let ticks: Vec<InputEdge> = (0..2600u64)
         .map(|i| rising(t0 - sms(100) + sms(i)))
         .collect();
     let mut io = line.io();
@@ -292,7 +294,7 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let stop = AtomicBool::new(false);
     let mut sched = time_schedule(0, 0, 15, Policy::Reject);
     sched.delay = Delay::Ticks {
-        ticks: 300,
+        ticks: 700,
         margin: 30,
     };
     let (s, lat) = run(&mut insp, io, options(sched), &stop, None).unwrap();
@@ -301,7 +303,7 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 4, "{pulses:?}");
     for ((start, _), frame) in pulses.iter().zip([0u64, 1, 2, 3]) {
-        assert_on_time(*start, t0 + sms(200 * frame + 300), "encoder reject");
+        assert_on_time(*start, t0 + sms(200 * frame + 700), "encoder reject");
     }
 }
 

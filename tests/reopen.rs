@@ -190,7 +190,7 @@ fn parts_triggered_while_the_camera_is_down_are_fail_safe_and_inspection_resumes
         .collect();
     let mut io = line.io();
     io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
-    let mut opts = options(time_schedule(400, 50, 15, Policy::Reject));
+    let mut opts = options(time_schedule(800, 50, 15, Policy::Reject));
     opts.trigger = Some(TriggerSettings {
         debounce: sms(5),
         window: sms(100),
