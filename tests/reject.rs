@@ -237,20 +237,21 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
     let (mut insp, t0) = paced_inspector(5.0, sms(300));
-    // Frames at t0 + k*200 ms. Photo-eye edges 3 ms before frames 0-4, 6 and 7, with contact
-    // bounce after the third; none before frame 5 (an untriggered frame), and one at 847 ms with no
+    // Frames at t0 + k*200 ms. Photo-eye edges 20 ms before frames 0-4, 6 and 7 (early enough that
+    // the simulated input thread, woken late on a loaded machine, still precedes the frame), with
+    // contact bounce after the third; none before frame 5 (an untriggered frame), and one at 847 ms with no
     // frame in its 100 ms window (a missed frame; the next frame comes 153 ms later). The window is
     // wide so that a loaded CI machine delaying a frame by tens of ms does not fail the test.
     let mut edges = Vec::new();
     for k in [0u64, 1, 2, 3, 4] {
-        edges.push(rising(t0 + sms(200 * k) - sms(3)));
+        edges.push(rising(t0 + sms(200 * k) - sms(20)));
         if k == 2 {
-            edges.push(rising(t0 + sms(200 * k) - sms(2)));
+            edges.push(rising(t0 + sms(200 * k) - sms(19)));
         }
     }
     edges.push(rising(t0 + sms(847)));
     for k in [6u64, 7] {
-        edges.push(rising(t0 + sms(200 * k) - sms(3)));
+        edges.push(rising(t0 + sms(200 * k) - sms(20)));
     }
     let mut io: LineIo = line.io();
     io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
@@ -271,7 +272,7 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     // (k=2, 3), the missed part.
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 5, "{pulses:?}");
-    for ((start, _), trig) in pulses.iter().zip([-3i64, 197, 397, 597, 847]) {
+    for ((start, _), trig) in pulses.iter().zip([-20i64, 180, 380, 580, 847]) {
         let due = Duration::from_nanos(
             (t0.as_nanos() as i64 + (trig + 800) * 1_000_000 * scale() as i64) as u64,
         );

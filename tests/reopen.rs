@@ -180,10 +180,11 @@ fn parts_triggered_while_the_camera_is_down_are_fail_safe_and_inspection_resumes
         threshold(),
         clock.clone(),
     );
-    // A photo-eye edge 3 ms before every frame, and two while the camera is down.
-    let mut at: Vec<Duration> = (0..3).map(|k| t0 + sms(200 * k) - sms(3)).collect();
+    // A photo-eye edge 40 ms before every frame (the simulated input thread may be woken late on
+    // a loaded machine; a real edge carries its kernel stamp), and two while the camera is down.
+    let mut at: Vec<Duration> = (0..3).map(|k| t0 + sms(200 * k) - sms(40)).collect();
     at.extend([t0 + sms(700), t0 + sms(1000)]);
-    at.extend((0..8).map(|k| t1 + sms(200 * k) - sms(3)));
+    at.extend((0..8).map(|k| t1 + sms(200 * k) - sms(40)));
     let edges = at
         .into_iter()
         .map(|at| InputEdge { at, rising: true })
