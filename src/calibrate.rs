@@ -275,6 +275,11 @@ pub fn utc_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    utc_from_unix(secs)
+}
+
+/// `secs` since the Unix epoch as an ISO 8601 UTC time (`2026-11-28T21:40:03Z`).
+pub fn utc_from_unix(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;

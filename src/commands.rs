@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::archive::Archive;
 use crate::calibrate::{
     best_f1_threshold, conformal_threshold, plot_histogram, utc_now, Calibration, CalibrationError,
     ScoreStats,
@@ -279,6 +280,8 @@ pub fn run_options(
             .then(|| Duration::from_secs_f64(cfg.log.status_interval_s)),
         max_frames,
         stats_json,
+        archive: None,
+        archive_faults: cfg.archive.as_ref().is_some_and(|a| a.faults),
     }
 }
 
@@ -308,7 +311,17 @@ pub fn cmd_run(
     let mut inspector = Inspector::new(source, Box::new(engine), threshold, clock);
     inspector.pre.set_roi(cfg.roi);
     inspector.drift = p99.map(|p| crate::drift::DriftMonitor::new(p, 0.01));
-    let opts = run_options(cfg, max_frames, stats_json);
+    let mut opts = run_options(cfg, max_frames, stats_json);
+    if let Some(a) = &cfg.archive {
+        let archive = Archive::open(a.settings())?;
+        log::info!(
+            "reject archive: {} (at most {} images, {} MiB)",
+            archive.dir().display(),
+            a.max_images,
+            a.max_megabytes
+        );
+        opts.archive = Some(archive);
+    }
     // SIGHUP re-reads the calibration file between two frames.
     let reloader = Reloader {
         flag: reload,
@@ -346,6 +359,12 @@ pub fn print_summary(s: &RunSummary, latency: &mut RunLatency) {
         s.output_errors,
         s.lost_messages
     );
+    if s.archived + s.archive_dropped + s.archive_failed > 0 {
+        println!(
+            "archive: written {} dropped {} failed {}",
+            s.archived, s.archive_dropped, s.archive_failed
+        );
+    }
     for (name, lat) in &latency.stages {
         println!("latency {name}: {lat}");
     }
@@ -387,6 +406,15 @@ pub fn cmd_check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     println!("source: {} (opened)", source.describe());
     if let Some(roi) = cfg.roi {
         println!("region of interest: {roi} (only this rectangle goes to the model)");
+    }
+    if let Some(a) = &cfg.archive {
+        let archive = Archive::open(a.settings())?;
+        println!(
+            "reject archive: {} (writable; keeps at most {} images, {} MiB)",
+            archive.dir().display(),
+            a.max_images,
+            a.max_megabytes
+        );
     }
     drop(source);
     let io = open_line_io(cfg, Arc::new(MonotonicClock))?;

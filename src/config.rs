@@ -51,6 +51,43 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Optional reject archive: images of rejected parts with their heatmaps, in a bounded ring.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// The reject archive (`src/archive.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Folder of the ring (created if missing).
+    pub dir: PathBuf,
+    /// Most images kept; the oldest are deleted first.
+    #[serde(default = "default_archive_images")]
+    pub max_images: usize,
+    /// Most disk space kept, in MiB; the oldest are deleted first.
+    #[serde(default = "default_archive_mib")]
+    pub max_megabytes: f64,
+    /// Also archive parts that could not be judged (inference faults).
+    #[serde(default = "default_true")]
+    pub faults: bool,
+}
+
+fn default_archive_images() -> usize {
+    1000
+}
+fn default_archive_mib() -> f64 {
+    500.0
+}
+
+impl ArchiveConfig {
+    pub fn settings(&self) -> crate::archive::ArchiveSettings {
+        crate::archive::ArchiveSettings {
+            dir: self.dir.clone(),
+            max_images: self.max_images,
+            max_bytes: (self.max_megabytes * 1024.0 * 1024.0) as u64,
+        }
+    }
 }
 
 /// Reject timing: `delay_ms` or `delay_ticks` (with an `[encoder]`), and the fail-safe policy.
@@ -411,6 +448,9 @@ impl Config {
         if let Some(c) = &mut self.decision.calibration {
             fix(c);
         }
+        if let Some(a) = &mut self.archive {
+            fix(&mut a.dir);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -520,6 +560,24 @@ impl Config {
                         format!("is {}; use 0 (steady) or a period in ms", o.heartbeat_ms),
                     ));
                 }
+            }
+        }
+        if let Some(a) = &self.archive {
+            if a.max_images == 0 {
+                return Err(bad(
+                    "archive.max_images",
+                    "is 0; give how many reject images to keep (e.g. 1000), or remove [archive]"
+                        .into(),
+                ));
+            }
+            if !a.max_megabytes.is_finite() || a.max_megabytes < 1.0 {
+                return Err(bad(
+                    "archive.max_megabytes",
+                    format!(
+                        "is {}; give the disk space for the archive in MiB, at least 1",
+                        a.max_megabytes
+                    ),
+                ));
             }
         }
         self.validate_timing(path)

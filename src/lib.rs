@@ -9,6 +9,7 @@
 //! the threshold from good parts, [`drift`] watches it, [`commands`] holds what the subcommands of
 //! the binary do.
 
+pub mod archive;
 pub mod calibrate;
 pub mod capture;
 pub mod clock;
@@ -45,6 +46,8 @@ pub enum Error {
     Eval(#[from] eval::EvalError),
     #[error(transparent)]
     Calibration(#[from] calibrate::CalibrationError),
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
 }
 
 impl Error {

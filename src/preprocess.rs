@@ -234,6 +234,11 @@ impl Preprocessor {
         self.roi = roi;
     }
 
+    /// The region of interest, if one is set.
+    pub fn roi(&self) -> Option<Roi> {
+        self.roi
+    }
+
     pub fn spec(&self) -> InputSpec {
         self.spec
     }

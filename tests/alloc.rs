@@ -6,10 +6,12 @@
 //! (no growth), and the whole loop must add nothing on top of it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use partguard::archive::{Archive, ArchiveSettings};
 use partguard::capture::ReplaySource;
 use partguard::clock::{Clock, MonotonicClock};
 use partguard::decide::decide;
@@ -24,20 +26,30 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Allocations made by the current thread (the inference loop runs on the test's thread).
+    static THREAD_ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -56,7 +68,7 @@ fn inspector() -> Inspector {
     Inspector::new(
         Box::new(source),
         Box::new(engine),
-        0.5,
+        common::threshold(),
         Arc::new(MonotonicClock),
     )
 }
@@ -64,19 +76,39 @@ fn inspector() -> Inspector {
 /// Runs the whole threaded line (capture thread, inference, reject actuator, simulated outputs) for
 /// `frames` frames and returns the allocations it made.
 fn run_frames(frames: u64) -> u64 {
+    run_frames_archiving(frames, None).0
+}
+
+/// The same with the reject archive on when `archive` names a folder; also returns the allocations
+/// of the inference loop's thread alone (the archive's writer thread allocates as it encodes PNGs).
+fn run_frames_archiving(frames: u64, archive: Option<&Path>) -> (u64, u64) {
     let mut insp = inspector();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = common::SimLine::new(clock);
     let opts = common::options(common::time_schedule(1000, 20, 1, Policy::Reject));
     let mut opts = opts;
     opts.max_frames = Some(frames);
+    opts.archive = archive.map(|dir| {
+        Archive::open(ArchiveSettings {
+            dir: dir.to_owned(),
+            max_images: 8,
+            max_bytes: 64 << 20,
+        })
+        .unwrap()
+    });
     let io = line.io();
     let stop = AtomicBool::new(false);
     let before = allocs();
+    let before_here = THREAD_ALLOCS.with(Cell::get);
     let (summary, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     let used = allocs() - before;
+    let used_here = THREAD_ALLOCS.with(Cell::get) - before_here;
     assert_eq!(summary.frames, frames);
-    used
+    if archive.is_some() {
+        // Half the samples are defective: they reach the archive.
+        assert!(summary.archived + summary.archive_dropped >= frames / 2 - 1);
+    }
+    (used, used_here)
 }
 
 #[test]
@@ -143,5 +175,17 @@ fn steady_state_frame_loop_allocates_only_what_tract_allocates() {
         extra * tract,
         "the loop allocated {} times per frame beyond tract's {tract}",
         (long - short) as f64 / extra as f64 - tract as f64
+    );
+
+    // 4. With the reject archive on, handing rejected parts to its writer adds nothing to the
+    //    inference loop's thread (each of its slots is sized by its first part, in both runs).
+    let dir = tempfile::tempdir().unwrap();
+    let (_, short_here) = run_frames_archiving(short_run, Some(&dir.path().join("a")));
+    let (_, long_here) = run_frames_archiving(long_run, Some(&dir.path().join("b")));
+    assert_eq!(
+        long_here - short_here,
+        extra * tract,
+        "with the archive, the inference thread allocated {} times per frame beyond tract's {tract}",
+        (long_here - short_here) as f64 / extra as f64 - tract as f64
     );
 }

@@ -254,3 +254,23 @@ fn a_line_with_encoder_trigger_and_outputs_parses() {
     );
     assert_eq!(s.queue_size, 16);
 }
+
+#[test]
+fn the_archive_resolves_beside_the_config_and_its_bounds_are_checked() {
+    let cfg = parse(&format!("{GOOD}\n[archive]\ndir = \"rejects\"\n")).unwrap();
+    let a = cfg.archive.unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    assert_eq!(a.dir, base.join("rejects"));
+    assert_eq!(
+        (a.max_images, a.max_megabytes, a.faults),
+        (1000, 500.0, true)
+    );
+    let (field, problem) =
+        field_error(&format!("{GOOD}\n[archive]\ndir = \"r\"\nmax_images = 0\n"));
+    assert_eq!(field, "archive.max_images");
+    assert!(problem.contains("remove [archive]"), "{problem}");
+    let (field, _) = field_error(&format!(
+        "{GOOD}\n[archive]\ndir = \"r\"\nmax_megabytes = 0.1\n"
+    ));
+    assert_eq!(field, "archive.max_megabytes");
+}

@@ -23,6 +23,7 @@ use capture::{
 };
 pub use capture::{TriggerMatcher, FRAME_BUFFERS};
 
+use crate::archive::{Archive, ArchiveReason, ArchivedPart};
 use crate::capture::{CaptureError, FrameSource, Label};
 use crate::clock::Clock;
 use crate::decide::{decide, Verdict};
@@ -200,6 +201,10 @@ pub struct RunOptions {
     pub max_frames: Option<u64>,
     /// Write the statistics as JSON to this file at each status interval and at the end.
     pub stats_json: Option<PathBuf>,
+    /// Keep images of rejected parts (and, with `archive_faults`, of parts that could not be
+    /// judged) with their heatmaps; the run waits for the queued writes at its end.
+    pub archive: Option<Archive>,
+    pub archive_faults: bool,
 }
 
 /// What a run did. Every part ends in exactly one of ok / ng / late / missed / faults / overflows.
@@ -226,6 +231,11 @@ pub struct RunSummary {
     pub output_errors: u64,
     /// Messages to the actuator that found its queue full.
     pub lost_messages: u64,
+    /// Reject archive: images written, parts not archived because the writer was behind, writes
+    /// that failed (disk full, ...).
+    pub archived: u64,
+    pub archive_dropped: u64,
+    pub archive_failed: u64,
 }
 
 /// Latency statistics of a run, per stage and for reject onsets.
@@ -241,7 +251,7 @@ pub struct RunLatency {
 pub fn run(
     inspector: &mut Inspector,
     io: LineIo,
-    opts: RunOptions,
+    mut opts: RunOptions,
     stop: &AtomicBool,
     reload: Option<&Reloader<'_>>,
 ) -> Result<(RunSummary, RunLatency), StageError> {
@@ -469,9 +479,27 @@ pub fn run(
             stats.record(Stage::Preprocess, t2.saturating_sub(t1));
             // A region of interest that does not fit the frame is a bad frame; an inference error
             // or a non-finite score an inference fault. Both are fail-safe, never a pass.
+            // What the archive gets of this part (never waits: a busy writer drops it, counted).
+            let archive_part = |reason, score, map| {
+                if let Some(a) = &opts.archive {
+                    if reason == ArchiveReason::Reject || opts.archive_faults {
+                        a.submit(&ArchivedPart {
+                            seq: ticket.stamp.seq,
+                            reason,
+                            score,
+                            frame: &slot.rgb,
+                            width: slot.width,
+                            height: slot.height,
+                            roi: pre.roi(),
+                            map,
+                        });
+                    }
+                }
+            };
             let (score, verdict, fault, t3) = match filled {
                 Err(e) => {
                     log::warn!("part {}: {e}", ticket.stamp.seq);
+                    archive_part(ArchiveReason::Fault, f32::NAN, None);
                     (f32::NAN, Verdict::Fault, Fault::BadFrame, t2)
                 }
                 Ok(()) => {
@@ -479,14 +507,25 @@ pub fn run(
                     let t3 = clock.now();
                     stats.record(Stage::Inference, t3.saturating_sub(t2));
                     match result {
-                        Ok(inf) => (
-                            inf.score,
-                            decide(inf.score, *threshold),
-                            Fault::Inference,
-                            t3,
-                        ),
+                        Ok(inf) => {
+                            let verdict = decide(inf.score, *threshold);
+                            let reason = match verdict {
+                                Verdict::Pass => None,
+                                Verdict::Reject => Some(ArchiveReason::Reject),
+                                Verdict::Fault => Some(ArchiveReason::Fault),
+                            };
+                            if let Some(reason) = reason {
+                                archive_part(
+                                    reason,
+                                    inf.score,
+                                    Some((inf.map, inf.width, inf.height)),
+                                );
+                            }
+                            (inf.score, verdict, Fault::Inference, t3)
+                        }
                         Err(e) => {
                             log::warn!("part {}: {e}", ticket.stamp.seq);
+                            archive_part(ArchiveReason::Fault, f32::NAN, None);
                             (f32::NAN, Verdict::Fault, Fault::Inference, t3)
                         }
                     }
@@ -567,7 +606,15 @@ pub fn run(
             return Err(StageError::Input(e));
         }
         stats.skipped = skipped;
-        let summary = summarize(stats, &shared, frames, (untriggered, stalls));
+        let mut summary = summarize(stats, &shared, frames, (untriggered, stalls));
+        if let Some(a) = opts.archive.take() {
+            let c = a.finish();
+            (
+                summary.archived,
+                summary.archive_dropped,
+                summary.archive_failed,
+            ) = (c.archived, c.dropped, c.failed);
+        }
         let latency = latency_of(stats, &shared);
         if let Some(p) = &opts.stats_json {
             write_json(p, &summary, stats, &shared);
@@ -606,6 +653,7 @@ fn summarize(
         gap_delayed: c.gap_delayed,
         output_errors,
         lost_messages: shared.lost.load(Ordering::Relaxed),
+        ..RunSummary::default()
     }
 }
 

@@ -166,5 +166,7 @@ pub fn options(schedule: SchedulerSettings) -> RunOptions {
         status_interval: None,
         max_frames: None,
         stats_json: None,
+        archive: None,
+        archive_faults: true,
     }
 }
