@@ -43,11 +43,13 @@ pub enum OutputError {
         chip: String,
         line: String,
     },
-    #[error("{role}: GPIO line {line} on {chip} is already in use by another process or driver; free it (`gpioinfo {chip}` shows the consumer)")]
+    #[error("{role}: GPIO line {line} on {chip} is already in use by {holder}; free it (`gpioinfo {chip}` shows the consumer; a second partguard on the same line is the usual cause)")]
     Busy {
         role: &'static str,
         chip: String,
         line: String,
+        /// The kernel's consumer label of the holder, e.g. `"partguard-reject"`.
+        holder: String,
     },
     #[error("{role}: GPIO line {line} on {chip}: {reason}")]
     Io {
@@ -118,6 +120,11 @@ impl SimulatedLine {
 
     pub fn level(&self) -> Option<Level> {
         self.state.lock().ok().and_then(|s| s.level)
+    }
+
+    /// Edges beyond `capacity` (not kept).
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().map_or(0, |s| s.dropped)
     }
 
     /// Pulses as (start, width): each Active edge paired with the next Inactive one.
@@ -222,6 +229,22 @@ pub(crate) fn resolve_line(
     Ok((path, offset))
 }
 
+/// Who holds a line, as the kernel names its consumer.
+fn line_holder(chip: &str, line: &LineId) -> String {
+    let info = resolve_line("holder", chip, line)
+        .ok()
+        .and_then(|(path, offset)| {
+            gpiocdev::chip::Chip::from_path(&path)
+                .ok()?
+                .line_info(offset)
+                .ok()
+        });
+    match info {
+        Some(i) if !i.consumer.is_empty() => format!("\"{}\"", i.consumer),
+        _ => "another process or driver".to_owned(),
+    }
+}
+
 /// Maps a failed line request: EBUSY is a line held by someone else.
 pub(crate) fn request_error(
     role: &'static str,
@@ -234,6 +257,7 @@ pub(crate) fn request_error(
             role,
             chip: chip.to_owned(),
             line: line.to_string(),
+            holder: line_holder(chip, line),
         },
         other => OutputError::Io {
             role,
@@ -335,6 +359,7 @@ impl RpiLine {
                 role,
                 chip: chip.clone(),
                 line: line.clone(),
+                holder: "another process".to_owned(),
             },
             rppal::gpio::Error::PinNotAvailable(_) => OutputError::NoSuchLine {
                 role,

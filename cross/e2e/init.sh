@@ -35,6 +35,10 @@ feeder=$!
 pg=$!
 wait $feeder
 echo $? >/results/feed.rc
+# A second process asking for the reject line while partguard holds it (the kernel's EBUSY on a
+# real GPIO chip): a clear error naming the line, and partguard's line is not disturbed.
+./partguard safe-state --config e2e.toml >/results/busy.txt 2>&1
+echo $? >/results/busy.rc
 # Every image judged: stop; partguard finishes the parts still on their way to the ejector.
 kill -INT $pg
 wait $pg

@@ -60,7 +60,7 @@ wall=$(( $(date +%s) - start ))
 fail() {
     echo "e2e FAILED: $*" >&2
     echo "---- guest console ----" >&2; cat "$run/console.log" >&2
-    for f in guest-env.txt check.txt feed.log feed.txt run.txt run.log; do
+    for f in guest-env.txt check.txt feed.log feed.txt run.txt run.log busy.txt; do
         [ -f "$run/results/$f" ] && { echo "---- $f ----" >&2; cat "$run/results/$f" >&2; }
     done
     exit 1

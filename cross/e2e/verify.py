@@ -82,6 +82,14 @@ def main(run):
         if spread > TIMING_TOL_MS:
             problems.append(f"pulses are not at one fixed delay after their triggers: spread {spread:.1f} ms "
                             f"> {TIMING_TOL_MS} ms")
+    # partguard safe-state while partguard run held the reject line.
+    busy_rc = open(f"{run}/results/busy.rc").read().strip()
+    busy = open(f"{run}/results/busy.txt").read()
+    print(f"second process on the reject line: exit {busy_rc}: {busy.strip()}")
+    if busy_rc in ("0", ""):
+        problems.append("a second process could take the reject line while partguard held it")
+    if "reject: GPIO line 3 on" not in busy or "is already in use" not in busy:
+        problems.append(f"the busy-line error does not name the line and the cause: {busy!r}")
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0

@@ -572,6 +572,8 @@ pub fn run(
             drop(slot);
             // Cannot fail: there are as many places as frame buffers.
             let _ = free_tx.enqueue(ticket.slot);
+            // An unpaced replay's capture thread waits for a free buffer.
+            capture.thread().unpark();
             shared.mark_alive(decided);
         }
         flags.capture_stop.store(true, Ordering::Release);
