@@ -204,7 +204,7 @@ pub(crate) fn resolve_line(
         });
     }
     let c = gpiocdev::chip::Chip::from_path(&path).map_err(|e| match e {
-        gpiocdev::Error::Os(errno) if errno.0 == libc::EACCES || errno.0 == libc::EPERM => {
+        e if matches!(errno_of(&e), Some(libc::EACCES | libc::EPERM)) => {
             OutputError::PermissionDenied {
                 role,
                 chip: chip.to_owned(),
@@ -245,6 +245,16 @@ fn line_holder(chip: &str, line: &LineId) -> String {
     }
 }
 
+/// The kernel's errno in a gpiocdev error: a plain OS error, or one from a uAPI call (a line
+/// request's `get_line` ioctl reports EBUSY this way).
+fn errno_of(e: &gpiocdev::Error) -> Option<i32> {
+    match e {
+        gpiocdev::Error::Os(errno) => Some(errno.0),
+        gpiocdev::Error::Uapi(_, gpiocdev_uapi::Error::Os(errno)) => Some(errno.0),
+        _ => None,
+    }
+}
+
 /// Maps a failed line request: EBUSY is a line held by someone else.
 pub(crate) fn request_error(
     role: &'static str,
@@ -253,7 +263,7 @@ pub(crate) fn request_error(
     e: gpiocdev::Error,
 ) -> OutputError {
     match e {
-        gpiocdev::Error::Os(errno) if errno.0 == libc::EBUSY => OutputError::Busy {
+        e if errno_of(&e) == Some(libc::EBUSY) => OutputError::Busy {
             role,
             chip: chip.to_owned(),
             line: line.to_string(),

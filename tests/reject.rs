@@ -353,10 +353,31 @@ fn a_panic_in_the_inference_thread_puts_the_outputs_in_their_safe_state_at_once(
     };
     let stop = AtomicBool::new(false);
     let started = std::time::Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(&mut insp, io, options(sched), &stop, None)
-    }));
-    assert!(result.is_err(), "the panic propagates to the caller");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("stats.json");
+    let mut opts = options(sched);
+    opts.stats_json = Some(json.clone());
+    let result = run(&mut insp, io, opts, &stop, None);
+    // The panic ends the run as a fault that names the stage and the panic's message.
+    match result {
+        Err(
+            e @ partguard::pipeline::StageError::Panicked {
+                stage: "inference", ..
+            },
+        ) => {
+            assert!(
+                e.to_string()
+                    .contains("injected panic in the inference stage"),
+                "{e}"
+            );
+        }
+        other => panic!("expected the inference thread's panic as an error, got {other:?}"),
+    }
+    // The final statistics were still written: two parts judged before the panic.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["counts"]["frames"], 2, "{doc}");
+    assert!(doc["counts"]["parts"].as_u64().unwrap() >= 2, "{doc}");
     assert!(
         started.elapsed() < sms(4000),
         "the run did not wait for the 5 s of pending parts: {:?}",

@@ -8,6 +8,7 @@
 //! allocates per frame. It stops at the end of the input or on the stop flag (SIGINT/SIGTERM), after
 //! every tracked part has passed the ejector, and leaves every output in its safe state.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,20 @@ pub enum StageError {
     Actuator(String),
     #[error(transparent)]
     Input(#[from] OutputError),
+    #[error("the {stage} thread panicked ({message}); the outputs were put in their safe state")]
+    Panicked {
+        stage: &'static str,
+        message: String,
+    },
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 /// The result of inspecting one frame.
@@ -415,200 +430,224 @@ pub fn run(
                 .map_err(|e| StageError::Actuator(format!("cannot start capture thread: {e}")))?
         };
 
-        // The inference loop, on this thread.
-        crate::realtime::apply("inference", 0, opts.inference_cpu);
-        let mut next_status = opts.status_interval.map(|i| clock.now() + i);
+        // The inference loop, on this thread. A panic in it (a bug in a stage) ends the run like a
+        // fault: the outputs go to their safe state at once, and the final counts are still
+        // written and logged.
         let mut frames = 0u64;
-        let mut stopping = false;
-        crate::service::ready();
-        loop {
-            // A sign of life for systemd's watchdog: this loop turns at least every 20 ms, or
-            // once per inference.
-            crate::service::watchdog(crate::clock::monotonic_now());
-            if stop.load(Ordering::Relaxed) || opts.max_frames.is_some_and(|m| frames >= m) {
-                flags.capture_stop.store(true, Ordering::Release);
-                if !stopping {
-                    stopping = true;
-                    crate::service::stopping();
-                }
-            }
-            if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
-                match (r.load)() {
-                    Ok((t, p99)) => {
-                        log::info!("reloaded: threshold {} -> {t}", *threshold);
-                        *threshold = t;
-                        *drift = p99.map(|p| DriftMonitor::new(p, 0.01));
-                    }
-                    Err(e) => log::error!("reload failed, threshold stays {}: {e}", *threshold),
-                }
-            }
-            if let (Some(due), Some(interval)) = (next_status, opts.status_interval) {
-                let now = clock.now();
-                if now >= due {
-                    status_line(stats, &shared, frames);
-                    if let Some(p) = &opts.stats_json {
-                        write_json(
-                            p,
-                            &summarize(stats, &shared, frames, (0, 0)),
-                            stats,
-                            &shared,
-                        );
-                    }
-                    next_status = Some(now + interval);
-                }
-            }
-            if actuator.is_finished() {
-                return Err(StageError::Actuator(
-                    "stopped unexpectedly; the outputs were put in their safe state".into(),
-                ));
-            }
-            let Some(ticket) = ticket_rx.dequeue() else {
-                if flags.capture_done.load(Ordering::Acquire) && !ticket_rx.ready() {
-                    break;
-                }
-                std::thread::park_timeout(Duration::from_millis(20));
-                continue;
-            };
-            let Ok(slot) = slots[ticket.slot].lock() else {
-                return Err(StageError::Actuator("frame buffer poisoned".into()));
-            };
-            let t1 = clock.now();
-            let filled =
-                pre.fill_tensor_from(&slot.rgb, slot.width, slot.height, engine.input_mut());
-            let t2 = clock.now();
-            stats.record(Stage::Preprocess, t2.saturating_sub(t1));
-            // A region of interest that does not fit the frame is a bad frame; an inference error
-            // or a non-finite score an inference fault. Both are fail-safe, never a pass.
-            // What the archive gets of this part (never waits: a busy writer drops it, counted).
-            let archive_part = |reason, score, map| {
-                if let Some(a) = &opts.archive {
-                    if reason == ArchiveReason::Reject || opts.archive_faults {
-                        a.submit(&ArchivedPart {
-                            seq: ticket.stamp.seq,
-                            reason,
-                            score,
-                            frame: &slot.rgb,
-                            width: slot.width,
-                            height: slot.height,
-                            roi: pre.roi(),
-                            map,
-                        });
+        let looped = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), StageError> {
+            crate::realtime::apply("inference", 0, opts.inference_cpu);
+            let mut next_status = opts.status_interval.map(|i| clock.now() + i);
+            let mut stopping = false;
+            crate::service::ready();
+            loop {
+                // A sign of life for systemd's watchdog: this loop turns at least every 20 ms, or
+                // once per inference.
+                crate::service::watchdog(crate::clock::monotonic_now());
+                if stop.load(Ordering::Relaxed) || opts.max_frames.is_some_and(|m| frames >= m) {
+                    flags.capture_stop.store(true, Ordering::Release);
+                    if !stopping {
+                        stopping = true;
+                        crate::service::stopping();
                     }
                 }
-            };
-            let (score, verdict, fault, t3) = match filled {
-                Err(e) => {
-                    log::warn!("part {}: {e}", ticket.stamp.seq);
-                    archive_part(ArchiveReason::Fault, f32::NAN, None);
-                    (f32::NAN, Verdict::Fault, Fault::BadFrame, t2)
+                if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
+                    match (r.load)() {
+                        Ok((t, p99)) => {
+                            log::info!("reloaded: threshold {} -> {t}", *threshold);
+                            *threshold = t;
+                            *drift = p99.map(|p| DriftMonitor::new(p, 0.01));
+                        }
+                        Err(e) => log::error!("reload failed, threshold stays {}: {e}", *threshold),
+                    }
                 }
-                Ok(()) => {
-                    let result = engine.run();
-                    let t3 = clock.now();
-                    stats.record(Stage::Inference, t3.saturating_sub(t2));
-                    match result {
-                        Ok(inf) => {
-                            let verdict = decide(inf.score, *threshold);
-                            let reason = match verdict {
-                                Verdict::Pass => None,
-                                Verdict::Reject => Some(ArchiveReason::Reject),
-                                Verdict::Fault => Some(ArchiveReason::Fault),
-                            };
-                            if let Some(reason) = reason {
-                                archive_part(
-                                    reason,
-                                    inf.score,
-                                    Some((inf.map, inf.width, inf.height)),
-                                );
+                if let (Some(due), Some(interval)) = (next_status, opts.status_interval) {
+                    let now = clock.now();
+                    if now >= due {
+                        status_line(stats, &shared, frames);
+                        if let Some(p) = &opts.stats_json {
+                            write_json(
+                                p,
+                                &summarize(stats, &shared, frames, (0, 0)),
+                                stats,
+                                &shared,
+                            );
+                        }
+                        next_status = Some(now + interval);
+                    }
+                }
+                if actuator.is_finished() {
+                    return Err(StageError::Actuator(
+                        "stopped unexpectedly; the outputs were put in their safe state".into(),
+                    ));
+                }
+                let Some(ticket) = ticket_rx.dequeue() else {
+                    if flags.capture_done.load(Ordering::Acquire) && !ticket_rx.ready() {
+                        break;
+                    }
+                    std::thread::park_timeout(Duration::from_millis(20));
+                    continue;
+                };
+                let Ok(slot) = slots[ticket.slot].lock() else {
+                    return Err(StageError::Actuator("frame buffer poisoned".into()));
+                };
+                let t1 = clock.now();
+                let filled =
+                    pre.fill_tensor_from(&slot.rgb, slot.width, slot.height, engine.input_mut());
+                let t2 = clock.now();
+                stats.record(Stage::Preprocess, t2.saturating_sub(t1));
+                // A region of interest that does not fit the frame is a bad frame; an inference error
+                // or a non-finite score an inference fault. Both are fail-safe, never a pass.
+                // What the archive gets of this part (never waits: a busy writer drops it, counted).
+                let archive_part = |reason, score, map| {
+                    if let Some(a) = &opts.archive {
+                        if reason == ArchiveReason::Reject || opts.archive_faults {
+                            a.submit(&ArchivedPart {
+                                seq: ticket.stamp.seq,
+                                reason,
+                                score,
+                                frame: &slot.rgb,
+                                width: slot.width,
+                                height: slot.height,
+                                roi: pre.roi(),
+                                map,
+                            });
+                        }
+                    }
+                };
+                let (score, verdict, fault, t3) = match filled {
+                    Err(e) => {
+                        log::warn!("part {}: {e}", ticket.stamp.seq);
+                        archive_part(ArchiveReason::Fault, f32::NAN, None);
+                        (f32::NAN, Verdict::Fault, Fault::BadFrame, t2)
+                    }
+                    Ok(()) => {
+                        let result = engine.run();
+                        let t3 = clock.now();
+                        stats.record(Stage::Inference, t3.saturating_sub(t2));
+                        match result {
+                            Ok(inf) => {
+                                let verdict = decide(inf.score, *threshold);
+                                let reason = match verdict {
+                                    Verdict::Pass => None,
+                                    Verdict::Reject => Some(ArchiveReason::Reject),
+                                    Verdict::Fault => Some(ArchiveReason::Fault),
+                                };
+                                if let Some(reason) = reason {
+                                    archive_part(
+                                        reason,
+                                        inf.score,
+                                        Some((inf.map, inf.width, inf.height)),
+                                    );
+                                }
+                                (inf.score, verdict, Fault::Inference, t3)
                             }
-                            (inf.score, verdict, Fault::Inference, t3)
-                        }
-                        Err(e) => {
-                            log::warn!("part {}: {e}", ticket.stamp.seq);
-                            archive_part(ArchiveReason::Fault, f32::NAN, None);
-                            (f32::NAN, Verdict::Fault, Fault::Inference, t3)
+                            Err(e) => {
+                                log::warn!("part {}: {e}", ticket.stamp.seq);
+                                archive_part(ArchiveReason::Fault, f32::NAN, None);
+                                (f32::NAN, Verdict::Fault, Fault::Inference, t3)
+                            }
                         }
                     }
-                }
-            };
-            let judgement = match verdict {
-                Verdict::Pass => Judgement::Pass,
-                Verdict::Reject => Judgement::Reject,
-                Verdict::Fault => Judgement::Fault(fault),
-            };
-            let decided = clock.now();
-            infer_link.send(Msg::Decide {
-                seq: ticket.stamp.seq,
-                judgement,
-                at: decided,
-                count: position.as_ref().map_or(0, |p| p.count_at(decided)),
-            });
-            stats.record(Stage::Decision, decided.saturating_sub(t3));
-            stats.record(Stage::Total, decided.saturating_sub(ticket.frame_time));
-            frames += 1;
-            match verdict {
-                Verdict::Pass => {
-                    stats.ok += 1;
-                    if let Some(d) = drift.as_mut() {
-                        d.observe(score);
-                    }
-                }
-                Verdict::Reject => stats.ng += 1,
-                Verdict::Fault => stats.faults += 1,
-            }
-            stats.frames = frames;
-            if opts.print_decisions {
-                let origin = (!slot.origin.as_os_str().is_empty()).then_some(slot.origin.as_path());
-                print_outcome(&Outcome {
-                    sequence: ticket.stamp.seq,
-                    captured: ticket.frame_time,
-                    decided,
-                    score,
-                    verdict,
-                    label: origin.and_then(Label::from_path),
-                    origin,
+                };
+                let judgement = match verdict {
+                    Verdict::Pass => Judgement::Pass,
+                    Verdict::Reject => Judgement::Reject,
+                    Verdict::Fault => Judgement::Fault(fault),
+                };
+                let decided = clock.now();
+                infer_link.send(Msg::Decide {
+                    seq: ticket.stamp.seq,
+                    judgement,
+                    at: decided,
+                    count: position.as_ref().map_or(0, |p| p.count_at(decided)),
                 });
+                stats.record(Stage::Decision, decided.saturating_sub(t3));
+                stats.record(Stage::Total, decided.saturating_sub(ticket.frame_time));
+                frames += 1;
+                match verdict {
+                    Verdict::Pass => {
+                        stats.ok += 1;
+                        if let Some(d) = drift.as_mut() {
+                            d.observe(score);
+                        }
+                    }
+                    Verdict::Reject => stats.ng += 1,
+                    Verdict::Fault => stats.faults += 1,
+                }
+                stats.frames = frames;
+                if opts.print_decisions {
+                    let origin =
+                        (!slot.origin.as_os_str().is_empty()).then_some(slot.origin.as_path());
+                    print_outcome(&Outcome {
+                        sequence: ticket.stamp.seq,
+                        captured: ticket.frame_time,
+                        decided,
+                        score,
+                        verdict,
+                        label: origin.and_then(Label::from_path),
+                        origin,
+                    });
+                }
+                drop(slot);
+                // Cannot fail: there are as many places as frame buffers.
+                let _ = free_tx.enqueue(ticket.slot);
+                // An unpaced replay's capture thread waits for a free buffer.
+                capture.thread().unpark();
+                shared.mark_alive(decided);
             }
-            drop(slot);
-            // Cannot fail: there are as many places as frame buffers.
-            let _ = free_tx.enqueue(ticket.slot);
-            // An unpaced replay's capture thread waits for a free buffer.
-            capture.thread().unpark();
-            shared.mark_alive(decided);
-        }
+            Ok(())
+        }));
+        let mut failure = match looped {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(payload) => Some(StageError::Panicked {
+                stage: "inference",
+                message: panic_message(payload.as_ref()),
+            }),
+        };
         flags.capture_stop.store(true, Ordering::Release);
-        let end = capture
-            .join()
-            .map_err(|_| StageError::Actuator("capture thread panicked".into()))?;
-        // Let the tracked parts reach the ejector, then stop the actuator and the inputs.
-        stopper.completed = true;
+        let end = capture.join();
+        // After a normal end the tracked parts reach the ejector first; after a failure the
+        // outputs go to their safe state at once.
+        stopper.completed = failure.is_none() && end.is_ok();
         drop(stopper);
         let outputs_back = actuator.join();
         flags.inputs_stop.store(true, Ordering::Release);
         for t in input_threads {
             let _ = t.join();
         }
+        let mut counts_of_capture = (0, 0);
+        match end {
+            Ok(CaptureEnd {
+                error,
+                skipped,
+                convert,
+                untriggered,
+                stalls,
+            }) => {
+                stats.set_window(Stage::Convert, convert);
+                stats.skipped = skipped;
+                counts_of_capture = (untriggered, stalls);
+                if let Some(e) = error {
+                    failure.get_or_insert(StageError::Capture(e));
+                }
+            }
+            Err(payload) => {
+                failure.get_or_insert(StageError::Panicked {
+                    stage: "capture",
+                    message: panic_message(payload.as_ref()),
+                });
+            }
+        }
         if outputs_back.is_err() {
-            return Err(StageError::Actuator(
+            failure.get_or_insert(StageError::Actuator(
                 "panicked; the outputs were put in their safe state".into(),
             ));
         }
-        let CaptureEnd {
-            error,
-            skipped,
-            convert,
-            untriggered,
-            stalls,
-        } = end;
-        stats.set_window(Stage::Convert, convert);
-        if let Some(e) = error {
-            return Err(StageError::Capture(e));
-        }
         if let Some(e) = flags.input_error.lock().ok().and_then(|mut e| e.take()) {
-            return Err(StageError::Input(e));
+            failure.get_or_insert(StageError::Input(e));
         }
-        stats.skipped = skipped;
-        let mut summary = summarize(stats, &shared, frames, (untriggered, stalls));
+        let mut summary = summarize(stats, &shared, frames, counts_of_capture);
         if let Some(a) = opts.archive.take() {
             let c = a.finish();
             (
@@ -620,6 +659,21 @@ pub fn run(
         let latency = latency_of(stats, &shared);
         if let Some(p) = &opts.stats_json {
             write_json(p, &summary, stats, &shared);
+        }
+        if let Some(e) = failure {
+            log::error!(
+                "run ended by a fault ({e}); final counts: frames {} parts {} OK {} NG {} late {} missed {} faults {} overflows {} pulses {}",
+                summary.frames,
+                summary.parts,
+                summary.ok,
+                summary.ng,
+                summary.late,
+                summary.missed,
+                summary.faults,
+                summary.overflows,
+                summary.pulses
+            );
+            return Err(e);
         }
         Ok((summary, latency))
     })
