@@ -23,6 +23,16 @@ export PARTGUARD_TEST_TIME_SCALE="${PARTGUARD_TEST_TIME_SCALE:-100}"
 export PARTGUARD_TEST_RUNNER="${PARTGUARD_TEST_RUNNER:-$(command -v qemu-aarch64)}"
 target=aarch64-unknown-linux-gnu
 t() { cargo test --release --target "$target" "$@"; }
+# The onnxruntime engine against tract (feature onnxruntime), with the PyPI wheel's aarch64
+# libonnxruntime.so (cross/setup-onnxruntime.sh). It reads /proc/cpuinfo and crashes on the host's
+# x86 one: the qemu prefix holds a Cortex-A76 cpuinfo beside the cross toolchain's libraries.
+onnxruntime() {
+    echo "== aarch64 onnxruntime engine, QEMU_CPU=cortex-a76"
+    bash cross/setup-onnxruntime.sh
+    ORT_DYLIB_PATH="$PWD/target/onnxruntime/aarch64/libonnxruntime.so.1.32.0" \
+        QEMU_LD_PREFIX="$PWD/target/onnxruntime/qemu-prefix" QEMU_CPU=cortex-a76 \
+        t --features onnxruntime --test engines -- --nocapture
+}
 case "${1:-ci}" in
 ci)
     echo "== aarch64, QEMU_CPU=cortex-a76"
@@ -33,12 +43,14 @@ ci)
     t --test cli -- check_reports config_errors missing_camera
     echo "== aarch64, QEMU_CPU=cortex-a72"
     QEMU_CPU=cortex-a72 t --test model outputs_match -- --nocapture
+    onnxruntime
     ;;
 full)
     echo "== aarch64, QEMU_CPU=cortex-a76: whole suite, time scale $PARTGUARD_TEST_TIME_SCALE"
     QEMU_CPU=cortex-a76 t
     echo "== aarch64, QEMU_CPU=cortex-a72: model tests"
     QEMU_CPU=cortex-a72 t --test model -- --nocapture
+    onnxruntime
     ;;
 *)
     echo "usage: $0 [ci|full]" >&2

@@ -16,7 +16,7 @@ use crate::capture::{
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::{Config, EncoderEdges, OutputLineConfig, SourceConfig, DEFAULT_DELAY_MS};
 use crate::eval::evaluate;
-use crate::infer::{Engine, ModelInfo, TractEngine};
+use crate::infer::{load_engine, Engine, EngineKind, ModelInfo, TractEngine};
 use crate::input::{CdevInput, EdgeInput, Edges, SocketTrigger};
 use crate::output::{open_output, open_reject, Level, OutputError, OutputSpec};
 use crate::pipeline::{
@@ -301,14 +301,14 @@ pub fn cmd_run(
             "[timing] names no delay: rejects fire {DEFAULT_DELAY_MS} ms after capture; set timing.delay_ms for your line (README, Reject timing)"
         );
     }
-    let engine = TractEngine::load(&cfg.model.path)?;
-    log_model(&engine);
+    let engine = open_engine(cfg)?;
+    log_model(&*engine);
     let (threshold, origin, p99) = resolve_decision(cfg, engine.info())?;
     log::info!("threshold {threshold} from {origin}");
     let info = engine.info().clone();
     let source = open_source(&cfg.source, false)?;
     log::info!("source: {}", source.describe());
-    let mut inspector = Inspector::new(source, Box::new(engine), threshold, clock);
+    let mut inspector = Inspector::new(source, engine, threshold, clock);
     inspector.pre.set_roi(cfg.roi);
     inspector.drift = p99.map(|p| crate::drift::DriftMonitor::new(p, 0.01));
     let mut opts = run_options(cfg, max_frames, stats_json);
@@ -371,6 +371,15 @@ pub fn print_summary(s: &RunSummary, latency: &mut RunLatency) {
     println!("reject onset error: {}", latency.onset);
 }
 
+/// Loads the configured model with the configured engine (`model.engine`).
+pub fn open_engine(cfg: &Config) -> Result<Box<dyn Engine>, Error> {
+    Ok(load_engine(
+        &cfg.model.path,
+        cfg.model.engine,
+        &cfg.model.engine_options(),
+    )?)
+}
+
 fn log_model(engine: &dyn Engine) {
     let i = engine.info();
     log::info!(
@@ -387,7 +396,7 @@ fn log_model(engine: &dyn Engine) {
 /// `partguard check`: opens everything the config names and says what it found.
 pub fn cmd_check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     println!("config {config_name}: valid");
-    let engine = TractEngine::load(&cfg.model.path)?;
+    let engine = open_engine(cfg)?;
     let i = engine.info();
     println!("model {}: loaded and planned", i.path.display());
     for key in [
@@ -521,24 +530,103 @@ pub fn cmd_eval(
     Ok(())
 }
 
-/// `partguard bench`: per-stage latency over `frames` frames from the configured source.
-pub fn cmd_bench(cfg: &Config, frames: u64, warmup: u64) -> Result<(), Error> {
-    let engine = TractEngine::load(&cfg.model.path)?;
-    log_model(&engine);
-    let source = open_source(&cfg.source, true)?;
+/// What one `bench` pass measured.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub model: std::path::PathBuf,
+    pub engine: EngineKind,
+    pub inference: crate::stats::Summary,
+    pub frames_per_s: f64,
+}
+
+/// `partguard bench`: per-stage latency over `frames` frames from the configured source. With
+/// `engines` and/or `models`, every model runs on every engine on the same frames, and the
+/// tract/onnxruntime inference time ratio is printed per model.
+pub fn cmd_bench(
+    cfg: &Config,
+    frames: u64,
+    warmup: u64,
+    engines: &[EngineKind],
+    models: &[std::path::PathBuf],
+) -> Result<Vec<BenchResult>, Error> {
+    let engines = if engines.is_empty() {
+        vec![cfg.model.engine]
+    } else {
+        engines.to_vec()
+    };
+    let models = if models.is_empty() {
+        vec![cfg.model.path.clone()]
+    } else {
+        models.to_vec()
+    };
+    let mut results = Vec::new();
+    for model in &models {
+        for &kind in &engines {
+            let engine = load_engine(model, kind, &cfg.model.engine_options())?;
+            log_model(&*engine);
+            println!("== {} on {}", model.display(), kind.name());
+            results.push(bench_one(cfg, engine, kind, frames, warmup)?);
+        }
+    }
+    if results.len() > 1 {
+        println!();
+        println!(
+            "{:<40} {:<12} {:>12} {:>12} {:>10}",
+            "model", "engine", "median (ms)", "p99 (ms)", "frames/s"
+        );
+        for r in &results {
+            println!(
+                "{:<40} {:<12} {:>12.2} {:>12.2} {:>10.1}",
+                r.model.file_name().unwrap_or_default().to_string_lossy(),
+                r.engine.name(),
+                r.inference.median_us as f64 / 1000.0,
+                r.inference.p99_us as f64 / 1000.0,
+                r.frames_per_s
+            );
+        }
+        for model in &models {
+            let median = |k: EngineKind| {
+                results
+                    .iter()
+                    .find(|r| r.model == *model && r.engine == k)
+                    .map(|r| r.inference.median_us as f64)
+            };
+            if let (Some(t), Some(o)) = (median(EngineKind::Tract), median(EngineKind::Onnxruntime))
+            {
+                println!(
+                    "ratio tract/onnxruntime (inference median) for {}: {:.2}",
+                    model.file_name().unwrap_or_default().to_string_lossy(),
+                    t / o.max(1.0)
+                );
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn bench_one(
+    cfg: &Config,
+    engine: Box<dyn Engine>,
+    kind: EngineKind,
+    frames: u64,
+    warmup: u64,
+) -> Result<BenchResult, Error> {
+    let model = engine.info().path.clone();
+    // As fast as the stages go: a replay's line rate would cap the throughput.
+    let mut source_cfg = cfg.source.clone();
+    if let SourceConfig::Replay { rate_hz, .. } = &mut source_cfg {
+        *rate_hz = 0.0;
+    }
+    let source = open_source(&source_cfg, true)?;
     println!(
         "bench: {} frames after {} warm-up, source {}",
         frames,
         warmup,
         source.describe()
     );
-    let (threshold, _) = resolve_threshold(cfg, engine.info())?;
-    let mut inspector = Inspector::new(
-        source,
-        Box::new(engine),
-        threshold,
-        Arc::new(MonotonicClock),
-    );
+    // The threshold only labels the outcomes here; a calibration for another model does not apply.
+    let threshold = resolve_threshold(cfg, engine.info()).map_or(f32::INFINITY, |(t, _)| t);
+    let mut inspector = Inspector::new(source, engine, threshold, Arc::new(MonotonicClock));
     inspector.pre.set_roi(cfg.roi);
     for _ in 0..warmup {
         if inspector.inspect_next()?.is_none() {
@@ -575,13 +663,19 @@ pub fn cmd_bench(cfg: &Config, frames: u64, warmup: u64) -> Result<(), Error> {
             ms(m.max_us)
         );
     }
+    let frames_per_s = s.frames as f64 / wall.as_secs_f64();
     println!(
         "throughput: {:.1} frames/s ({} frames in {:.2} s, one thread)",
-        s.frames as f64 / wall.as_secs_f64(),
+        frames_per_s,
         s.frames,
         wall.as_secs_f64()
     );
-    Ok(())
+    Ok(BenchResult {
+        model,
+        engine: kind,
+        inference: s.summary(Stage::Inference),
+        frames_per_s,
+    })
 }
 
 /// What `partguard bench --line` is asked to do.
@@ -686,11 +780,10 @@ pub fn cmd_bench_line(cfg: &Config, b: &LineBench) -> Result<(), Error> {
     let loads: Vec<usize> = if b.load > 0 { vec![0, b.load] } else { vec![0] };
     for &rate in &b.rates {
         for &load in &loads {
-            let engine = TractEngine::load(&cfg.model.path)?;
+            let engine = open_engine(cfg)?;
             let (threshold, _) = resolve_threshold(cfg, engine.info())?;
             let source = ReplaySource::open(path, true, rate, *preload_mib)?;
-            let mut inspector =
-                Inspector::new(Box::new(source), Box::new(engine), threshold, clock.clone());
+            let mut inspector = Inspector::new(Box::new(source), engine, threshold, clock.clone());
             let reject = crate::output::SimulatedLine::new(clock.clone(), 1 << 16);
             let io = LineIo {
                 outputs: Outputs {
@@ -771,18 +864,13 @@ pub fn cmd_calibrate(
     stop: &AtomicBool,
 ) -> Result<Calibration, Error> {
     use std::io::Write as _;
-    let engine = TractEngine::load(&cfg.model.path)?;
-    log_model(&engine);
+    let engine = open_engine(cfg)?;
+    log_model(&*engine);
     let info = engine.info().clone();
     let source = open_source(&cfg.source, false)?;
     let source_desc = source.describe();
     println!("calibrating from {source_desc}");
-    let mut inspector = Inspector::new(
-        source,
-        Box::new(engine),
-        f32::INFINITY,
-        Arc::new(MonotonicClock),
-    );
+    let mut inspector = Inspector::new(source, engine, f32::INFINITY, Arc::new(MonotonicClock));
     inspector.pre.set_roi(cfg.roi);
     let mut scores = Vec::new();
     let (mut skipped_defects, mut faults) = (0u64, 0u64);

@@ -294,6 +294,43 @@ fn default_buffers() -> u32 {
 pub struct ModelConfig {
     /// ONNX file following the contract in `models/README.md`.
     pub path: PathBuf,
+    /// `tract` (default), `onnxruntime` or `tensorrt` (cargo features of the same names).
+    #[serde(default)]
+    pub engine: crate::infer::EngineKind,
+    /// ONNX Runtime library (`libonnxruntime.so`); default: the `ORT_DYLIB_PATH` variable.
+    #[serde(default)]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads (0: its default, one per core).
+    #[serde(default)]
+    pub threads: usize,
+    /// ONNX Runtime graph optimizations (default on; off gives int8 results equal to tract's).
+    #[serde(default = "default_true")]
+    pub onnxruntime_optimizations: bool,
+    /// TensorRT: FP16 kernels (default on), INT8 kernels (default off), engine cache folder.
+    #[serde(default = "default_true")]
+    pub tensorrt_fp16: bool,
+    #[serde(default)]
+    pub tensorrt_int8: bool,
+    #[serde(default = "default_tensorrt_cache")]
+    pub tensorrt_cache: PathBuf,
+}
+
+fn default_tensorrt_cache() -> PathBuf {
+    PathBuf::from("/var/lib/partguard/tensorrt-cache")
+}
+
+impl ModelConfig {
+    /// The engine settings of this section.
+    pub fn engine_options(&self) -> crate::infer::EngineOptions {
+        crate::infer::EngineOptions {
+            library: self.onnxruntime_library.clone(),
+            threads: self.threads,
+            optimizations: self.onnxruntime_optimizations,
+            tensorrt_fp16: self.tensorrt_fp16,
+            tensorrt_int8: self.tensorrt_int8,
+            tensorrt_cache: self.tensorrt_cache.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -445,6 +482,10 @@ impl Config {
             SourceConfig::V4l2 { .. } => {}
         }
         fix(&mut self.model.path);
+        if let Some(l) = &mut self.model.onnxruntime_library {
+            fix(l);
+        }
+        fix(&mut self.model.tensorrt_cache);
         if let Some(c) = &mut self.decision.calibration {
             fix(c);
         }
@@ -515,6 +556,17 @@ impl Config {
                     format!("{roi} is empty; give the part's rectangle in camera pixels"),
                 ));
             }
+        }
+        let engine = self.model.engine;
+        if !engine.built_in() {
+            return Err(bad(
+                "model.engine",
+                format!(
+                    "is \"{}\" but this partguard was built without it; rebuild with `cargo build --release --features {}`, or use \"tract\"",
+                    engine.name(),
+                    engine.feature()
+                ),
+            ));
         }
         if !self.model.path.is_file() {
             return Err(bad(

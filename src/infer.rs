@@ -1,5 +1,7 @@
 //! Inference with `tract-onnx`: the model is read, checked against the partguard contract, typed,
-//! optimized and planned once; per frame it yields an image score and an anomaly map.
+//! optimized and planned once; per frame it yields an image score and an anomaly map. With the
+//! `onnxruntime` feature, [`onnxruntime::OrtEngine`] runs the same contract through ONNX Runtime
+//! (and, with `tensorrt`, TensorRT); [`load_engine`] picks what `model.engine` names.
 //!
 //! The contract (see `models/README.md`): input `image` [1, 3, H, W] f32 RGB; outputs
 //! `anomaly_map` [1, 1, H, W] f32 and `score` [1] f32; `partguard.*` metadata giving the input size
@@ -29,6 +31,143 @@ pub enum ModelError {
     Run { path: PathBuf, reason: String },
     #[error("model {path} produced a non-finite score ({score}); the part is treated as a fault")]
     NonFinite { path: PathBuf, score: f32 },
+    #[error("model {path}, engine {engine}: {reason}")]
+    Engine {
+        path: PathBuf,
+        engine: &'static str,
+        reason: String,
+    },
+}
+
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
+
+/// Which inference engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// tract (pure Rust, always built in).
+    #[default]
+    Tract,
+    /// ONNX Runtime's CPU provider (feature `onnxruntime`).
+    Onnxruntime,
+    /// ONNX Runtime with TensorRT, then CUDA, then CPU (feature `tensorrt`, Jetson).
+    Tensorrt,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 3] = [
+        EngineKind::Tract,
+        EngineKind::Onnxruntime,
+        EngineKind::Tensorrt,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "tract",
+            EngineKind::Onnxruntime => "onnxruntime",
+            EngineKind::Tensorrt => "tensorrt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Whether this binary was built with the engine.
+    pub fn built_in(self) -> bool {
+        match self {
+            EngineKind::Tract => true,
+            EngineKind::Onnxruntime => cfg!(feature = "onnxruntime"),
+            EngineKind::Tensorrt => cfg!(feature = "tensorrt"),
+        }
+    }
+
+    /// The cargo feature that builds the engine in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "(none)",
+            EngineKind::Onnxruntime => "onnxruntime",
+            EngineKind::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+/// Settings of the ONNX Runtime engines (ignored by tract).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    /// `libonnxruntime.so`; `None`: `ORT_DYLIB_PATH`.
+    pub library: Option<PathBuf>,
+    /// Intra-op threads (0: ONNX Runtime's default).
+    pub threads: usize,
+    /// ONNX Runtime graph optimizations (fusions).
+    pub optimizations: bool,
+    pub tensorrt_fp16: bool,
+    pub tensorrt_int8: bool,
+    pub tensorrt_cache: PathBuf,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            library: None,
+            threads: 0,
+            optimizations: true,
+            tensorrt_fp16: true,
+            tensorrt_int8: false,
+            tensorrt_cache: PathBuf::from("/var/lib/partguard/tensorrt-cache"),
+        }
+    }
+}
+
+/// Loads the model with the engine `kind`.
+pub fn load_engine(
+    path: &Path,
+    kind: EngineKind,
+    options: &EngineOptions,
+) -> Result<Box<dyn Engine>, ModelError> {
+    if !kind.built_in() {
+        return Err(ModelError::Engine {
+            path: path.to_owned(),
+            engine: kind.name(),
+            reason: format!(
+                "this partguard was built without it; rebuild with `--features {}` or use engine \"tract\"",
+                kind.feature()
+            ),
+        });
+    }
+    match kind {
+        EngineKind::Tract => Ok(Box::new(TractEngine::load(path)?)),
+        #[cfg(feature = "onnxruntime")]
+        EngineKind::Onnxruntime | EngineKind::Tensorrt => {
+            use onnxruntime::{OrtEngine, OrtSettings, Provider};
+            let provider = if kind == EngineKind::Tensorrt {
+                Provider::TensorRt {
+                    fp16: options.tensorrt_fp16,
+                    int8: options.tensorrt_int8,
+                    cache_dir: options.tensorrt_cache.clone(),
+                }
+            } else {
+                Provider::Cpu
+            };
+            let settings = OrtSettings {
+                library: options.library.clone(),
+                threads: options.threads,
+                optimizations: options.optimizations,
+                provider,
+            };
+            Ok(Box::new(OrtEngine::load(path, &settings)?))
+        }
+        #[cfg(not(feature = "onnxruntime"))]
+        _ => {
+            let _ = options;
+            Err(ModelError::Engine {
+                path: path.to_owned(),
+                engine: kind.name(),
+                reason: "not built in".into(),
+            })
+        }
+    }
 }
 
 /// What the model's file and metadata say about it.

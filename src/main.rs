@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use partguard::commands;
 use partguard::config::Config;
+use partguard::infer::EngineKind;
 
 #[derive(Parser)]
 #[command(
@@ -98,7 +99,19 @@ enum Command {
         /// Reject pulse width for --line (short, so parts at 60/s get separate pulses).
         #[arg(long, default_value_t = 5.0)]
         pulse_ms: f64,
+        /// Engines to compare on the same frames: tract, onnxruntime, tensorrt (comma-separated;
+        /// default: the config's model.engine). With tract and onnxruntime, prints their ratio.
+        #[arg(long, value_delimiter = ',', value_parser = parse_engine)]
+        engine: Vec<EngineKind>,
+        /// Models to bench (comma-separated; default: the config's model.path).
+        #[arg(long, value_delimiter = ',')]
+        model: Vec<PathBuf>,
     },
+}
+
+fn parse_engine(s: &str) -> Result<EngineKind, String> {
+    EngineKind::parse(s)
+        .ok_or_else(|| format!("unknown engine {s:?}; use tract, onnxruntime or tensorrt"))
 }
 
 fn load_config(path: &Option<PathBuf>) -> Result<(Config, String), partguard::Error> {
@@ -225,6 +238,8 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             seconds,
             load,
             pulse_ms,
+            engine,
+            model,
         } => {
             let (cfg, _) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
@@ -239,7 +254,7 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
                     },
                 )
             } else {
-                commands::cmd_bench(&cfg, frames, warmup)
+                commands::cmd_bench(&cfg, frames, warmup, &engine, &model).map(|_| ())
             }
         }
     }

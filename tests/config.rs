@@ -274,3 +274,34 @@ fn the_archive_resolves_beside_the_config_and_its_bounds_are_checked() {
     ));
     assert_eq!(field, "archive.max_megabytes");
 }
+
+#[test]
+#[cfg(not(feature = "onnxruntime"))]
+fn an_engine_not_built_in_is_a_config_error_saying_how_to_build_it() {
+    let text = GOOD.replace(
+        "path = \"../models/bottle_sspcab_f32.onnx\"",
+        "path = \"../models/bottle_sspcab_f32.onnx\"\nengine = \"onnxruntime\"",
+    );
+    let (field, problem) = field_error(&text);
+    assert_eq!(field, "model.engine");
+    assert!(problem.contains("--features onnxruntime"), "{problem}");
+    let (field, _) = field_error(&text.replace("\"onnxruntime\"", "\"tensorrt\""));
+    assert_eq!(field, "model.engine");
+}
+
+#[test]
+fn an_unknown_engine_is_refused() {
+    let text = GOOD.replace(
+        "path = \"../models/bottle_sspcab_f32.onnx\"",
+        "path = \"../models/bottle_sspcab_f32.onnx\"\nengine = \"openvino\"",
+    );
+    match parse(&text) {
+        Err(ConfigError::Parse { reason, .. }) => {
+            assert!(
+                reason.contains("openvino") && reason.contains("tract"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
