@@ -7,7 +7,9 @@
 #     cortex-a76: unit tests; config, convert, preprocess, replay, schedule; the model tests (both
 #                 shipped models on the samples, outputs against the x86_64 reference); the reject
 #                 actuator thread in real time; the aarch64 binary's check and error paths;
-#     cortex-a72: the outputs against the x86_64 reference.
+#     cortex-a72: the outputs against the x86_64 reference;
+#     onnxruntime engine (feature onnxruntime, dynamically linked, PyPI aarch64 libonnxruntime.so):
+#                 tract vs ONNX Runtime on two samples, f32 and int8 (tests/engines.rs).
 #   cross/test-aarch64.sh full   the whole suite on cortex-a76, then the model tests on cortex-a72
 #                                (about 45 min: emulated, one inference takes ~12 s).
 #
@@ -26,10 +28,14 @@ t() { cargo test --release --target "$target" "$@"; }
 # The onnxruntime engine against tract (feature onnxruntime), with the PyPI wheel's aarch64
 # libonnxruntime.so (cross/setup-onnxruntime.sh). It reads /proc/cpuinfo and crashes on the host's
 # x86 one: the qemu prefix holds a Cortex-A76 cpuinfo beside the cross toolchain's libraries.
+# A static binary cannot dlopen libonnxruntime.so, so these tests build without +crt-static, into
+# their own target folder (the static builds stay cached).
 onnxruntime() {
-    echo "== aarch64 onnxruntime engine, QEMU_CPU=cortex-a76"
+    echo "== aarch64 onnxruntime engine (dynamically linked), QEMU_CPU=cortex-a76"
     bash cross/setup-onnxruntime.sh
-    ORT_DYLIB_PATH="$PWD/target/onnxruntime/aarch64/libonnxruntime.so.1.32.0" \
+    RUSTFLAGS="-C target-feature=-crt-static" \
+        CARGO_TARGET_DIR=target/aarch64-dynamic \
+        ORT_DYLIB_PATH="$PWD/target/onnxruntime/aarch64/libonnxruntime.so.1.32.0" \
         QEMU_LD_PREFIX="$PWD/target/onnxruntime/qemu-prefix" QEMU_CPU=cortex-a76 \
         t --features onnxruntime --test engines -- --nocapture
 }
