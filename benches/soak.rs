@@ -16,8 +16,6 @@
 //! intermediate tensors) are counted apart. Reported: partguard's own allocations per frame after
 //! warm-up (must be 0), tract's per inference, RSS at the first sample after warm-up and at the end.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,41 +30,10 @@ use partguard::pipeline::{run, Inspector, LineIo, RunOptions};
 use partguard::reject::{ActuatorSettings, Outputs, SafeOutput};
 use partguard::schedule::{Delay, Policy, SchedulerSettings};
 
-struct Counting;
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static THREAD_ALLOCS: Cell<u64> = const { Cell::new(0) };
-    /// The soak's own monitor thread (reading /proc, printing) is not counted.
-    static EXEMPT: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if EXEMPT.try_with(Cell::get).unwrap_or(false) {
-        return;
-    }
-    ALLOCS.fetch_add(1, Ordering::Relaxed);
-    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting_alloc::{allocs, exempt_this_thread, thread_allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -86,10 +53,10 @@ impl Engine for Counted {
         self.inner.input_mut()
     }
     fn run(&mut self) -> Result<Inference<'_>, ModelError> {
-        let before = THREAD_ALLOCS.with(Cell::get);
+        let before = thread_allocs();
         let r = self.inner.run();
         self.inside
-            .fetch_add(THREAD_ALLOCS.with(Cell::get) - before, Ordering::Relaxed);
+            .fetch_add(thread_allocs() - before, Ordering::Relaxed);
         self.runs.fetch_add(1, Ordering::Relaxed);
         r
     }
@@ -237,7 +204,7 @@ fn main() {
     let every = Duration::from_secs_f64(a.every);
     let (result, samples) = std::thread::scope(|s| {
         let monitor = s.spawn(|| {
-            EXEMPT.with(|e| e.set(true));
+            exempt_this_thread();
             let mut samples = Vec::new();
             let mut next = Duration::ZERO;
             while !done.load(Ordering::Acquire) {
@@ -247,7 +214,7 @@ fn main() {
                         at,
                         frames: runs.load(Ordering::Relaxed),
                         rss_kib: rss_kib(),
-                        allocs: ALLOCS.load(Ordering::Relaxed),
+                        allocs: allocs(),
                         engine_allocs: inside.load(Ordering::Relaxed),
                     };
                     println!(

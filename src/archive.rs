@@ -530,14 +530,9 @@ pub fn heatmap_overlay(
         }
     };
     for y in 0..h {
-        // Pixel centres aligned (as the model's resize is).
-        let fy = ((y as f32 + 0.5) * mh as f32 / h as f32 - 0.5).clamp(0.0, (mh - 1) as f32);
-        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
-        let y1 = (y0 + 1).min(mh - 1);
+        let (y0, y1, ty) = bilinear_taps(y, h, mh);
         for x in 0..w {
-            let fx = ((x as f32 + 0.5) * mw as f32 / w as f32 - 0.5).clamp(0.0, (mw - 1) as f32);
-            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
-            let x1 = (x0 + 1).min(mw - 1);
+            let (x0, x1, tx) = bilinear_taps(x, w, mw);
             let top = sample(x0, y0) * (1.0 - tx) + sample(x1, y0) * tx;
             let bottom = sample(x0, y1) * (1.0 - tx) + sample(x1, y1) * tx;
             let colour = jet(top * (1.0 - ty) + bottom * ty);
@@ -547,6 +542,14 @@ pub fn heatmap_overlay(
             }
         }
     }
+}
+
+/// Output pixel `i` of `n_out` in a map of `n_in`: the two source taps and the weight of the second
+/// (pixel centres aligned, as the model's resize is).
+fn bilinear_taps(i: usize, n_out: usize, n_in: usize) -> (usize, usize, f32) {
+    let f = ((i as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).clamp(0.0, (n_in - 1) as f32);
+    let i0 = f.floor() as usize;
+    (i0, (i0 + 1).min(n_in - 1), f - f.floor())
 }
 
 /// The jet colour map: 0 dark blue, 0.5 green-yellow, 1 dark red.

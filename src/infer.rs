@@ -411,17 +411,22 @@ impl Engine for TractEngine {
             path: self.info.path.clone(),
             reason,
         })?;
-        if !score.is_finite() || self.map.iter().any(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite {
-                path: self.info.path.clone(),
-                score,
-            });
-        }
-        Ok(Inference {
-            score,
-            map: &self.map,
-            width: self.info.input.width,
-            height: self.info.input.height,
-        })
+        checked(&self.info, score, &self.map)
     }
+}
+
+/// What every engine returns after a run: a finite score and map, or a fault.
+fn checked<'a>(info: &ModelInfo, score: f32, map: &'a [f32]) -> Result<Inference<'a>, ModelError> {
+    if !score.is_finite() || map.iter().any(|v| !v.is_finite()) {
+        return Err(ModelError::NonFinite {
+            path: info.path.clone(),
+            score,
+        });
+    }
+    Ok(Inference {
+        score,
+        map,
+        width: info.input.width,
+        height: info.input.height,
+    })
 }

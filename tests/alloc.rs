@@ -5,10 +5,8 @@
 //! every run (it has no arena for CPU plans); that count is measured, must be the same on every frame
 //! (no growth), and the whole loop must add nothing on top of it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use partguard::archive::{Archive, ArchiveSettings};
@@ -22,44 +20,13 @@ use partguard::stats::Stage;
 
 mod common;
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Allocations made by the current thread (the inference loop runs on the test's thread).
-    static THREAD_ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    ALLOCS.fetch_add(1, Ordering::Relaxed);
-    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting_alloc::{allocs, thread_allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.load(Ordering::SeqCst)
-}
 
 fn inspector() -> Inspector {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -99,10 +66,10 @@ fn run_frames_archiving(frames: u64, archive: Option<&Path>) -> (u64, u64) {
     let io = line.io();
     let stop = AtomicBool::new(false);
     let before = allocs();
-    let before_here = THREAD_ALLOCS.with(Cell::get);
+    let before_here = thread_allocs();
     let (summary, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     let used = allocs() - before;
-    let used_here = THREAD_ALLOCS.with(Cell::get) - before_here;
+    let used_here = thread_allocs() - before_here;
     assert_eq!(summary.frames, frames);
     if archive.is_some() {
         // Half the samples are defective: they reach the archive.

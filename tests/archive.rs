@@ -192,9 +192,11 @@ fn config_with_archive(dir: &Path, archive_dir: &Path) -> PathBuf {
             "\"../models/bottle_sspcab_f32.onnx\"",
             &format!("{:?}", common::f32_model()),
         )
+        // Unpaced, the parts queue for the model; a long conveyor keeps a loaded machine (the
+        // sibling tests encode PNGs in parallel) from making one of them late.
         .replace(
             "delay_ms = 1000.0",
-            &format!("delay_ms = {}.0", 2000 * common::scale()),
+            &format!("delay_ms = {}.0", 10_000 * common::scale()),
         )
         + &format!("\n[archive]\ndir = {archive_dir:?}\nmax_images = 50\n");
     let p = dir.join("archive.toml");
@@ -255,13 +257,7 @@ fn an_archive_folder_that_cannot_be_made_is_a_setup_error_naming_it() {
     std::fs::write(&blocker, b"").unwrap();
     let archive_dir = blocker.join("rejects");
     let cfg = config_with_archive(dir.path(), &archive_dir);
-    let out = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"))
-        .env("RUST_LOG", "error")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = common::run_with_config(env!("CARGO_BIN_EXE_partguard"), &cfg, &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -276,13 +272,7 @@ fn check_reports_a_usable_archive() {
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = dir.path().join("rejects");
     let cfg = config_with_archive(dir.path(), &archive_dir);
-    let out = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"))
-        .env("RUST_LOG", "error")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = common::run_with_config(env!("CARGO_BIN_EXE_partguard"), &cfg, &["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

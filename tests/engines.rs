@@ -152,13 +152,7 @@ fn a_missing_library_is_a_clear_error_naming_it() {
             ),
         );
     std::fs::write(&cfg, text).unwrap();
-    let out = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"))
-        .env("RUST_LOG", "error")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = common::run_with_config(env!("CARGO_BIN_EXE_partguard"), &cfg, &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

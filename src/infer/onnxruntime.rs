@@ -19,7 +19,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::{read_contract, Engine, Inference, ModelError, ModelInfo};
+use super::{checked, read_contract, Engine, Inference, ModelError, ModelInfo};
 
 /// The execution provider a session asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,17 +285,6 @@ impl Engine for OrtEngine {
             path: self.info.path.clone(),
             reason,
         })?;
-        if !score.is_finite() || self.map.iter().any(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite {
-                path: self.info.path.clone(),
-                score,
-            });
-        }
-        Ok(Inference {
-            score,
-            map: &self.map,
-            width: self.info.input.width,
-            height: self.info.input.height,
-        })
+        checked(&self.info, score, &self.map)
     }
 }

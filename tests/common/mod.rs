@@ -49,6 +49,17 @@ pub fn partguard_bin(exe: &str) -> std::process::Command {
     }
 }
 
+/// Runs the partguard binary `exe` with `--config config` and `args`, errors-only logging, to the end.
+pub fn run_with_config(exe: &str, config: &Path, args: &[&str]) -> std::process::Output {
+    partguard_bin(exe)
+        .env("RUST_LOG", "error")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// Whether the tests run emulated (scaled).
 pub fn emulated() -> bool {
     scale() > 1
