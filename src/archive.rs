@@ -366,35 +366,22 @@ fn writer_loop(shared: &Shared, mut ring: Ring) {
     let mut throttle = LogThrottle::new(Duration::from_secs(5));
     let started = std::time::Instant::now();
     loop {
-        let Some(i) = shared.filled.dequeue() else {
-            if shared.stop.load(Ordering::Acquire) {
-                // `stop` is set after the last submit; one more look at the queue.
-                if let Some(i) = shared.filled.dequeue() {
-                    write_slot(
-                        shared,
-                        &mut ring,
-                        i,
-                        &mut image,
-                        &mut png,
-                        &mut throttle,
-                        started,
-                    );
-                    continue;
-                }
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(200));
-            continue;
-        };
-        write_slot(
-            shared,
-            &mut ring,
-            i,
-            &mut image,
-            &mut png,
-            &mut throttle,
-            started,
-        );
+        // `stop` is set after the last submit: read before the queue, an empty queue then means
+        // every part has been written.
+        let stopping = shared.stop.load(Ordering::Acquire);
+        match shared.filled.dequeue() {
+            Some(i) => write_slot(
+                shared,
+                &mut ring,
+                i,
+                &mut image,
+                &mut png,
+                &mut throttle,
+                started,
+            ),
+            None if stopping => return,
+            None => std::thread::park_timeout(Duration::from_millis(200)),
+        }
     }
 }
 
