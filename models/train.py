@@ -42,6 +42,8 @@ DEFAULTS = {
     "seed": 7,
     "threads": 2,
     "flip_augment": True,
+    "warp_augment": 0.0,
+    "init_from": None,
     "eval_every": 10,
     "workers": 0,
     "texture_bank": 0,
@@ -77,6 +79,28 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
         im = im.convert("RGB").resize((size, size), Image.BILINEAR)
         return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def random_warp(img: np.ndarray, max_px: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random geometric warp of an HWC image: a global shift plus a low-frequency displacement.
+
+    Displacements (up to `max_px` pixels each for the shift and for the local field, a 3x3 grid of
+    random vectors bilinearly upsampled) move the inner parts of the part against its outline, as a
+    part seated slightly off-centre or tilted in its fixture does (MVTec bottle test/good/019: the neck
+    opening sits ~2 px lower inside the outer ring than in any training image). Edges are replicated.
+    """
+    h, w, _ = img.shape
+    shift = rng.uniform(-max_px, max_px, size=2)
+    coarse = torch.from_numpy(rng.uniform(-max_px, max_px, size=(1, 2, 3, 3)).astype(np.float32))
+    field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[0]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    src_y = ys + float(shift[0]) + field[0]
+    src_x = xs + float(shift[1]) + field[1]
+    grid = torch.stack([(src_x + 0.5) / w * 2 - 1, (src_y + 0.5) / h * 2 - 1], -1)[None]
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+    out = F.grid_sample(t, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0).numpy().copy()
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -158,6 +182,8 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
             if rng.random() < 0.5:
                 img = img[::-1]
             img = np.ascontiguousarray(img)
+        if self.cfg["warp_augment"]:
+            img = random_warp(img, float(self.cfg["warp_augment"]), rng)
         a, m, _ = make_anomaly(img, self.images, rng, self.textures)
         return (torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
@@ -285,6 +311,19 @@ def main() -> None:
 
     ckpt_path = args.out / "last.pt"
     start_epoch = 0
+    if cfg["init_from"] and not ckpt_path.exists():
+        # Fine-tuning: weights (not optimizer state) from another run's final.pt; its hash is recorded.
+        init = Path(cfg["init_from"])
+        if not init.is_file():
+            sys.exit(f"error: init_from {init} does not exist (a final.pt of an earlier run)")
+        blob = init.read_bytes()
+        ck = torch.load(init, weights_only=False, map_location=device)
+        if ck["config"]["sspcab"] != cfg["sspcab"] or ck["config"]["input_size"] != size:
+            sys.exit(f"error: init_from {init} was trained with another network config")
+        model.load_state_dict(ck["model"])
+        import hashlib
+        cfg["init_sha256"] = hashlib.sha256(blob).hexdigest()
+        cfg["init_config"] = ck["config"]
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False, map_location=device)
         if ck["config"]["sspcab"] != cfg["sspcab"] or ck["config"]["input_size"] != size:

@@ -14,7 +14,10 @@ use crate::capture::{
     CaptureError, FrameSource, Label, PixelFormat, ReopeningSource, ReplaySource, V4l2Source,
 };
 use crate::clock::{Clock, MonotonicClock};
-use crate::config::{Config, EncoderEdges, OutputLineConfig, SourceConfig, DEFAULT_DELAY_MS};
+use crate::config::{
+    write_model_choice, Config, ConfigError, EncoderEdges, ModelChoice, OutputLineConfig,
+    SourceConfig, DEFAULT_DELAY_MS,
+};
 use crate::eval::evaluate;
 use crate::infer::{load_engine, Engine, EngineKind, ModelInfo, TractEngine};
 use crate::input::{CdevInput, EdgeInput, Edges, SocketTrigger};
@@ -535,73 +538,171 @@ pub fn cmd_eval(
 pub struct BenchResult {
     pub model: std::path::PathBuf,
     pub engine: EngineKind,
+    /// The engine's `model.threads` for this run (0: its default).
+    pub threads: usize,
     pub inference: crate::stats::Summary,
     pub frames_per_s: f64,
 }
 
-/// `partguard bench`: per-stage latency over `frames` frames from the configured source. With
-/// `engines` and/or `models`, every model runs on every engine on the same frames, and the
-/// tract/onnxruntime inference time ratio is printed per model.
-pub fn cmd_bench(
-    cfg: &Config,
-    frames: u64,
-    warmup: u64,
-    engines: &[EngineKind],
-    models: &[std::path::PathBuf],
-) -> Result<Vec<BenchResult>, Error> {
-    let engines = if engines.is_empty() {
-        vec![cfg.model.engine]
-    } else {
-        engines.to_vec()
-    };
-    let models = if models.is_empty() {
+/// What `partguard bench` (without `--line`) runs: every model on every engine at every thread
+/// count, on the same frames of the configured source.
+#[derive(Debug, Clone, Default)]
+pub struct BenchPlan {
+    pub frames: u64,
+    pub warmup: u64,
+    /// Default: the config's `model.engine`.
+    pub engines: Vec<EngineKind>,
+    /// Default: the config's `model.path`.
+    pub models: Vec<std::path::PathBuf>,
+    /// Default: the config's `model.threads`.
+    pub threads: Vec<usize>,
+}
+
+/// The thread counts `bench --pick` tries when none are given: 1, and every core but one (the
+/// capture, actuator and trigger threads keep a core).
+pub fn default_pick_threads() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut t = vec![1, cores.saturating_sub(1).max(1)];
+    t.dedup();
+    t
+}
+
+/// `partguard bench`: per-stage latency over `plan.frames` frames from the configured source,
+/// for every model x engine x thread count in `plan`; with more than one, a summary table, and the
+/// tract/onnxruntime inference time ratio per model (at the same thread count).
+pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Error> {
+    let or = |v: &[EngineKind], d: EngineKind| if v.is_empty() { vec![d] } else { v.to_vec() };
+    let engines = or(&plan.engines, cfg.model.engine);
+    let models = if plan.models.is_empty() {
         vec![cfg.model.path.clone()]
     } else {
-        models.to_vec()
+        plan.models.clone()
+    };
+    let threads = if plan.threads.is_empty() {
+        vec![cfg.model.threads]
+    } else {
+        plan.threads.clone()
     };
     let mut results = Vec::new();
     for model in &models {
         for &kind in &engines {
-            let engine = load_engine(model, kind, &cfg.model.engine_options())?;
-            log_model(&*engine);
-            println!("== {} on {}", model.display(), kind.name());
-            results.push(bench_one(cfg, engine, kind, frames, warmup)?);
+            for &t in &threads {
+                let mut options = cfg.model.engine_options();
+                options.threads = t;
+                let engine = load_engine(model, kind, &options)?;
+                log_model(&*engine);
+                println!("== {} on {}, threads {t}", model.display(), kind.name());
+                let mut r = bench_one(cfg, engine, kind, plan.frames, plan.warmup)?;
+                r.threads = t;
+                results.push(r);
+            }
         }
     }
     if results.len() > 1 {
         println!();
         println!(
-            "{:<40} {:<12} {:>12} {:>12} {:>10}",
-            "model", "engine", "median (ms)", "p99 (ms)", "frames/s"
+            "{:<40} {:<12} {:>7} {:>12} {:>12} {:>10}",
+            "model", "engine", "threads", "median (ms)", "p99 (ms)", "frames/s"
         );
         for r in &results {
             println!(
-                "{:<40} {:<12} {:>12.2} {:>12.2} {:>10.1}",
+                "{:<40} {:<12} {:>7} {:>12.2} {:>12.2} {:>10.1}",
                 r.model.file_name().unwrap_or_default().to_string_lossy(),
                 r.engine.name(),
+                r.threads,
                 r.inference.median_us as f64 / 1000.0,
                 r.inference.p99_us as f64 / 1000.0,
                 r.frames_per_s
             );
         }
         for model in &models {
-            let median = |k: EngineKind| {
-                results
-                    .iter()
-                    .find(|r| r.model == *model && r.engine == k)
-                    .map(|r| r.inference.median_us as f64)
-            };
-            if let (Some(t), Some(o)) = (median(EngineKind::Tract), median(EngineKind::Onnxruntime))
-            {
-                println!(
-                    "ratio tract/onnxruntime (inference median) for {}: {:.2}",
-                    model.file_name().unwrap_or_default().to_string_lossy(),
-                    t / o.max(1.0)
-                );
+            for &t in &threads {
+                let median = |k: EngineKind| {
+                    results
+                        .iter()
+                        .find(|r| r.model == *model && r.engine == k && r.threads == t)
+                        .map(|r| r.inference.median_us as f64)
+                };
+                if let (Some(tr), Some(o)) =
+                    (median(EngineKind::Tract), median(EngineKind::Onnxruntime))
+                {
+                    println!(
+                        "ratio tract/onnxruntime (inference median) for {}, threads {t}: {:.2}",
+                        model.file_name().unwrap_or_default().to_string_lossy(),
+                        tr / o.max(1.0)
+                    );
+                }
             }
         }
     }
     Ok(results)
+}
+
+/// The fastest result by median inference time (ties: the first, i.e. the earlier engine and the
+/// fewer threads).
+pub fn fastest(results: &[BenchResult]) -> Option<&BenchResult> {
+    results.iter().reduce(|best, r| {
+        if r.inference.median_us < best.inference.median_us {
+            r
+        } else {
+            best
+        }
+    })
+}
+
+/// `partguard bench --pick`: [`cmd_bench`] over the plan (default: every engine built in, thread
+/// counts [`default_pick_threads`]), then the fastest engine and thread count (and model, when
+/// several were given) written into the config file's `[model]`. A different model than the
+/// config's needs its own threshold: the message says to run `calibrate`, and `run` refuses a
+/// calibration made for another model.
+pub fn cmd_bench_pick(
+    cfg: &Config,
+    config_path: &std::path::Path,
+    plan: &BenchPlan,
+) -> Result<ModelChoice, Error> {
+    let mut plan = plan.clone();
+    if plan.engines.is_empty() {
+        plan.engines = EngineKind::ALL
+            .into_iter()
+            .filter(|k| k.built_in())
+            .collect();
+    }
+    if plan.threads.is_empty() {
+        plan.threads = default_pick_threads();
+    }
+    let results = cmd_bench(cfg, &plan)?;
+    let Some(best) = fastest(&results) else {
+        return Err(ConfigError::Field {
+            path: config_path.to_owned(),
+            field: "model",
+            problem: "bench --pick measured nothing (no frames from the source?)".into(),
+        }
+        .into());
+    };
+    let same_model = best.model == cfg.model.path;
+    let choice = ModelChoice {
+        engine: best.engine,
+        threads: best.threads,
+        path: (!same_model)
+            .then(|| std::fs::canonicalize(&best.model).unwrap_or(best.model.clone())),
+    };
+    write_model_choice(config_path, &choice)?;
+    println!(
+        "picked: {} on {} with {} thread(s), median {:.2} ms; written to [model] of {}",
+        best.model.display(),
+        best.engine.name(),
+        best.threads,
+        best.inference.median_us as f64 / 1000.0,
+        config_path.display()
+    );
+    if !same_model {
+        println!(
+            "the model changed: run `partguard --config {} calibrate` before `run` \
+             (a threshold belongs to one model)",
+            config_path.display()
+        );
+    }
+    Ok(choice)
 }
 
 fn bench_one(
@@ -665,7 +766,7 @@ fn bench_one(
     }
     let frames_per_s = s.frames as f64 / wall.as_secs_f64();
     println!(
-        "throughput: {:.1} frames/s ({} frames in {:.2} s, one thread)",
+        "throughput: {:.1} frames/s ({} frames in {:.2} s, stages one after the other)",
         frames_per_s,
         s.frames,
         wall.as_secs_f64()
@@ -673,6 +774,7 @@ fn bench_one(
     Ok(BenchResult {
         model,
         engine: kind,
+        threads: 0,
         inference: s.summary(Stage::Inference),
         frames_per_s,
     })

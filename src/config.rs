@@ -20,6 +20,60 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
+    #[error("cannot write config file {path}: {reason}; the file is unchanged")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// What `bench --pick` writes into `[model]`: the engine, its threads and, when another model won,
+/// that model's path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelChoice {
+    pub engine: crate::infer::EngineKind,
+    pub threads: usize,
+    pub path: Option<PathBuf>,
+}
+
+/// Writes `choice` into the `[model]` table of the config file at `path`, keeping every other line,
+/// comment and layout as it is. The new text is parsed and checked as a config before it replaces
+/// the file (written to a temporary file beside it, then renamed), so a failure leaves the file as
+/// it was.
+pub fn write_model_choice(path: &Path, choice: &ModelChoice) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: path.to_owned(),
+                reason: e.to_string().trim_end().replace('\n', " "),
+            })?;
+    let model = doc
+        .get_mut("model")
+        .and_then(|m| m.as_table_like_mut())
+        .ok_or_else(|| ConfigError::Field {
+            path: path.to_owned(),
+            field: "model",
+            problem: "is missing or not a table; add a [model] section first".into(),
+        })?;
+    model.insert("engine", toml_edit::value(choice.engine.name()));
+    model.insert("threads", toml_edit::value(choice.threads as i64));
+    if let Some(p) = &choice.path {
+        model.insert("path", toml_edit::value(p.display().to_string()));
+    }
+    let new_text = doc.to_string();
+    let base = path.parent().unwrap_or(Path::new("."));
+    Config::parse(&new_text, path, base)?;
+    let write_err = |e: std::io::Error| ConfigError::Write {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let tmp = path.with_extension("toml.partguard-tmp");
+    std::fs::write(&tmp, new_text).map_err(write_err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        write_err(e)
+    })
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -300,7 +354,8 @@ pub struct ModelConfig {
     /// ONNX Runtime library (`libonnxruntime.so`); default: the `ORT_DYLIB_PATH` variable.
     #[serde(default)]
     pub onnxruntime_library: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads (0: its default, one per core).
+    /// Threads the engine may use for one inference (0: the engine's default: tract 1, ONNX
+    /// Runtime one per core). tract > 1 runs its matrix products on a pool of that many threads.
     #[serde(default)]
     pub threads: usize,
     /// ONNX Runtime graph optimizations (default on; off gives int8 results equal to tract's).

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
 use crate::preprocess::InputSpec;
@@ -98,7 +99,7 @@ impl EngineKind {
 pub struct EngineOptions {
     /// `libonnxruntime.so`; `None`: `ORT_DYLIB_PATH`.
     pub library: Option<PathBuf>,
-    /// Intra-op threads (0: ONNX Runtime's default).
+    /// Threads for one inference (0: the engine's default: tract 1, ONNX Runtime one per core).
     pub threads: usize,
     /// ONNX Runtime graph optimizations (fusions).
     pub optimizations: bool,
@@ -137,7 +138,10 @@ pub fn load_engine(
         });
     }
     match kind {
-        EngineKind::Tract => Ok(Box::new(TractEngine::load(path)?)),
+        EngineKind::Tract => Ok(Box::new(TractEngine::load_with_threads(
+            path,
+            options.threads,
+        )?)),
         #[cfg(feature = "onnxruntime")]
         EngineKind::Onnxruntime | EngineKind::Tensorrt => {
             use onnxruntime::{OrtEngine, OrtSettings, Provider};
@@ -326,8 +330,15 @@ pub fn read_model_info(path: &Path) -> Result<ModelInfo, ModelError> {
 }
 
 impl TractEngine {
-    /// Loads, checks, types, optimizes and plans the model once.
+    /// Loads, checks, types, optimizes and plans the model once; runs it on the calling thread.
     pub fn load(path: &Path) -> Result<TractEngine, ModelError> {
+        TractEngine::load_with_threads(path, 1)
+    }
+
+    /// As [`TractEngine::load`], with tract's matrix products split over a private pool of
+    /// `threads` threads (0 or 1: none, everything on the calling thread). The other operators
+    /// stay on the calling thread.
+    pub fn load_with_threads(path: &Path, threads: usize) -> Result<TractEngine, ModelError> {
         let (_bytes, proto, info) = read_contract(path)?;
         let prepare = |e: TractError| ModelError::Prepare {
             path: path.to_owned(),
@@ -344,7 +355,23 @@ impl TractEngine {
             .and_then(|m| m.with_outputs_by_name(["anomaly_map", "score"]))
             .and_then(|m| m.into_optimized())
             .map_err(prepare)?;
-        let plan = model.into_runnable().map_err(prepare)?;
+        let mut options = RunOptions::default();
+        if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .thread_name(|n| format!("tract-{n}"))
+                .num_threads(threads)
+                .build()
+                .map_err(|e| ModelError::Prepare {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "cannot start {threads} inference threads (model.threads): {e}"
+                    ),
+                })?;
+            options.executor = Some(Executor::MultiThread(Arc::new(pool)));
+        }
+        let plan = model
+            .into_runnable_with_options(&options)
+            .map_err(prepare)?;
         let state = plan.spawn().map_err(prepare)?;
         let mut engine = TractEngine {
             info,

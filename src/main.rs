@@ -106,6 +106,14 @@ enum Command {
         /// Models to bench (comma-separated; default: the config's model.path).
         #[arg(long, value_delimiter = ',')]
         model: Vec<PathBuf>,
+        /// Engine threads to bench (comma-separated; default: the config's model.threads; with
+        /// --pick: 1 and all cores but one).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Write the fastest engine and thread count (and model, among several --model) into the
+        /// config file's [model] (comments kept). Default engines: every one built in.
+        #[arg(long)]
+        pick: bool,
     },
 }
 
@@ -240,6 +248,8 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
             pulse_ms,
             engine,
             model,
+            threads,
+            pick,
         } => {
             let (cfg, _) = load_config(&cli.config)?;
             init_logging(&cfg.log.level);
@@ -254,7 +264,25 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
                     },
                 )
             } else {
-                commands::cmd_bench(&cfg, frames, warmup, &engine, &model).map(|_| ())
+                let plan = commands::BenchPlan {
+                    frames,
+                    warmup,
+                    engines: engine,
+                    models: model,
+                    threads,
+                };
+                match (pick, &cli.config) {
+                    (false, _) => commands::cmd_bench(&cfg, &plan).map(|_| ()),
+                    (true, Some(path)) => commands::cmd_bench_pick(&cfg, path, &plan).map(|_| ()),
+                    (true, None) => Err(partguard::config::ConfigError::Field {
+                        path: PathBuf::from("(built-in default)"),
+                        field: "model",
+                        problem: "cannot be written by bench --pick without a config file; \
+                                  give one with --config FILE"
+                            .into(),
+                    }
+                    .into()),
+                }
             }
         }
     }

@@ -241,3 +241,92 @@ fn sigterm_stops_the_run_cleanly_with_a_summary() {
         "{rest:?}"
     );
 }
+
+/// `bench --pick` measures the engines and thread counts and writes the fastest into the config's
+/// `[model]`, keeping the rest of the file (comments included); the edited file still loads.
+#[test]
+fn bench_pick_writes_the_fastest_engine_into_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "# the line's camera\nkind = \"replay\"\npath = {:?}",
+            root().join("examples/samples/bottle")
+        ),
+        "kind = \"simulated\"",
+    );
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "bench",
+            "--pick",
+            "--engine",
+            "tract",
+            "--threads",
+            "1,2",
+            "--frames",
+            "2",
+            "--warmup",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // both thread counts measured, one picked
+    assert!(stdout.contains("on tract, threads 1"), "{stdout}");
+    assert!(stdout.contains("on tract, threads 2"), "{stdout}");
+    let picked = stdout
+        .lines()
+        .find(|l| l.starts_with("picked: "))
+        .unwrap_or_else(|| panic!("no pick in {stdout}"));
+    let after = std::fs::read_to_string(&cfg).unwrap();
+    assert!(after.contains("# the line's camera"), "{after}");
+    assert!(after.contains("engine = \"tract\""), "{after}");
+    let threads = if picked.contains("with 1 thread") {
+        1
+    } else {
+        2
+    };
+    assert!(after.contains(&format!("threads = {threads}")), "{after}");
+    // nothing else changed: the old lines are all still there
+    for line in before.lines() {
+        assert!(after.contains(line), "lost {line:?}:\n{after}");
+    }
+    let loaded = partguard::config::Config::load(&cfg).unwrap();
+    assert_eq!(loaded.model.threads, threads);
+    assert_eq!(loaded.model.engine, partguard::infer::EngineKind::Tract);
+}
+
+#[test]
+fn bench_pick_needs_a_config_file_and_a_broken_one_stays_unchanged() {
+    let out = bin()
+        .args(["bench", "--pick", "--frames", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--config"), "{err}");
+
+    // write_model_choice refuses a file without [model] and leaves it as it was
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "# no model here\n[source]\nkind = \"replay\"\n").unwrap();
+    let choice = partguard::config::ModelChoice {
+        engine: partguard::infer::EngineKind::Tract,
+        threads: 2,
+        path: None,
+    };
+    let e = partguard::config::write_model_choice(&p, &choice).unwrap_err();
+    assert!(e.to_string().contains("field `model`"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "# no model here\n[source]\nkind = \"replay\"\n"
+    );
+}

@@ -221,3 +221,33 @@ fn outputs_match_the_x86_64_reference() {
     // The measured differences, for the record (cross/test-aarch64.sh prints them).
     eprintln!("largest |this platform - x86_64| (score, map mean, map max): {worst:?}");
 }
+
+/// `model.threads` > 1 splits tract's matrix products over a pool; every output element is still
+/// computed by one thread in the same order, so the results are the same as on one thread.
+#[test]
+fn multithreaded_tract_gives_the_single_threaded_results() {
+    // The first sample in path order: broken_large/000.
+    let frame_of = |engine: &mut TractEngine| {
+        let mut src =
+            ReplaySource::open(&root().join("examples/samples/bottle"), false, 0.0, 64).unwrap();
+        let frame = src.next_frame().unwrap().unwrap();
+        let mut pre = Preprocessor::new(engine.info().input);
+        pre.run(&frame, engine.input_mut()).unwrap();
+        let inf = engine.run().unwrap();
+        (inf.score, inf.map.to_vec())
+    };
+    let mut one = TractEngine::load(&shipped("int8")).unwrap();
+    let mut three = TractEngine::load_with_threads(&shipped("int8"), 3).unwrap();
+    let (s1, m1) = frame_of(&mut one);
+    let (s3, m3) = frame_of(&mut three);
+    let worst = m1
+        .iter()
+        .zip(&m3)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        (s1 - s3).abs() <= 1e-6 && worst <= 1e-6,
+        "1 thread: score {s1}; 3 threads: score {s3}; map max diff {worst}"
+    );
+    assert!(s1 > 0.3, "broken_large/000 scored {s1}");
+}
