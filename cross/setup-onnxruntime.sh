@@ -33,17 +33,21 @@ EOF
 fetch manylinux_2_28_x86_64 x86_64
 fetch manylinux_2_28_aarch64 aarch64
 
-prefix="$out/qemu-prefix"
-mkdir -p "$prefix/proc"
-for d in lib lib64 usr; do
-    [ -e "/usr/aarch64-linux-gnu/$d" ] && ln -sfn "/usr/aarch64-linux-gnu/$d" "$prefix/$d"
-done
-{
+# One prefix per emulated core: onnxruntime picks its kernels from the cpuinfo (a Cortex-A72's has no
+# dot product; onnxruntime's SDOT kernels under QEMU_CPU=cortex-a72 die with SIGILL).
+make_prefix() { # folder, cpu part, cpu variant, features
+    mkdir -p "$1/proc"
+    for d in lib lib64 usr; do
+        [ -e "/usr/aarch64-linux-gnu/$d" ] && ln -sfn "/usr/aarch64-linux-gnu/$d" "$1/$d"
+    done
     for cpu in 0 1 2 3; do
         printf 'processor\t: %s\nBogoMIPS\t: 108.00\n' "$cpu"
-        printf 'Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n'
-        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n'
-    done
-} >"$prefix/proc/cpuinfo"
+        printf 'Features\t: %s\n' "$4"
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: 1\n\n' "$3" "$2"
+    done >"$1/proc/cpuinfo"
+}
+prefix="$out/qemu-prefix"
+make_prefix "$prefix" 0xd0b 0x4 "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+make_prefix "$out/qemu-prefix-a72" 0xd08 0x0 "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
 echo "onnxruntime $version: $(ls "$out"/x86_64/libonnxruntime.so.* "$out"/aarch64/libonnxruntime.so.*)"
-echo "qemu prefix with a Cortex-A76 /proc/cpuinfo: $prefix"
+echo "qemu prefixes with a Cortex-A76 / Cortex-A72 /proc/cpuinfo: $prefix, $out/qemu-prefix-a72"

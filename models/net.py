@@ -149,7 +149,9 @@ class AnomalyNet(nn.Module):
         """Inference graph: anomaly map and image score, both inside the exported ONNX."""
         rec = self.recon(x)
         logits = self.discr(torch.cat([x, rec], 1))
-        amap = torch.softmax(logits, dim=1)[:, 1:2]
+        # softmax over the two classes, taken for class 1: sigmoid(l1 - l0) is the same function and
+        # cheaper for an inference engine than a Softmax over the whole map (tract: ~4% of a frame).
+        amap = torch.sigmoid(logits[:, 1:2] - logits[:, 0:1])
         k = self.score_window
         pooled = F.avg_pool2d(amap, k, stride=1, padding=k // 2, count_include_pad=False)
         score = pooled.amax(dim=(1, 2, 3))

@@ -653,8 +653,9 @@ pub fn fastest(results: &[BenchResult]) -> Option<&BenchResult> {
 /// `partguard bench --pick`: [`cmd_bench`] over the plan (default: every engine built in, thread
 /// counts [`default_pick_threads`]), then the fastest engine and thread count (and model, when
 /// several were given) written into the config file's `[model]`. A different model than the
-/// config's needs its own threshold: the message says to run `calibrate`, and `run` refuses a
-/// calibration made for another model.
+/// config's needs its own threshold: with a fixed `decision.threshold` only the config's model is
+/// eligible; with a calibration file the message says to run `calibrate`, and `run` refuses a
+/// calibration made for another model until then.
 pub fn cmd_bench_pick(
     cfg: &Config,
     config_path: &std::path::Path,
@@ -671,11 +672,33 @@ pub fn cmd_bench_pick(
         plan.threads = default_pick_threads();
     }
     let results = cmd_bench(cfg, &plan)?;
-    let Some(best) = fastest(&results) else {
+    // A fixed threshold belongs to the config's model: with one, only that model may be picked. A
+    // calibration file names its model's hash, so `run` refuses it for another model until the
+    // line is calibrated again: with one, any model may be picked.
+    let fixed_threshold = cfg.decision.calibration.is_none();
+    let allowed: Vec<BenchResult> = results
+        .into_iter()
+        .filter(|r| !fixed_threshold || r.model == cfg.model.path)
+        .collect();
+    let Some(best) = fastest(&allowed) else {
+        let problem = if fixed_threshold {
+            format!(
+                "is a fixed threshold for {}, so bench --pick keeps that model and it was not among \
+                 --model; to switch models, calibrate for the new one (partguard calibrate) and set \
+                 decision.calibration",
+                cfg.model.path.display()
+            )
+        } else {
+            "could not be chosen: bench --pick measured nothing (no frames from the source?)".into()
+        };
         return Err(ConfigError::Field {
             path: config_path.to_owned(),
-            field: "model",
-            problem: "bench --pick measured nothing (no frames from the source?)".into(),
+            field: if fixed_threshold {
+                "decision.threshold"
+            } else {
+                "model"
+            },
+            problem,
         }
         .into());
     };

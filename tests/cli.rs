@@ -314,6 +314,33 @@ fn bench_pick_needs_a_config_file_and_a_broken_one_stays_unchanged() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--config"), "{err}");
 
+    // a fixed threshold belongs to the config's model: picking among other models is refused
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "kind = \"replay\"\npath = {:?}",
+            root().join("examples/samples/bottle")
+        ),
+        "kind = \"simulated\"",
+    );
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["bench", "--pick", "--engine", "tract", "--threads", "1"])
+        .args(["--frames", "1", "--warmup", "0", "--model"])
+        .arg(root().join("models/bottle_sspcab_int8.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("decision.threshold") && err.contains("calibrate"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before);
+
     // write_model_choice refuses a file without [model] and leaves it as it was
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
