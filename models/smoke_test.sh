@@ -28,6 +28,16 @@ grep -q "start_epoch 2" "$out/resume.txt"
 "$PYTHON" models/train.py --config models/configs/smoke.json --data "$out/pack.npz" --test "$out/pack.npz" \
     --out "$out/run_npz" --epochs 1 --precise-bn-batches 1 > "$out/npz.txt"
 grep -q "test_image_auroc" "$out/npz.txt"
+# fine-tuning: weights from the first run's final.pt (its hash recorded), warp augmentation on
+"$PYTHON" - "$out" <<'PY'
+import json, sys
+cfg = json.load(open("models/configs/smoke.json"))
+cfg.update(init_from=sys.argv[1] + "/run/final.pt", warp_augment=1.5, epochs=1)
+json.dump(cfg, open(sys.argv[1] + "/ft.json", "w"))
+PY
+"$PYTHON" models/train.py --config "$out/ft.json" --data examples/samples/bottle/good --out "$out/run_ft" \
+    --precise-bn-batches 1 > "$out/ft.txt"
+grep -q '"init_sha256"' "$out/run_ft/config.json"
 "$PYTHON" models/export.py --run "$out/run" --out "$out" --name smoke --calib examples/samples/bottle/good --n-calib 4
 for p in f32 int8; do
     cargo run --release --quiet -- eval --model "$out/smoke_$p.onnx" --data examples/samples/bottle --no-pixel \
@@ -40,6 +50,8 @@ m = onnx.load(sys.argv[1])
 ops = {n.op_type for n in m.graph.node}
 meta = {p.key: p.value for p in m.metadata_props}
 assert "QLinearConv" in ops, ops
+# ReLU fused into QLinearConv, pooling on uint8: no float Relu left between convolutions
+assert sum(n.op_type == "Relu" for n in m.graph.node) <= 1, ops
 assert meta["partguard.precision"] == "int8" and meta["partguard.input_shape"] == "1,3,64,64", meta
 print("smoke: int8 model has QLinearConv and partguard metadata")
 PY
