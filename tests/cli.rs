@@ -242,37 +242,35 @@ fn sigterm_stops_the_run_cleanly_with_a_summary() {
     );
 }
 
+/// A config replaying the samples onto a simulated line (with a comment line), and its text.
+fn samples_config(dir: &Path) -> (std::path::PathBuf, String) {
+    let source = format!(
+        "# the line's camera\nkind = \"replay\"\npath = {:?}",
+        root().join("examples/samples/bottle")
+    );
+    let cfg = write_config(dir, &source, "kind = \"simulated\"");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    (cfg, text)
+}
+
+/// `partguard --config cfg bench --pick --engine tract --warmup 0 args...`
+fn bench_pick(cfg: &Path, args: &[&str]) -> std::process::Output {
+    bin()
+        .arg("--config")
+        .arg(cfg)
+        .args(["bench", "--pick", "--engine", "tract", "--warmup", "0"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// `bench --pick` measures the engines and thread counts and writes the fastest into the config's
 /// `[model]`, keeping the rest of the file (comments included); the edited file still loads.
 #[test]
 fn bench_pick_writes_the_fastest_engine_into_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "# the line's camera\nkind = \"replay\"\npath = {:?}",
-            root().join("examples/samples/bottle")
-        ),
-        "kind = \"simulated\"",
-    );
-    let before = std::fs::read_to_string(&cfg).unwrap();
-    let out = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "bench",
-            "--pick",
-            "--engine",
-            "tract",
-            "--threads",
-            "1,2",
-            "--frames",
-            "2",
-            "--warmup",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let (cfg, before) = samples_config(dir.path());
+    let out = bench_pick(&cfg, &["--threads", "1,2", "--frames", "2"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -316,23 +314,10 @@ fn bench_pick_needs_a_config_file_and_a_broken_one_stays_unchanged() {
 
     // a fixed threshold belongs to the config's model: picking among other models is refused
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "kind = \"replay\"\npath = {:?}",
-            root().join("examples/samples/bottle")
-        ),
-        "kind = \"simulated\"",
-    );
-    let before = std::fs::read_to_string(&cfg).unwrap();
-    let out = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["bench", "--pick", "--engine", "tract", "--threads", "1"])
-        .args(["--frames", "1", "--warmup", "0", "--model"])
-        .arg(root().join("models/bottle_sspcab_int8.onnx"))
-        .output()
-        .unwrap();
+    let (cfg, before) = samples_config(dir.path());
+    let int8 = root().join("models/bottle_sspcab_int8.onnx");
+    let int8 = int8.to_str().unwrap();
+    let out = bench_pick(&cfg, &["--threads", "1", "--frames", "1", "--model", int8]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
