@@ -591,7 +591,8 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
                 options.threads = t;
                 let engine = load_engine(model, kind, &options)?;
                 log_model(&*engine);
-                println!("== {} on {}, threads {t}", model.display(), kind.name());
+                let label = threads_label(t);
+                println!("== {} on {}, threads {label}", model.display(), kind.name());
                 let mut r = bench_one(cfg, engine, kind, plan.frames, plan.warmup)?;
                 r.threads = t;
                 results.push(r);
@@ -609,7 +610,7 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
                 "{:<40} {:<12} {:>7} {:>12.2} {:>12.2} {:>10.1}",
                 r.model.file_name().unwrap_or_default().to_string_lossy(),
                 r.engine.name(),
-                r.threads,
+                threads_label(r.threads),
                 r.inference.median_us as f64 / 1000.0,
                 r.inference.p99_us as f64 / 1000.0,
                 r.frames_per_s
@@ -627,8 +628,9 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
                     (median(EngineKind::Tract), median(EngineKind::Onnxruntime))
                 {
                     println!(
-                        "ratio tract/onnxruntime (inference median) for {}, threads {t}: {:.2}",
+                        "ratio tract/onnxruntime (inference median) for {}, threads {}: {:.2}",
                         model.file_name().unwrap_or_default().to_string_lossy(),
+                        threads_label(t),
                         tr / o.max(1.0)
                     );
                 }
@@ -636,6 +638,15 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
         }
     }
     Ok(results)
+}
+
+/// `model.threads` as the bench prints it: 0 is each engine's default (tract 1, ONNX Runtime one
+/// per core).
+fn threads_label(threads: usize) -> String {
+    match threads {
+        0 => "default".into(),
+        n => n.to_string(),
+    }
 }
 
 /// The fastest result by median inference time (ties: the first, i.e. the earlier engine and the
