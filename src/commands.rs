@@ -640,6 +640,15 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
     Ok(results)
 }
 
+/// Whether two paths name the same file (however spelled: relative to the working folder or to the
+/// config file, through links).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// `model.threads` as the bench prints it: 0 is each engine's default (tract 1, ONNX Runtime one
 /// per core).
 fn threads_label(threads: usize) -> String {
@@ -689,7 +698,7 @@ pub fn cmd_bench_pick(
     let fixed_threshold = cfg.decision.calibration.is_none();
     let allowed: Vec<BenchResult> = results
         .into_iter()
-        .filter(|r| !fixed_threshold || r.model == cfg.model.path)
+        .filter(|r| !fixed_threshold || same_file(&r.model, &cfg.model.path))
         .collect();
     let Some(best) = fastest(&allowed) else {
         let problem = if fixed_threshold {
@@ -713,7 +722,7 @@ pub fn cmd_bench_pick(
         }
         .into());
     };
-    let same_model = best.model == cfg.model.path;
+    let same_model = same_file(&best.model, &cfg.model.path);
     let choice = ModelChoice {
         engine: best.engine,
         threads: best.threads,
