@@ -571,18 +571,9 @@ pub fn default_pick_threads() -> Vec<usize> {
 /// for every model x engine x thread count in `plan`; with more than one, a summary table, and the
 /// tract/onnxruntime inference time ratio per model (at the same thread count).
 pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Error> {
-    let or = |v: &[EngineKind], d: EngineKind| if v.is_empty() { vec![d] } else { v.to_vec() };
-    let engines = or(&plan.engines, cfg.model.engine);
-    let models = if plan.models.is_empty() {
-        vec![cfg.model.path.clone()]
-    } else {
-        plan.models.clone()
-    };
-    let threads = if plan.threads.is_empty() {
-        vec![cfg.model.threads]
-    } else {
-        plan.threads.clone()
-    };
+    let engines = or_config(&plan.engines, cfg.model.engine);
+    let models = or_config(&plan.models, cfg.model.path.clone());
+    let threads = or_config(&plan.threads, cfg.model.threads);
     let mut results = Vec::new();
     for model in &models {
         for &kind in &engines {
@@ -593,9 +584,7 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
                 log_model(&*engine);
                 let label = threads_label(t);
                 println!("== {} on {}, threads {label}", model.display(), kind.name());
-                let mut r = bench_one(cfg, engine, kind, plan.frames, plan.warmup)?;
-                r.threads = t;
-                results.push(r);
+                results.push(bench_one(cfg, engine, kind, t, plan.frames, plan.warmup)?);
             }
         }
     }
@@ -638,6 +627,15 @@ pub fn cmd_bench(cfg: &Config, plan: &BenchPlan) -> Result<Vec<BenchResult>, Err
         }
     }
     Ok(results)
+}
+
+/// The bench plan's list, or the config's single value when the list is empty.
+fn or_config<T: Clone>(list: &[T], config: T) -> Vec<T> {
+    if list.is_empty() {
+        vec![config]
+    } else {
+        list.to_vec()
+    }
 }
 
 /// Whether two paths name the same file (however spelled: relative to the working folder or to the
@@ -691,34 +689,32 @@ pub fn cmd_bench_pick(
     if plan.threads.is_empty() {
         plan.threads = default_pick_threads();
     }
-    let results = cmd_bench(cfg, &plan)?;
-    // A fixed threshold belongs to the config's model: with one, only that model may be picked. A
-    // calibration file names its model's hash, so `run` refuses it for another model until the
-    // line is calibrated again: with one, any model may be picked.
+    // A fixed threshold belongs to the config's model: with one, only that model may be picked (the
+    // others are not measured). A calibration file names its model's hash, so `run` refuses it for
+    // another model until the line is calibrated again: with one, any model may be picked.
     let fixed_threshold = cfg.decision.calibration.is_none();
-    let allowed: Vec<BenchResult> = results
-        .into_iter()
-        .filter(|r| !fixed_threshold || same_file(&r.model, &cfg.model.path))
-        .collect();
-    let Some(best) = fastest(&allowed) else {
-        let problem = if fixed_threshold {
-            format!(
-                "is a fixed threshold for {}, so bench --pick keeps that model and it was not among \
-                 --model; to switch models, calibrate for the new one (partguard calibrate) and set \
-                 decision.calibration",
-                cfg.model.path.display()
-            )
-        } else {
-            "could not be chosen: bench --pick measured nothing (no frames from the source?)".into()
-        };
+    if fixed_threshold && !plan.models.is_empty() {
+        plan.models.retain(|m| same_file(m, &cfg.model.path));
+        if plan.models.is_empty() {
+            return Err(ConfigError::Field {
+                path: config_path.to_owned(),
+                field: "decision.threshold",
+                problem: format!(
+                    "is a fixed threshold for {}, so bench --pick keeps that model and it was not \
+                     among --model; to switch models, calibrate for the new one (partguard \
+                     calibrate) and set decision.calibration",
+                    cfg.model.path.display()
+                ),
+            }
+            .into());
+        }
+    }
+    let results = cmd_bench(cfg, &plan)?;
+    let Some(best) = fastest(&results) else {
         return Err(ConfigError::Field {
             path: config_path.to_owned(),
-            field: if fixed_threshold {
-                "decision.threshold"
-            } else {
-                "model"
-            },
-            problem,
+            field: "model",
+            problem: "could not be chosen: bench --pick measured nothing".into(),
         }
         .into());
     };
@@ -752,6 +748,7 @@ fn bench_one(
     cfg: &Config,
     engine: Box<dyn Engine>,
     kind: EngineKind,
+    threads: usize,
     frames: u64,
     warmup: u64,
 ) -> Result<BenchResult, Error> {
@@ -817,7 +814,7 @@ fn bench_one(
     Ok(BenchResult {
         model,
         engine: kind,
-        threads: 0,
+        threads,
         inference: s.summary(Stage::Inference),
         frames_per_s,
     })
