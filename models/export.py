@@ -2,9 +2,10 @@
 
     python models/export.py --run runs/bottle --out models/ --name bottle_sspcab --calib DIR/train/good
 
-Writes NAME_f32.onnx and NAME_int8.onnx. The int8 form is QOperator with only Conv quantized
-(QLinearConv, u8 activations, i8 per-channel weights): the form tract runs on integer kernels. Everything
-else (resize, pooling, softmax, SE attention) stays float between QuantizeLinear/DequantizeLinear.
+Writes NAME_f32.onnx and NAME_int8.onnx. The int8 form is QOperator: QLinearConv with its ReLU fused,
+MaxPool and Resize on uint8, per-tensor 7-bit weights (the form tract runs fastest on integer kernels).
+The first convolution of each sub-network (the one that sees the pixels) stays float32, as do the
+SSPCAB attention, the sigmoids and the score; QuantizeLinear/DequantizeLinear sit at the borders.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet  # noqa: E402
 from train import list_images, load_rgb  # noqa: E402
 
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 
 
 def content_hash(model: onnx.ModelProto) -> str:
@@ -84,6 +85,17 @@ def export_f32(ckpt: Path, out: Path, name: str) -> tuple[Path, dict]:
     return path, cfg
 
 
+def first_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of the Conv nodes fed by the image itself or by a Concat that includes it."""
+    concat_with_image = {o for n in model.graph.node if n.op_type == "Concat" and "image" in n.input
+                         for o in n.output}
+    names = [n.name for n in model.graph.node if n.op_type == "Conv"
+             and any(i == "image" or i in concat_with_image for i in n.input)]
+    if not names:
+        sys.exit("error: no Conv reads the input 'image' (a network export.py does not know)")
+    return names
+
+
 def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -103,6 +115,7 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
             return {"image": load_rgb(p, size).transpose(2, 0, 1)[None].astype(np.float32)}
 
     out = f32.with_name(f"{name}_int8.onnx")
+    first = first_convs(onnx.load(str(f32)))
     quantize_static(
         str(f32), str(out), Reader(), quant_format=QuantFormat.QOperator,
         # Conv with its ReLU fused (outputs clipped at 0), MaxPool and Resize on uint8: consecutive
@@ -117,6 +130,12 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
         # (raw pixels up to 255) overflowed and ONNX Runtime scored every part ~0.95. tract and ARM
         # kernels are exact either way; this keeps every engine on every CPU exact.
         reduce_range=True,
+        # The first convolution of each sub-network in float32: with one 7-bit weight scale per
+        # tensor it cannot resolve the small colour differences (a reflection band's copper vs grey)
+        # that the discriminative network compares between the image and its reconstruction.
+        # Measured (ONNX Runtime, model version 3): image AUROC 0.9405 all-int8, 0.9746 with the
+        # discriminative network's first conv in f32, 0.9810 with both (f32: 0.9865). ~18 MMACs of 1,205.
+        nodes_to_exclude=first,
     )
     m = onnx.load(str(out))
     set_metadata(m, cfg, "int8", name)

@@ -129,3 +129,25 @@ def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
     out = img * (1 - m) + (1 - beta) * tex * m + beta * img * m
     has = 1.0 if mask.sum() > 0 else 0.0
     return out.astype(np.float32), mask, has
+
+
+def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth local changes of colour saturation and brightness of a *good* image, labelled normal.
+
+    Models the reflections of a glossy part under fixed lighting: a reflection band (on MVTec bottle
+    the copper-coloured inner rim) is brighter, paler or absent from part to part. Two low-frequency
+    Perlin fields (1, 2 or 4 cells across) scale the saturation (down to 1 - strength, grey) and the
+    brightness (by up to +-strength/4). Applied before the synthetic anomaly, to the reconstruction
+    target too, so neither sub-network learns such a change as a defect.
+    """
+    size = img.shape[0]
+
+    def field() -> np.ndarray:
+        r = 2 ** int(rng.integers(0, 3))
+        return np.clip((perlin((size, size), (r, r), rng) + 1) / 2, 0, 1)
+
+    sat = 1 - strength * rng.uniform(0.5, 1.0) * field()
+    gain = 1 + 0.25 * strength * (2 * field() - 1)
+    grey = img.mean(-1, keepdims=True)
+    out = (grey + (img - grey) * sat[..., None]) * gain[..., None]
+    return np.clip(out, 0, 1).astype(np.float32)

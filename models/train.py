@@ -25,7 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet, count_macs  # noqa: E402
-from synth import make_anomaly, make_texture_bank  # noqa: E402
+from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -43,6 +43,8 @@ DEFAULTS = {
     "threads": 2,
     "flip_augment": True,
     "warp_augment": 0.0,
+    "relight_augment": 0.0,
+    "relight_prob": 0.5,
     "init_from": None,
     "eval_every": 10,
     "workers": 0,
@@ -184,6 +186,8 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
             img = np.ascontiguousarray(img)
         if self.cfg["warp_augment"]:
             img = random_warp(img, float(self.cfg["warp_augment"]), rng)
+        if self.cfg["relight_augment"] and rng.random() < float(self.cfg["relight_prob"]):
+            img = random_relight(img, float(self.cfg["relight_augment"]), rng)
         a, m, _ = make_anomaly(img, self.images, rng, self.textures)
         return (torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
