@@ -131,14 +131,18 @@ def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
     return out.astype(np.float32), mask, has
 
 
-def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator,
+                   gain: float = 0.25, colour_only: bool = False) -> np.ndarray:
     """Smooth local changes of colour saturation and brightness of a *good* image, labelled normal.
 
     Models the reflections of a glossy part under fixed lighting: a reflection band (on MVTec bottle
     the copper-coloured inner rim) is brighter, paler or absent from part to part. Two low-frequency
     Perlin fields (1, 2 or 4 cells across) scale the saturation (down to 1 - strength, grey) and the
-    brightness (by up to +-strength/4). Applied before the synthetic anomaly, to the reconstruction
-    target too, so neither sub-network learns such a change as a defect.
+    brightness (by up to +-gain*strength; gain 0 changes colour only). Applied before the synthetic anomaly, to the reconstruction
+    target too, so neither sub-network learns such a change as a defect. With `colour_only` both
+    changes are weighted by how coloured a pixel is (0 at chroma <= 0.06, full at >= 0.14, chroma =
+    max - min channel): only the reflection band changes, grey and dark surfaces keep their exact
+    brightness, so faint brightness defects there stay abnormal.
     """
     size = img.shape[0]
 
@@ -147,7 +151,11 @@ def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator) -
         return np.clip((perlin((size, size), (r, r), rng) + 1) / 2, 0, 1)
 
     sat = 1 - strength * rng.uniform(0.5, 1.0) * field()
-    gain = 1 + 0.25 * strength * (2 * field() - 1)
+    scale = 1 + gain * strength * (2 * field() - 1)
+    if colour_only:
+        w = np.clip((img.max(-1) - img.min(-1) - 0.06) / 0.08, 0, 1)
+        sat = 1 - (1 - sat) * w
+        scale = 1 + (scale - 1) * w
     grey = img.mean(-1, keepdims=True)
-    out = (grey + (img - grey) * sat[..., None]) * gain[..., None]
+    out = (grey + (img - grey) * sat[..., None]) * scale[..., None]
     return np.clip(out, 0, 1).astype(np.float32)

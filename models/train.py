@@ -45,6 +45,8 @@ DEFAULTS = {
     "warp_augment": 0.0,
     "relight_augment": 0.0,
     "relight_prob": 0.5,
+    "relight_gain": 0.25,
+    "relight_colour_only": False,
     "init_from": None,
     "eval_every": 10,
     "workers": 0,
@@ -187,7 +189,8 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
         if self.cfg["warp_augment"]:
             img = random_warp(img, float(self.cfg["warp_augment"]), rng)
         if self.cfg["relight_augment"] and rng.random() < float(self.cfg["relight_prob"]):
-            img = random_relight(img, float(self.cfg["relight_augment"]), rng)
+            img = random_relight(img, float(self.cfg["relight_augment"]), rng,
+                                 float(self.cfg["relight_gain"]), bool(self.cfg["relight_colour_only"]))
         a, m, _ = make_anomaly(img, self.images, rng, self.textures)
         return (torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
