@@ -138,11 +138,12 @@ def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator,
     Models the reflections of a glossy part under fixed lighting: a reflection band (on MVTec bottle
     the copper-coloured inner rim) is brighter, paler or absent from part to part. Two low-frequency
     Perlin fields (1, 2 or 4 cells across) scale the saturation (down to 1 - strength, grey) and the
-    brightness (by up to +-gain*strength; gain 0 changes colour only). Applied before the synthetic anomaly, to the reconstruction
-    target too, so neither sub-network learns such a change as a defect. With `colour_only` both
-    changes are weighted by how coloured a pixel is (0 at chroma <= 0.06, full at >= 0.14, chroma =
-    max - min channel): only the reflection band changes, grey and dark surfaces keep their exact
-    brightness, so faint brightness defects there stay abnormal.
+    brightness (by up to +-gain*strength; gain 0 changes colour only). Applied before the synthetic
+    anomaly, to the reconstruction target too, so neither sub-network learns such a change as a
+    defect. With `colour_only` both changes are weighted by how coloured a pixel is (0 at chroma
+    <= 0.06, full at >= 0.14; chroma = max - min channel): only the reflection band changes, grey and
+    dark surfaces keep their brightness. Measured on bottle (models/README.md): only the brightness
+    change on grey surfaces moves good/019, and it also raises the score floor of good parts.
     """
     size = img.shape[0]
 
