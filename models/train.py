@@ -285,6 +285,8 @@ def main() -> None:
     ap.add_argument("--time-limit-min", type=float,
                     help="stop after the epoch that crosses this wall time (logged; the run stays resumable)")
     ap.add_argument("--workers", type=int, help="override the config's loader workers (0: in-process)")
+    ap.add_argument("--threads", type=int,
+                    help="override the config's CPU threads (e.g. when resuming with a core freed)")
     ap.add_argument("--pack", type=Path, help="write --data (and --test) as one .npz and exit")
     args = ap.parse_args()
 
@@ -295,6 +297,8 @@ def main() -> None:
         cfg["epochs"] = args.epochs
     if args.workers is not None:
         cfg["workers"] = args.workers
+    if args.threads is not None:
+        cfg["threads"] = args.threads
     size = int(cfg["input_size"])
     if args.pack:
         pack(args, size)
