@@ -45,6 +45,10 @@ for p in f32 int8; do
         | tee "$out/eval_$p.txt"
     grep -q "image AUROC: " "$out/eval_$p.txt"
 done
+# the operating-point table, from a checkpoint (PyTorch) and from the exported model (ONNX Runtime)
+"$PYTHON" models/evaluate.py --data "$out/pack.npz" "$out/run/final.pt" "$out/smoke_f32.onnx" \
+    | tee "$out/evaluate.txt"
+test "$(grep -c '99th percentile' "$out/evaluate.txt")" = 2
 "$PYTHON" - "$out/smoke_int8.onnx" <<'PY'
 import sys, onnx
 m = onnx.load(sys.argv[1])
