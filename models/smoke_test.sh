@@ -33,7 +33,8 @@ grep -q "test_image_auroc" "$out/npz.txt"
 "$PYTHON" - "$out" <<'PY'
 import json, sys
 cfg = json.load(open("models/configs/smoke.json"))
-cfg.update(init_from=sys.argv[1] + "/run/final.pt", warp_augment=1.5, relight_augment=1.0, relight_prob=1.0, epochs=1)
+cfg.update(init_from=sys.argv[1] + "/run/final.pt", warp_augment=1.5, relight_augment=1.0, relight_prob=1.0,
+           relight_target="original", epochs=1)
 json.dump(cfg, open(sys.argv[1] + "/ft.json", "w"))
 PY
 "$PYTHON" models/train.py --config "$out/ft.json" --data examples/samples/bottle/good --out "$out/run_ft" \

@@ -47,6 +47,7 @@ DEFAULTS = {
     "relight_prob": 0.5,
     "relight_gain": 0.25,
     "relight_colour_only": False,
+    "relight_target": "relit",
     "init_from": None,
     "eval_every": 10,
     "workers": 0,
@@ -188,11 +189,16 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
             img = np.ascontiguousarray(img)
         if self.cfg["warp_augment"]:
             img = random_warp(img, float(self.cfg["warp_augment"]), rng)
+        target = img
         if self.cfg["relight_augment"] and rng.random() < float(self.cfg["relight_prob"]):
             img = random_relight(img, float(self.cfg["relight_augment"]), rng,
                                  float(self.cfg["relight_gain"]), bool(self.cfg["relight_colour_only"]))
+            # "relit": the reconstruction reproduces the relit part; "original": it maps it back to
+            # the part as photographed (the discriminator still labels the relit pixels normal).
+            if self.cfg["relight_target"] == "relit":
+                target = img
         a, m, _ = make_anomaly(img, self.images, rng, self.textures)
-        return (torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
+        return (torch.from_numpy(target).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
 
 
@@ -299,6 +305,8 @@ def main() -> None:
         cfg["workers"] = args.workers
     if args.threads is not None:
         cfg["threads"] = args.threads
+    if cfg["relight_target"] not in ("relit", "original"):
+        sys.exit(f"error: config relight_target is {cfg['relight_target']!r}; use \"relit\" or \"original\"")
     size = int(cfg["input_size"])
     if args.pack:
         pack(args, size)
