@@ -6,9 +6,10 @@ For each model (a `train.py` checkpoint, run in PyTorch, or an exported ONNX fil
 Runtime) it scores the good training images and the test split, then prints the image AUROC and,
 for thresholds taken from the good training scores (the highest, the 99th and the 95th percentile;
 `partguard calibrate` takes a conformal order statistic of good scores, which lands near these),
-how many good test parts are rejected and how many defective ones pass. Training images score
-lower than unseen good parts (the model has fitted them), so these thresholds flatter the false
-rejects; on a line, calibrate on parts the model was not trained on. AUROC alone hides that trade-off: a model can rank better overall and still
+how many good test parts are rejected and how many defective ones pass. A model can score its
+training images lower than unseen good parts (the fine-tunes and the 250-epoch relight run in
+models/README.md do; the shipped v2 does not), and then these thresholds understate its false
+rejects: on a line, calibrate on parts the model was not trained on. AUROC alone hides that trade-off: a model can rank better overall and still
 pass more faint defects at every threshold a line would use (models/README.md, "Relight
 augmentation").
 
