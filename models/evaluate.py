@@ -6,12 +6,12 @@ For each model (a `train.py` checkpoint, run in PyTorch, or an exported ONNX fil
 Runtime) it scores the good training images and the test split, then prints the image AUROC and,
 for thresholds taken from the good training scores (the highest, the 99th and the 95th percentile;
 `partguard calibrate` takes a conformal order statistic of good scores, which lands near these),
-how many good test parts are rejected and how many defective ones pass. A model can score its
-training images lower than unseen good parts (the fine-tunes and the 250-epoch relight run in
+how many good test parts are rejected and how many defective ones pass. AUROC alone hides that
+trade-off: a model can rank better overall and still pass more faint defects at every threshold a
+line would use (models/README.md, "Relight augmentation"). A model can also score its training
+images lower than unseen good parts (the fine-tunes and the 250-epoch relight run in
 models/README.md do; the shipped v2 does not), and then these thresholds understate its false
-rejects: on a line, calibrate on parts the model was not trained on. AUROC alone hides that trade-off: a model can rank better overall and still
-pass more faint defects at every threshold a line would use (models/README.md, "Relight
-augmentation").
+rejects: on a line, calibrate on parts the model was not trained on.
 
 --data is a `train.py --pack` .npz holding train and test images, or an MVTec-style category folder
 (`train/good`, `test/*`) read with the firmware's resize. The release figures come from
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import auroc, load_set  # noqa: E402
+from train import auroc, image_scores, load_set  # noqa: E402
 
 
 def torch_scorer(path: Path):
@@ -40,16 +40,7 @@ def torch_scorer(path: Path):
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
     model.load_state_dict(ck["model"])
     model.eval()
-
-    def score(images: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(images), 16):
-                x = torch.from_numpy(images[i : i + 16]).permute(0, 3, 1, 2)
-                out.append(model(x)[1].numpy().reshape(-1))
-        return np.concatenate(out)
-
-    return score, int(cfg["input_size"])
+    return (lambda images: image_scores(model, images, torch.device("cpu"))), int(cfg["input_size"])
 
 
 def onnx_scorer(path: Path):

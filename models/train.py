@@ -151,17 +151,23 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def evaluate(model: AnomalyNet, test: tuple[np.ndarray, np.ndarray], device: torch.device) -> float:
-    images, labels = test
-    model.eval()
+def image_scores(model: AnomalyNet, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """The graph's image score for each of `images` (N,H,W,3 in [0,1]), in batches of 16, no grad."""
     scores = []
     with torch.no_grad():
         for i in range(0, len(images), 16):
             x = torch.from_numpy(images[i : i + 16]).permute(0, 3, 1, 2).to(device)
             _, sc = model(x)
-            scores.append(sc.cpu().numpy())
+            scores.append(sc.cpu().numpy().reshape(-1))
+    return np.concatenate(scores)
+
+
+def evaluate(model: AnomalyNet, test: tuple[np.ndarray, np.ndarray], device: torch.device) -> float:
+    images, labels = test
+    model.eval()
+    scores = image_scores(model, images, device)
     model.train()
-    return auroc(np.concatenate(scores), labels)
+    return auroc(scores, labels)
 
 
 class SyntheticAnomalies(torch.utils.data.Dataset):
