@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet  # noqa: E402
 from train import list_images, load_rgb  # noqa: E402
 
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 
 
 def content_hash(model: onnx.ModelProto) -> str:
