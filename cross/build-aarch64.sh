@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
-cargo build --release --target "$target" --bin partguard
+# +crt-static on the final link only: the dependencies are the ones the aarch64 tests use.
+cargo rustc --release --target "$target" --bin partguard -- -C target-feature=+crt-static
 bin="target/$target/release/partguard"
 aarch64-linux-gnu-strip "$bin"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
@@ -26,6 +27,10 @@ sed -e 's#^path = "samples/bottle"#path = "/usr/local/share/partguard/samples/bo
     -e 's#^path = "../models/bottle_sspcab_f32.onnx"#path = "/usr/local/share/partguard/models/bottle_sspcab_f32.onnx"#' \
     examples/partguard.toml >"$stage/partguard.toml"
 tar -C target/dist -czf "target/dist/$name.tar.gz" "$name"
-if aarch64-linux-gnu-readelf -l "$bin" | grep -q INTERP; then linkage=dynamic; else linkage=static; fi
+if aarch64-linux-gnu-readelf -l "$stage/partguard" | grep -q INTERP; then
+    echo "error: $stage/partguard is dynamically linked; the boards need the static binary" >&2
+    exit 1
+fi
+linkage=static
 echo "binary: $bin ($(stat -c %s "$bin") bytes, aarch64, $linkage, stripped)"
 echo "tarball: target/dist/$name.tar.gz ($(stat -c %s "target/dist/$name.tar.gz") bytes)"

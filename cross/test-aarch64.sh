@@ -28,14 +28,12 @@ t() { cargo test --release --target "$target" "$@"; }
 # The onnxruntime engine against tract (feature onnxruntime), with the PyPI wheel's aarch64
 # libonnxruntime.so (cross/setup-onnxruntime.sh). It reads /proc/cpuinfo and crashes on the host's
 # x86 one: the qemu prefix holds a Cortex-A76 cpuinfo beside the cross toolchain's libraries.
-# A static binary cannot dlopen libonnxruntime.so, so these tests build without +crt-static, into
-# their own target folder (the static builds stay cached).
+# The test builds are dynamically linked (only the release binary is static, cross/build-aarch64.sh),
+# so this one shares every dependency with the rest of the suite.
 onnxruntime() {
     echo "== aarch64 onnxruntime engine (dynamically linked), QEMU_CPU=cortex-a76"
     bash cross/setup-onnxruntime.sh
-    RUSTFLAGS="-C target-feature=-crt-static" \
-        CARGO_TARGET_DIR=target/aarch64-dynamic \
-        ORT_DYLIB_PATH="$PWD/target/onnxruntime/aarch64/libonnxruntime.so.1.32.0" \
+    ORT_DYLIB_PATH="$PWD/target/onnxruntime/aarch64/libonnxruntime.so.1.32.0" \
         QEMU_LD_PREFIX="$PWD/target/onnxruntime/qemu-prefix" QEMU_CPU=cortex-a76 \
         t --features onnxruntime --test engines -- --nocapture
 }

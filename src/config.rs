@@ -266,7 +266,8 @@ pub struct OutputLineConfig {
     pub active_low: bool,
     #[serde(default = "default_safe_state")]
     pub safe_state: SafeState,
-    /// `[ready]` only: toggle every this many ms while healthy (0: steady active).
+    /// `[ready]` only: toggle every this many ms while healthy (0: steady active). `[alarm]`
+    /// refuses it.
     #[serde(default)]
     pub heartbeat_ms: f64,
 }
@@ -661,6 +662,16 @@ impl Config {
         for (role, o) in [("alarm", &self.alarm), ("ready", &self.ready)] {
             if let Some(o) = o {
                 check_output(path, role, o.kind, o.chip.as_deref(), o.line.as_ref())?;
+                if role == "alarm" && o.heartbeat_ms != 0.0 {
+                    return Err(bad(
+                        "alarm.heartbeat_ms",
+                        format!(
+                            "is {}; the alarm output does not toggle (only [ready] has a \
+                             heartbeat); remove it",
+                            o.heartbeat_ms
+                        ),
+                    ));
+                }
                 if !o.heartbeat_ms.is_finite() || o.heartbeat_ms < 0.0 {
                     return Err(bad(
                         "ready.heartbeat_ms",

@@ -143,16 +143,18 @@ fn sample_bilinear(map: &[f32], mw: usize, mh: usize, x: f64, y: f64) -> f32 {
     top * (1.0 - ay) + bot * ay
 }
 
-/// Runs every image under `root` through the model. With `csv`, writes `path,label,score`.
+/// Runs every image under `root` through `pre` (the line's preprocessor: its region of interest
+/// applies) and the model. With `csv`, writes `path,label,score`. With a region of interest, the
+/// pixel AUROC counts the mask pixels inside it (the only ones the model sees).
 pub fn evaluate(
     root: &Path,
+    pre: &mut Preprocessor,
     engine: &mut dyn Engine,
     csv: Option<&Path>,
     pixel: bool,
 ) -> Result<EvalReport, EvalError> {
     let (test_dir, gt_dir) = layout(root);
     let mut source = ReplaySource::open(&test_dir, false, 0.0, 0)?;
-    let mut pre = Preprocessor::new(engine.info().input);
     let mut images = Vec::new();
     let mut pix = PixelAuroc::default();
     let mut masks_used = 0;
@@ -198,15 +200,26 @@ pub fn evaluate(
             continue;
         };
         masks_used += 1;
-        let (sx, sy) = (mw as f64 / w as f64, mh as f64 / h as f64);
-        for y in 0..h {
-            for x in 0..w {
+        // The map covers the region of interest (the whole frame without one; `pre.run` has
+        // checked that it fits).
+        let (rx, ry, rw, rh) = match pre.roi() {
+            Some(r) => (
+                r.x as usize,
+                r.y as usize,
+                r.width as usize,
+                r.height as usize,
+            ),
+            None => (0, 0, w, h),
+        };
+        let (sx, sy) = (mw as f64 / rw as f64, mh as f64 / rh as f64);
+        for y in ry..ry + rh {
+            for x in rx..rx + rw {
                 let v = sample_bilinear(
                     inf.map,
                     mw,
                     mh,
-                    (x as f64 + 0.5) * sx,
-                    (y as f64 + 0.5) * sy,
+                    ((x - rx) as f64 + 0.5) * sx,
+                    ((y - ry) as f64 + 0.5) * sy,
                 );
                 let positive = mask.as_ref().is_some_and(|m| m[y * w + x] > 127);
                 pix.add(v, positive);

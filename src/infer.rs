@@ -210,6 +210,8 @@ pub trait Engine: Send {
 pub struct TractEngine {
     info: ModelInfo,
     state: TypedSimpleState,
+    /// What the preprocessor fills; copied into `input` at each run, so handing it out never fails.
+    staging: Vec<f32>,
     input: Arc<Tensor>,
     map: Vec<f32>,
 }
@@ -376,6 +378,7 @@ impl TractEngine {
         let mut engine = TractEngine {
             info,
             state,
+            staging: vec![0.0; 3 * w * h],
             input: Arc::new(Tensor::zero::<f32>(&[1, 3, h, w]).map_err(prepare)?),
             map: vec![0.0; w * h],
         };
@@ -388,6 +391,19 @@ impl TractEngine {
     }
 
     fn run_raw(&mut self) -> Result<f32, String> {
+        // tract has released its reference after the previous run, so this does not copy the tensor.
+        let tensor = Arc::make_mut(&mut self.input);
+        let view = tensor
+            .to_plain_array_view_mut::<f32>()
+            .map_err(|e| format!("input tensor: {e:#}"))?;
+        match view.into_slice() {
+            Some(dst) if dst.len() == self.staging.len() => dst.copy_from_slice(&self.staging),
+            _ => {
+                return Err(
+                    "the input tensor is not one contiguous f32 buffer of the model's size".into(),
+                )
+            }
+        }
         let outputs = self
             .state
             .run(tvec![TValue::from_const(self.input.clone())])
@@ -425,12 +441,7 @@ impl Engine for TractEngine {
     }
 
     fn input_mut(&mut self) -> &mut [f32] {
-        // tract has released its reference after the previous run, so this does not copy.
-        let t = Arc::make_mut(&mut self.input);
-        match t.to_plain_array_view_mut::<f32>() {
-            Ok(view) => view.into_slice().unwrap_or(&mut []),
-            Err(_) => &mut [],
-        }
+        &mut self.staging
     }
 
     fn run(&mut self) -> Result<Inference<'_>, ModelError> {

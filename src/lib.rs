@@ -20,6 +20,7 @@ pub mod drift;
 pub mod eval;
 pub mod infer;
 pub mod input;
+pub mod line;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;

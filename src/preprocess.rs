@@ -324,6 +324,12 @@ fn resize_and_scale(
     region.check(width, height)?;
     resizer.resize_region(rgb, width as usize, region, small, s.width, s.height);
     let plane = s.width * s.height;
+    if input.len() != 3 * plane || small.len() != 3 * plane {
+        return Err(CaptureError::InputSize {
+            expected: 3 * plane,
+            got: input.len(),
+        });
+    }
     let (r, rest) = input.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     for (i, px) in small.chunks_exact(3).enumerate() {

@@ -244,7 +244,7 @@ fn a_line_with_encoder_trigger_and_outputs_parses() {
         cfg.trigger.as_ref().and_then(|t| t.line.clone()),
         Some(LineId::Name("PHOTO_EYE".into()))
     );
-    let s = partguard::commands::scheduler_settings(&cfg);
+    let s = partguard::line::Line::new(&cfg).scheduler();
     assert_eq!(
         s.delay,
         partguard::schedule::Delay::Ticks {
@@ -304,4 +304,22 @@ fn an_unknown_engine_is_refused() {
         }
         other => panic!("expected a parse error, got {other:?}"),
     }
+}
+
+#[test]
+fn heartbeat_belongs_to_ready_and_a_bad_value_names_its_section() {
+    let (field, problem) = field_error(&format!(
+        "{GOOD}\n[alarm]\nkind = \"simulated\"\nheartbeat_ms = 250\n"
+    ));
+    assert_eq!(field, "alarm.heartbeat_ms", "{problem}");
+    assert!(problem.contains("only [ready]"), "{problem}");
+    let (field, problem) = field_error(&format!(
+        "{GOOD}\n[ready]\nkind = \"simulated\"\nheartbeat_ms = -5\n"
+    ));
+    assert_eq!(field, "ready.heartbeat_ms", "{problem}");
+    // A steady ready output and an alarm without a heartbeat are fine.
+    parse(&format!(
+        "{GOOD}\n[alarm]\nkind = \"simulated\"\n\n[ready]\nkind = \"simulated\"\nheartbeat_ms = 0\n"
+    ))
+    .unwrap();
 }

@@ -146,3 +146,31 @@ fn region_of_interest_outside_the_frame_is_an_error_naming_both() {
         "{msg}"
     );
 }
+
+/// An input tensor of the wrong size (an engine that could not hand out its tensor) is a bad frame,
+/// never a panic on the frame path.
+#[test]
+fn a_short_input_tensor_is_an_error_not_a_panic() {
+    let spec = InputSpec {
+        width: 8,
+        height: 8,
+        scale: 1.0 / 255.0,
+        offset: 0.0,
+    };
+    let mut pre = Preprocessor::new(spec);
+    let rgb = vec![128u8; 16 * 16 * 3];
+    for len in [0, 8 * 8 * 3 - 1, 8 * 8 * 3 + 1] {
+        let mut input = vec![0.0f32; len];
+        let err = pre.fill_tensor_from(&rgb, 16, 16, &mut input).unwrap_err();
+        assert_eq!(
+            err,
+            CaptureError::InputSize {
+                expected: 8 * 8 * 3,
+                got: len
+            }
+        );
+    }
+    let mut input = vec![0.0f32; 8 * 8 * 3];
+    pre.fill_tensor_from(&rgb, 16, 16, &mut input).unwrap();
+    assert!(input.iter().all(|&v| (v - 128.0 / 255.0).abs() < 1e-6));
+}

@@ -175,3 +175,21 @@ fn safe_state_after_a_sigkill_sets_every_output_and_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gpiochip99"), "{err}");
 }
+
+/// The README's `systemctl reload partguard` works: the unit sends the SIGHUP that re-reads the
+/// calibration (the reload itself: tests/calibrate.rs), and says how.
+#[test]
+fn the_unit_reloads_with_sighup_as_the_readme_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("cross/partguard.service")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let reload: Vec<&str> = unit
+        .lines()
+        .filter(|l| l.starts_with("ExecReload="))
+        .collect();
+    if readme.contains("systemctl reload") {
+        assert_eq!(reload, ["ExecReload=/bin/kill -HUP $MAINPID"], "{unit}");
+    }
+    // `safe-state` after every exit, a crash included.
+    assert!(unit.contains("ExecStopPost=/usr/local/bin/partguard safe-state"));
+}

@@ -13,9 +13,14 @@ root="$PWD"
 work="target/e2e"
 cache="$work/cache"
 mkdir -p "$cache"
-bin="target/aarch64-unknown-linux-gnu/release/partguard"
+# The shipped binary: the static one cross/build-aarch64.sh put in the tarball's folder (the one in
+# target/aarch64-unknown-linux-gnu/release is relinked dynamically by the aarch64 test builds).
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+bin="target/dist/partguard-$version-aarch64/partguard"
 [ -x "$bin" ] || { echo "e2e: build the aarch64 binary first (cross/build-aarch64.sh)" >&2; exit 1; }
-cargo build --release --quiet --target aarch64-unknown-linux-gnu --example vivid_feed
+# The guest has no C library: the feeder is linked static too (final link only, like the binary).
+cargo rustc --release --quiet --target aarch64-unknown-linux-gnu --example vivid_feed -- \
+    -C target-feature=+crt-static
 feed="target/aarch64-unknown-linux-gnu/release/examples/vivid_feed"
 # The parts, in the order shown: labels are the folder names (good = good part).
 images="good/000.png broken_large/000.png good/001.png contamination/000.png contamination/001.png"

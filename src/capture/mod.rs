@@ -164,6 +164,8 @@ pub enum CaptureError {
     ReplayEmpty { path: PathBuf },
     #[error("cannot read replay folder {path}: {reason}")]
     ReplayRead { path: PathBuf, reason: String },
+    #[error("the model's input tensor holds {got} values, the preprocessor writes {expected}; the engine and the model disagree (a bug: report it)")]
+    InputSize { expected: usize, got: usize },
     #[error("the region of interest {roi} does not fit the {width}x{height} frame; fix [roi] (x + width <= {width}, y + height <= {height})")]
     RoiOutsideFrame {
         roi: crate::preprocess::Roi,

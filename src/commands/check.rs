@@ -1,0 +1,89 @@
+//! `partguard check`: opens everything the config names and says what it found.
+
+use crate::config::Config;
+use crate::line::{Line, Pacing};
+use crate::schedule::Delay;
+use crate::Error;
+
+/// Validates the config, loads and plans the model, opens the source, the archive folder and every
+/// input and output (outputs in their safe state), and prints what it found.
+pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
+    println!("config {config_name}: valid");
+    let line = Line::new(cfg);
+    let engine = line.engine()?;
+    let i = engine.info();
+    println!(
+        "model {}: loaded and planned (engine {}, threads {})",
+        i.path.display(),
+        cfg.model.engine.name(),
+        crate::commands::report::threads_label(cfg.model.threads)
+    );
+    for key in [
+        "partguard.model_name",
+        "partguard.model_version",
+        "partguard.precision",
+        "partguard.input_shape",
+        "partguard.architecture",
+        "partguard.sspcab",
+        "partguard.data_license",
+    ] {
+        println!("  {key} = {}", i.meta(key));
+    }
+    println!("  file sha256 = {}", i.file_sha256);
+    let source = line.source(Pacing::Configured)?;
+    println!("source: {} (opened)", source.describe());
+    if let Some(roi) = cfg.roi {
+        println!("region of interest: {roi} (only this rectangle goes to the model)");
+    }
+    if let (Some(a), Some(archive)) = (&cfg.archive, line.archive()?) {
+        println!(
+            "reject archive: {} (writable; keeps at most {} images, {} MiB)",
+            archive.dir().display(),
+            a.max_images,
+            a.max_megabytes
+        );
+    }
+    drop(source);
+    let io = line.io(line.clock())?;
+    println!(
+        "reject output: {} (in safe state {:?}, active_low {}, pulse {} ms)",
+        io.outputs.reject.pin.describe(),
+        cfg.reject.safe_state,
+        cfg.reject.active_low,
+        cfg.reject.pulse_ms
+    );
+    for (role, o) in [("alarm", &io.outputs.alarm), ("ready", &io.outputs.ready)] {
+        if let Some(o) = o {
+            println!("{role} output: {} (in safe state)", o.pin.describe());
+        }
+    }
+    if let Some(t) = &io.trigger {
+        println!("trigger input: {}", t.describe());
+    }
+    if let Some(e) = &io.encoder {
+        println!("encoder input: {}", e.describe());
+    }
+    let after = if cfg.trigger.is_some() {
+        "the trigger"
+    } else {
+        "capture"
+    };
+    let timing = match line.scheduler().delay {
+        Delay::Time { delay, margin } => format!(
+            "reject {:.1} ms after {after}, decision due {:.1} ms before",
+            delay.as_secs_f64() * 1000.0,
+            margin.as_secs_f64() * 1000.0
+        ),
+        Delay::Ticks { ticks, margin } => format!(
+            "reject {ticks} encoder ticks after {after}, decision due {margin} ticks before"
+        ),
+    };
+    println!(
+        "timing: {timing}; parts not judged in time: {:?}; queue {} parts",
+        cfg.timing.policy, cfg.timing.queue_size
+    );
+    let d = line.decision(i)?;
+    println!("threshold: {} (from {})", d.threshold, d.origin);
+    println!("check: OK");
+    Ok(())
+}
