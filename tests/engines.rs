@@ -162,3 +162,86 @@ fn a_missing_library_is_a_clear_error_naming_it() {
         "{stderr}"
     );
 }
+
+/// `eval` runs on the configured engine (it used tract whatever `model.engine` said): a library
+/// that does not exist fails it, naming the library; the real one scores the samples on ONNX
+/// Runtime, within the int8 tolerance of tract's scores.
+#[test]
+fn eval_runs_on_the_configured_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, engine: &str| {
+        let cfg = dir.path().join(name);
+        let text = partguard::config::BUILTIN_DEFAULT
+            .replace("\"samples/bottle\"", &format!("{:?}", common::samples()))
+            .replace(
+                "\"../models/bottle_sspcab_f32.onnx\"",
+                &format!(
+                    "{:?}\n{engine}",
+                    common::root().join("models/bottle_sspcab_int8.onnx")
+                ),
+            );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let data = common::samples();
+    let eval = |cfg: &Path, csv: &Path| {
+        common::run_with_config(
+            env!("CARGO_BIN_EXE_partguard"),
+            cfg,
+            &[
+                "eval",
+                "--no-pixel",
+                "--data",
+                data.to_str().unwrap(),
+                "--csv",
+                csv.to_str().unwrap(),
+            ],
+        )
+    };
+    let missing = config(
+        "missing.toml",
+        "engine = \"onnxruntime\"\nonnxruntime_library = \"/nonexistent/libonnxruntime.so\"",
+    );
+    let out = eval(&missing, &dir.path().join("missing.csv"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "eval ignored model.engine: {stderr}"
+    );
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+
+    let ort = config(
+        "ort.toml",
+        &format!(
+            "engine = \"onnxruntime\"\nonnxruntime_library = {:?}",
+            library()
+        ),
+    );
+    let tract = config("tract.toml", "");
+    let (ort_csv, tract_csv) = (dir.path().join("ort.csv"), dir.path().join("tract.csv"));
+    let out = eval(&ort, &ort_csv);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" on onnxruntime"));
+    assert!(eval(&tract, &tract_csv).status.success());
+    let scores = |p: &Path| -> Vec<f32> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (a, b) = (scores(&ort_csv), scores(&tract_csv));
+    assert_eq!(a.len(), 8);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 0.02, "onnxruntime {x} vs tract {y}");
+    }
+}
