@@ -161,12 +161,24 @@ fn outputs(engine: &mut TractEngine) -> Vec<(String, f32, f32, f32)> {
 }
 
 /// Largest differences allowed between this platform and the x86_64 reference
-/// (`tests/data/x86_64_reference.txt`), per precision: (score, map mean, map max). Measured with
-/// `cross/test-aarch64.sh`: see README, "Deploying on a board".
+/// (`tests/data/x86_64_reference.txt`, written with tract's AVX2+FMA kernels), per precision:
+/// (score, map mean, map max). tract picks its kernels per CPU, and the machines this suite runs
+/// on differ. Measured spread over the 8 samples (`TRACT_CPU_ISA=<edit> cargo test --release
+/// --test model outputs_match -- --nocapture` on an AMD EPYC with AVX-512 VNNI, 2026-12-01):
+///
+/// | kernels (TRACT_CPU_ISA)                         | f32 score / map max | int8 score / map mean / map max |
+/// |-------------------------------------------------|---------------------|---------------------------------|
+/// | AVX2+FMA (`-avx512vnni,-avxvnni,-avx512f,-avx512fp16`) | 0 / 0        | 0 / 0 / 0 (the reference's)     |
+/// | AVX-512 with VNNI (as probed) or without        | 8.9e-8 / 3.9e-7     | 2.1e-4 / 1.3e-5 / 2.7e-3        |
+/// | generic (also `-fma,-avx2,-avx,-f16c`)          | 2.4e-7 / 7.7e-7     | 1.2e-3 / 4.4e-4 / 6e-8          |
+/// | aarch64 Cortex-A76 (dotprod) and A72, qemu-user | (cross/test-aarch64.sh prints them) |                 |
+///
+/// In int8 a float difference of 1e-7 before a quantized layer can move an activation by one
+/// quantization step, which carries through: the tolerance is about 4x the widest spread measured.
 fn tolerance(precision: &str) -> (f32, f32, f32) {
     match precision {
         "f32" => (1e-5, 1e-5, 1e-5),
-        _ => (1e-3, 1e-3, 1e-3),
+        _ => (5e-3, 2e-3, 1e-2),
     }
 }
 
@@ -193,6 +205,7 @@ fn outputs_match_the_x86_64_reference() {
     }
     let reference = std::fs::read_to_string(&path).unwrap();
     let mut worst = std::collections::BTreeMap::new();
+    let mut outside = Vec::new();
     for precision in ["f32", "int8"] {
         let mut engine = TractEngine::load(&shipped(precision)).unwrap();
         let got = outputs(&mut engine);
@@ -210,17 +223,21 @@ fn outputs_match_the_x86_64_reference() {
             let d = ((s - v[0]).abs(), (mean - v[1]).abs(), (max - v[2]).abs());
             let w = worst.entry(precision).or_insert((0.0f32, 0.0f32, 0.0f32));
             *w = (w.0.max(d.0), w.1.max(d.1), w.2.max(d.2));
-            assert!(
-                d.0 <= ts && d.1 <= tmean && d.2 <= tmax,
-                "{precision} {name}: score {s} vs {}, map mean {mean} vs {}, max {max} vs {}",
-                v[0],
-                v[1],
-                v[2]
-            );
+            if !(d.0 <= ts && d.1 <= tmean && d.2 <= tmax) {
+                outside.push(format!(
+                    "{precision} {name}: score {s} vs {}, map mean {mean} vs {}, max {max} vs {}",
+                    v[0], v[1], v[2]
+                ));
+            }
         }
     }
     // The measured differences, for the record (cross/test-aarch64.sh prints them).
     eprintln!("largest |this platform - x86_64| (score, map mean, map max): {worst:?}");
+    assert!(
+        outside.is_empty(),
+        "outside the tolerance:\n{}",
+        outside.join("\n")
+    );
 }
 
 /// `model.threads` > 1 splits tract's matrix products over a pool; every output element is still
