@@ -101,13 +101,20 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
             .contains("summary: frames 8 OK 4 NG 4 late 0 missed 0 faults 0 overflows 0 (parts 8;"),
         "{stdout}"
     );
-    assert!(stdout.contains("reject pulses 4 "), "{stdout}");
-    // The same figures as JSON.
+    // The same figures as JSON. Unpaced, parts follow each other as fast as inference goes, so
+    // how many adjacent rejects merge into one running pulse depends on the machine's speed:
+    // every NG part is either a pulse of its own or merged into one.
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["counts"]["ok"], 4, "{doc}");
     assert_eq!(doc["counts"]["ng"], 4, "{doc}");
-    assert_eq!(doc["counts"]["pulses"], 4, "{doc}");
-    assert_eq!(doc["reject_onset_error"]["count"], 4, "{doc}");
+    let pulses = doc["counts"]["pulses"].as_u64().unwrap();
+    let merged = doc["counts"]["merged"].as_u64().unwrap();
+    assert!(pulses >= 1 && pulses + merged == 4, "{doc}");
+    assert!(
+        stdout.contains(&format!("reject pulses {pulses} merged {merged} ")),
+        "{stdout}"
+    );
+    assert_eq!(doc["reject_onset_error"]["count"], pulses, "{doc}");
     assert!(
         doc["latency_us"]["inference"]["median_us"]
             .as_u64()
