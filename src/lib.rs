@@ -7,7 +7,8 @@
 //! and GPIO behind small traits with real and simulated implementations, [`realtime`] asks for
 //! SCHED_FIFO, [`service`] speaks systemd's notify protocol (readiness, watchdog). [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
 //! the threshold from good parts, [`drift`] watches it, [`commands`] holds what the subcommands of
-//! the binary do.
+//! the binary do, each building its stages from the config through [`line`], the one composition
+//! root.
 
 pub mod archive;
 pub mod calibrate;
