@@ -30,10 +30,18 @@ pub const ARCHIVE_SLOTS: usize = 4;
 /// What went wrong setting up the archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("reject archive {dir}: cannot use the folder: {reason}; create it and let the user partguard runs as write to it, or change archive.dir")]
-    Folder { dir: PathBuf, reason: String },
-    #[error("reject archive {dir}: cannot start the writer thread: {reason}")]
-    Thread { dir: PathBuf, reason: String },
+    #[error("reject archive {dir}: cannot use the folder: {source}; create it and let the user partguard runs as write to it, or change archive.dir")]
+    Folder {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reject archive {dir}: cannot start the writer thread: {source}")]
+    Thread {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The archive's bounds.
@@ -151,9 +159,9 @@ impl Archive {
             std::thread::Builder::new()
                 .name("archive".into())
                 .spawn(move || writer_loop(&shared, ring))
-                .map_err(|e| ArchiveError::Thread {
+                .map_err(|source| ArchiveError::Thread {
                     dir: dir.clone(),
-                    reason: e.to_string(),
+                    source,
                 })?
         };
         Ok(Archive {
@@ -284,14 +292,14 @@ struct Ring {
 impl Ring {
     fn scan(settings: &ArchiveSettings) -> Result<Ring, ArchiveError> {
         let dir = &settings.dir;
-        let folder_err = |reason: String| ArchiveError::Folder {
+        let folder_err = |source: std::io::Error| ArchiveError::Folder {
             dir: dir.clone(),
-            reason,
+            source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| folder_err(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(folder_err)?;
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| folder_err(e.to_string()))? {
-            let entry = entry.map_err(|e| folder_err(e.to_string()))?;
+        for entry in std::fs::read_dir(dir).map_err(folder_err)? {
+            let entry = entry.map_err(folder_err)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(".partguard-tmp-") {
@@ -309,7 +317,12 @@ impl Ring {
         let probe = dir.join(".partguard-tmp-probe");
         std::fs::write(&probe, b"")
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| folder_err(format!("cannot write in it: {e}")))?;
+            .map_err(|e| {
+                folder_err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write in it: {e}"),
+                ))
+            })?;
         found.sort();
         let next_index = found.last().map_or(0, |(i, _, _)| i + 1);
         let bytes = found.iter().map(|(_, _, s)| s).sum();

@@ -33,8 +33,12 @@ pub enum EvalError {
     Model(#[from] crate::infer::ModelError),
     #[error("cannot read mask {path}: {reason}")]
     Mask { path: PathBuf, reason: String },
-    #[error("cannot write {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// AUROC by ranks (ties share their average rank). `None` without both classes.
@@ -240,9 +244,9 @@ pub fn evaluate(
 }
 
 fn write_csv(path: &Path, images: &[Scored]) -> Result<(), EvalError> {
-    let err = |e: std::io::Error| EvalError::Write {
+    let err = |source: std::io::Error| EvalError::Write {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     };
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
     writeln!(f, "path,label,score").map_err(err)?;

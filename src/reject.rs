@@ -15,9 +15,10 @@ use std::time::Duration;
 use heapless::spsc::{Consumer, Producer, Queue};
 
 use crate::clock::Clock;
+use crate::decide::{Fault, Verdict};
 use crate::input::EncoderPosition;
 use crate::output::{Level, OutputPin};
-use crate::schedule::{Judgement, PartStamp, RejectScheduler, ScheduleCounts, SchedulerSettings};
+use crate::schedule::{PartStamp, RejectScheduler, ScheduleCounts, SchedulerSettings};
 use crate::stats::{LatencyWindow, LogThrottle, Summary};
 
 /// Messages one producer may have in flight; a queue this full means the actuator is stuck.
@@ -31,7 +32,7 @@ pub enum Msg {
     /// A part's decision, made at `at` (encoder count `count`).
     Decide {
         seq: u64,
-        judgement: Judgement,
+        verdict: Verdict,
         at: Duration,
         count: u64,
     },
@@ -49,6 +50,17 @@ pub struct ActuatorLink<'q> {
 }
 
 impl ActuatorLink<'_> {
+    /// Part `seq` could not be judged (`fault`), noticed at `at` (encoder count `count`): the
+    /// fail-safe policy handles it. Every fail-safe message to the actuator goes through here.
+    pub fn fail_safe(&mut self, seq: u64, fault: Fault, at: Duration, count: u64) {
+        self.send(Msg::Decide {
+            seq,
+            verdict: Verdict::Fault(fault),
+            at,
+            count,
+        });
+    }
+
     /// Sends `msg`, waiting up to 20 ms for room. A message that still does not fit is counted as
     /// lost (and logged): the part it concerns is then handled by the policy at its commit point,
     /// or, for a lost registration, never tracked, which the count makes visible.
@@ -295,10 +307,10 @@ fn run_actuator<const N: usize>(
                     }
                     Msg::Decide {
                         seq,
-                        judgement,
+                        verdict,
                         at,
                         count,
-                    } => sched.decide(seq, judgement, at, count),
+                    } => sched.decide(seq, verdict, at, count),
                     Msg::Alarm { at } => sched.raise_alarm(at),
                 }
             }

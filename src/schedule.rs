@@ -19,6 +19,7 @@ use std::time::Duration;
 use heapless::Deque;
 use serde::{Deserialize, Serialize};
 
+pub use crate::decide::{Fault, Verdict};
 use crate::output::Level;
 
 /// Upper bound of `queue_size` (the tracking queue is preallocated at this size).
@@ -73,44 +74,6 @@ pub struct PartStamp {
     pub time: Duration,
     /// Encoder count at that moment (0 without an encoder).
     pub count: u64,
-}
-
-/// Why a part could not be judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// No decision before the commit point.
-    Late,
-    /// A trigger without a frame in time.
-    MissedFrame,
-    /// The frame arrived while every frame buffer was busy (inference behind the line).
-    Overrun,
-    /// The frame could not be converted (truncated, corrupt).
-    BadFrame,
-    /// Inference failed or gave a non-finite score.
-    Inference,
-    /// The tracking queue was full.
-    QueueOverflow,
-}
-
-impl Fault {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fault::Late => "late",
-            Fault::MissedFrame => "missed frame",
-            Fault::Overrun => "overrun",
-            Fault::BadFrame => "bad frame",
-            Fault::Inference => "inference",
-            Fault::QueueOverflow => "queue overflow",
-        }
-    }
-}
-
-/// The outcome of one part's inspection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Judgement {
-    Pass,
-    Reject,
-    Fault(Fault),
 }
 
 /// Every part ends in exactly one of `ok`, `ng`, `late`, `missed`, `faults`, `overflows`.
@@ -188,7 +151,7 @@ pub struct RejectScheduler {
     s: SchedulerSettings,
     entries: Deque<Entry, MAX_QUEUE>,
     /// Decisions that overtook their registration (different threads), applied at registration.
-    early: heapless::Vec<(u64, Judgement, u64), 32>,
+    early: heapless::Vec<(u64, Verdict, u64), 32>,
     highest_seq: Option<u64>,
     active: bool,
     pulse_end: Option<Duration>,
@@ -343,19 +306,19 @@ impl RejectScheduler {
 
     /// The decision for part `seq`, made at `at` (encoder count `count`). A decision after the
     /// part's commit point is late: the policy has (or will have) handled the part.
-    pub fn decide(&mut self, seq: u64, judgement: Judgement, at: Duration, count: u64) {
+    pub fn decide(&mut self, seq: u64, verdict: Verdict, at: Duration, count: u64) {
         let pos = self.pos(at, count);
         if self.highest_seq.is_none_or(|h| seq > h) {
             // Overtook its registration; keep it until the part is registered.
-            if self.early.push((seq, judgement, pos)).is_err() {
+            if self.early.push((seq, verdict, pos)).is_err() {
                 self.counts.late_decisions += 1;
             }
             return;
         }
-        self.apply(seq, judgement, pos, at);
+        self.apply(seq, verdict, pos, at);
     }
 
-    fn apply(&mut self, seq: u64, judgement: Judgement, pos: u64, at: Duration) {
+    fn apply(&mut self, seq: u64, verdict: Verdict, pos: u64, at: Duration) {
         let Some(entry) = self.entries.iter().find(|e| e.seq == seq).copied() else {
             self.counts.late_decisions += 1;
             return;
@@ -370,16 +333,16 @@ impl RejectScheduler {
             self.counts.late_decisions += 1;
             self.fail_safe(seq, Fault::Late, at)
         } else {
-            match judgement {
-                Judgement::Pass => {
+            match verdict {
+                Verdict::Pass => {
                     self.counts.ok += 1;
                     State::Pass
                 }
-                Judgement::Reject => {
+                Verdict::Reject => {
                     self.counts.ng += 1;
                     State::Fire
                 }
-                Judgement::Fault(f) => self.fail_safe(seq, f, at),
+                Verdict::Fault(f) => self.fail_safe(seq, f, at),
             }
         };
         if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {

@@ -69,30 +69,19 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let parts: Vec<&str> = stdout.lines().filter(|l| l.starts_with("part")).collect();
+    let parts = common::part_lines(&stdout);
     assert_eq!(parts.len(), 8, "{stdout}");
     let mut ng = 0;
-    for l in &parts {
-        // "part     0  NG     score 0.4640  broken_large/000.png"
-        let score: f32 = l
-            .split("score ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let rejected = l.contains(" NG ");
+    for p in &parts {
         assert_eq!(
-            rejected,
-            score > threshold,
-            "decision does not follow the threshold: {l}"
+            p.rejected,
+            p.score > threshold,
+            "decision does not follow the threshold: {p:?}"
         );
-        if l.contains(" good/") {
-            assert!(!rejected, "a good sample was rejected: {l}");
+        if p.file.starts_with("good/") {
+            assert!(!p.rejected, "a good sample was rejected: {p:?}");
         }
-        ng += rejected as u32;
+        ng += p.rejected as u32;
     }
     // every defective sample is rejected (tests/model.rs: the shipped model separates them)
     assert_eq!(ng, 4, "{stdout}");

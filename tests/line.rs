@@ -140,21 +140,11 @@ fn eval_and_run_score_the_region_of_interest() {
     let run = partguard(Some(&cfg), &["run"]);
     let text = String::from_utf8_lossy(&run.stdout);
     let mut seen = 0;
-    for l in text.lines().filter(|l| l.starts_with("part")) {
-        let score: f32 = l
-            .split("score ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let file = l.split_whitespace().last().unwrap();
+    for p in common::part_lines(&text) {
         assert!(
-            (score - plain[file]).abs() < 1e-4,
-            "run {l} vs eval {}",
-            plain[file]
+            (p.score - plain[p.file]).abs() < 1e-4,
+            "run {p:?} vs eval {}",
+            plain[p.file]
         );
         seen += 1;
     }

@@ -18,7 +18,7 @@ use partguard::pipeline::{run, LineIo, TriggerSettings};
 use partguard::reject::{
     spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs, SafeOutput,
 };
-use partguard::schedule::{Delay, Judgement, PartStamp, Policy};
+use partguard::schedule::{Delay, PartStamp, Policy, Verdict};
 
 /// The real-time tests run one at a time: they share two cores with the model.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -67,13 +67,13 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
                 count: 0,
             }));
         }
-        for (seq, j) in [Judgement::Reject, Judgement::Pass, Judgement::Reject]
+        for (seq, j) in [Verdict::Reject, Verdict::Pass, Verdict::Reject]
             .into_iter()
             .enumerate()
         {
             link.send(Msg::Decide {
                 seq: seq as u64,
-                judgement: j,
+                verdict: j,
                 at: clock.now(),
                 count: 0,
             });

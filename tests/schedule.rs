@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use partguard::output::Level;
 use partguard::schedule::{
-    Delay, Fault, Judgement, PartStamp, Policy, RejectScheduler, SchedulerSettings,
+    Delay, Fault, PartStamp, Policy, RejectScheduler, SchedulerSettings, Verdict,
 };
 
 fn ms(v: u64) -> Duration {
@@ -52,9 +52,9 @@ fn rejects_fire_at_capture_plus_delay_with_the_pulse_width() {
     for (seq, t) in [(0, 0), (1, 100), (2, 200)] {
         assert!(s.register(stamp(seq, t)));
     }
-    s.decide(0, Judgement::Pass, ms(150), 0);
-    s.decide(1, Judgement::Reject, ms(250), 0);
-    s.decide(2, Judgement::Reject, ms(260), 0);
+    s.decide(0, Verdict::Pass, ms(150), 0);
+    s.decide(1, Verdict::Reject, ms(250), 0);
+    s.decide(2, Verdict::Reject, ms(260), 0);
     let edges = drive(&mut s, 0, 1000);
     assert_eq!(
         edges,
@@ -75,7 +75,7 @@ fn rejects_fire_at_capture_plus_delay_with_the_pulse_width() {
 fn onset_error_is_reported_against_the_due_time() {
     let mut s = RejectScheduler::new(settings(100, 10, 5, 0, Policy::Reject));
     s.register(stamp(0, 0));
-    s.decide(0, Judgement::Reject, ms(20), 0);
+    s.decide(0, Verdict::Reject, ms(20), 0);
     // The actuator wakes 3 ms late.
     assert_eq!(s.poll(ms(99), 0), None);
     let c = s.poll(ms(103), 0).expect("pulse starts");
@@ -105,7 +105,7 @@ fn a_part_without_a_decision_at_its_commit_point_is_rejected_by_default() {
         (7, Fault::Late, Policy::Reject)
     );
     // A pass decision arriving afterwards changes nothing.
-    s.decide(7, Judgement::Pass, ms(380), 0);
+    s.decide(7, Verdict::Pass, ms(380), 0);
     assert_eq!(s.counts().ok, 0);
     assert_eq!(s.counts().late_decisions, 1);
 }
@@ -115,7 +115,7 @@ fn a_decision_after_the_commit_point_is_late_even_when_it_arrives_before_the_pol
     let mut s = RejectScheduler::new(settings(300, 40, 20, 0, Policy::Reject));
     s.register(stamp(0, 0));
     // Decided at 270 ms (commit point 260): a pass that came too late is not trusted.
-    s.decide(0, Judgement::Pass, ms(270), 0);
+    s.decide(0, Verdict::Pass, ms(270), 0);
     let edges = drive(&mut s, 0, 400);
     assert_eq!(edges, vec![(300, Level::Active), (320, Level::Inactive)]);
     assert_eq!(s.counts().late, 1);
@@ -127,7 +127,7 @@ fn the_pass_policy_lets_late_parts_go_with_the_alarm_raised() {
     let mut s = RejectScheduler::new(settings(300, 40, 20, 0, Policy::Pass));
     s.register(stamp(0, 0));
     s.register(stamp(1, 50));
-    s.decide(1, Judgement::Fault(Fault::Inference), ms(100), 0);
+    s.decide(1, Verdict::Fault(Fault::Inference), ms(100), 0);
     let edges = drive(&mut s, 0, 600);
     assert!(
         edges.is_empty(),
@@ -144,8 +144,8 @@ fn close_rejects_merge_into_one_pulse() {
     let mut s = RejectScheduler::new(settings(200, 20, 30, 5, Policy::Reject));
     s.register(stamp(0, 0));
     s.register(stamp(1, 20));
-    s.decide(0, Judgement::Reject, ms(10), 0);
-    s.decide(1, Judgement::Reject, ms(30), 0);
+    s.decide(0, Verdict::Reject, ms(10), 0);
+    s.decide(1, Verdict::Reject, ms(30), 0);
     let edges = drive(&mut s, 0, 400);
     // One pulse from the first due (200) to the second due + width (250).
     assert_eq!(edges, vec![(200, Level::Active), (250, Level::Inactive)]);
@@ -159,8 +159,8 @@ fn rejects_within_the_minimum_gap_merge_and_others_stay_apart() {
     let mut s = RejectScheduler::new(settings(200, 20, 30, 20, Policy::Reject));
     s.register(stamp(0, 0));
     s.register(stamp(1, 40));
-    s.decide(0, Judgement::Reject, ms(10), 0);
-    s.decide(1, Judgement::Reject, ms(50), 0);
+    s.decide(0, Verdict::Reject, ms(10), 0);
+    s.decide(1, Verdict::Reject, ms(50), 0);
     assert_eq!(
         drive(&mut s, 0, 400),
         vec![(200, Level::Active), (270, Level::Inactive)]
@@ -169,8 +169,8 @@ fn rejects_within_the_minimum_gap_merge_and_others_stay_apart() {
     let mut s = RejectScheduler::new(settings(200, 20, 30, 5, Policy::Reject));
     s.register(stamp(0, 0));
     s.register(stamp(1, 40));
-    s.decide(0, Judgement::Reject, ms(10), 0);
-    s.decide(1, Judgement::Reject, ms(50), 0);
+    s.decide(0, Verdict::Reject, ms(10), 0);
+    s.decide(1, Verdict::Reject, ms(50), 0);
     assert_eq!(
         drive(&mut s, 0, 400),
         vec![
@@ -187,10 +187,10 @@ fn a_reject_decided_after_the_previous_pulse_ended_waits_for_the_gap() {
     let mut s = RejectScheduler::new(settings(100, 5, 30, 20, Policy::Reject));
     s.register(stamp(0, 0));
     s.register(stamp(1, 40));
-    s.decide(0, Judgement::Reject, ms(10), 0);
+    s.decide(0, Verdict::Reject, ms(10), 0);
     let mut edges = drive(&mut s, 0, 135);
     // Part 1 is decided at its commit point (135 ms), after the first pulse ended at 130.
-    s.decide(1, Judgement::Reject, ms(135), 0);
+    s.decide(1, Verdict::Reject, ms(135), 0);
     edges.extend(drive(&mut s, 135, 300));
     assert_eq!(
         edges,
@@ -212,8 +212,8 @@ fn a_full_queue_is_a_fault_that_holds_the_reject_until_the_lost_part_passed() {
     assert!(s.register(stamp(0, 0)));
     assert!(s.register(stamp(1, 10)));
     assert!(!s.register(stamp(2, 20)), "the third part overflows");
-    s.decide(0, Judgement::Pass, ms(30), 0);
-    s.decide(1, Judgement::Pass, ms(30), 0);
+    s.decide(0, Verdict::Pass, ms(30), 0);
+    s.decide(1, Verdict::Pass, ms(30), 0);
     let edges = drive(&mut s, 0, 500);
     // Held active from the overflow until part 2's due (320 ms), then one pulse width.
     assert_eq!(edges, vec![(0, Level::Active), (330, Level::Inactive)]);
@@ -240,7 +240,7 @@ fn encoder_mode_fires_at_the_count_and_times_the_width() {
         time: ms(0),
         count: 1000,
     });
-    s.decide(0, Judgement::Reject, ms(5), 1010);
+    s.decide(0, Verdict::Reject, ms(5), 1010);
     assert_eq!(s.next_wakeup(ms(5)).count, Some(1100));
     // The line is slow: one tick every 2 ms.
     let mut edges = Vec::new();
@@ -257,7 +257,7 @@ fn encoder_mode_fires_at_the_count_and_times_the_width() {
         time: ms(400),
         count: 1200,
     });
-    s.decide(1, Judgement::Pass, ms(500), 1291);
+    s.decide(1, Verdict::Pass, ms(500), 1291);
     assert_eq!(s.counts().late, 1);
 }
 
@@ -265,9 +265,9 @@ fn encoder_mode_fires_at_the_count_and_times_the_width() {
 fn a_decision_that_overtakes_its_registration_is_kept() {
     let mut s = RejectScheduler::new(settings(100, 10, 10, 0, Policy::Reject));
     s.register(stamp(0, 0));
-    s.decide(1, Judgement::Reject, ms(30), 0);
+    s.decide(1, Verdict::Reject, ms(30), 0);
     s.register(stamp(1, 20));
-    s.decide(0, Judgement::Pass, ms(30), 0);
+    s.decide(0, Verdict::Pass, ms(30), 0);
     let edges = drive(&mut s, 0, 300);
     assert_eq!(edges, vec![(120, Level::Active), (130, Level::Inactive)]);
     assert_eq!(s.counts().ng, 1);
@@ -280,7 +280,7 @@ fn next_wakeup_names_the_commit_point_of_an_open_part() {
     assert_eq!(s.next_wakeup(ms(0)).at, None);
     s.register(stamp(0, 100));
     assert_eq!(s.next_wakeup(ms(100)).at, Some(ms(360)));
-    s.decide(0, Judgement::Pass, ms(200), 0);
+    s.decide(0, Verdict::Pass, ms(200), 0);
     assert_eq!(s.next_wakeup(ms(200)).at, Some(ms(400)));
 }
 
@@ -301,9 +301,9 @@ fn wakeups_are_never_in_the_past() {
         }
         if t < 300 && t % 30 == 5 && t / 30 != 4 {
             let j = if (t / 30) % 2 == 1 {
-                Judgement::Reject
+                Verdict::Reject
             } else {
-                Judgement::Pass
+                Verdict::Pass
             };
             s.decide(t / 30, j, ms(t), 0);
         }
@@ -314,7 +314,7 @@ fn wakeups_are_never_in_the_past() {
         }
         if t == 601 {
             for k in 0..4 {
-                s.decide(100 + k, Judgement::Pass, ms(t), 0);
+                s.decide(100 + k, Verdict::Pass, ms(t), 0);
             }
         }
         while let Some(c) = s.poll(ms(t), 0) {

@@ -12,10 +12,11 @@ use heapless::Deque;
 use super::TriggerSettings;
 use crate::capture::{to_rgb, CaptureError, FrameSource};
 use crate::clock::Clock;
+use crate::decide::Fault;
 use crate::input::{Debouncer, EdgeInput, EncoderPosition};
 use crate::output::OutputError;
 use crate::reject::{ActuatorLink, ActuatorShared, Msg};
-use crate::schedule::{Fault, Judgement, PartStamp};
+use crate::schedule::PartStamp;
 use crate::stats::{suppressed, LatencyWindow, LogThrottle};
 
 /// Frame buffers between capture and inference: one being inferred, the others waiting. A live
@@ -139,12 +140,7 @@ impl CaptureLoop<'_> {
     fn fail(&mut self, seq: u64, fault: Fault) {
         let at = self.clock.now();
         let count = self.count();
-        self.link.send(Msg::Decide {
-            seq,
-            judgement: Judgement::Fault(fault),
-            at,
-            count,
-        });
+        self.link.fail_safe(seq, fault, at, count);
     }
 
     /// Takes new triggers and declares missed the ones whose window ended before `now`.
@@ -247,13 +243,8 @@ impl CaptureLoop<'_> {
                     let part = m.take(frame_time);
                     for seq in missed {
                         log::warn!("part {seq}: trigger without a frame in time (missed frame)");
-                        let at = self.clock.now();
-                        self.link.send(Msg::Decide {
-                            seq,
-                            judgement: Judgement::Fault(Fault::MissedFrame),
-                            at,
-                            count,
-                        });
+                        self.link
+                            .fail_safe(seq, Fault::MissedFrame, self.clock.now(), count);
                     }
                     match part {
                         Some(p) => p,
@@ -281,13 +272,8 @@ impl CaptureLoop<'_> {
                         suppressed(more)
                     );
                 }
-                let at = self.clock.now();
-                self.link.send(Msg::Decide {
-                    seq: stamp.seq,
-                    judgement: Judgement::Fault(Fault::Overrun),
-                    at,
-                    count,
-                });
+                self.link
+                    .fail_safe(stamp.seq, Fault::Overrun, self.clock.now(), count);
                 continue;
             };
             let t0 = self.clock.now();
@@ -314,13 +300,8 @@ impl CaptureLoop<'_> {
             if let Err(e) = converted {
                 log::warn!("part {}: {e}", stamp.seq);
                 let _ = free.push(slot_index);
-                let at = self.clock.now();
-                self.link.send(Msg::Decide {
-                    seq: stamp.seq,
-                    judgement: Judgement::Fault(Fault::BadFrame),
-                    at,
-                    count,
-                });
+                self.link
+                    .fail_safe(stamp.seq, Fault::BadFrame, self.clock.now(), count);
                 continue;
             }
             // Cannot fail: a ticket exists only with one of the FRAME_BUFFERS slots.
@@ -362,12 +343,7 @@ pub(super) fn trigger_thread(
                 link.send(Msg::Register(stamp));
                 if to_capture.enqueue(stamp).is_err() {
                     log::warn!("part {}: too many triggers waiting for frames", stamp.seq);
-                    link.send(Msg::Decide {
-                        seq: stamp.seq,
-                        judgement: Judgement::Fault(Fault::MissedFrame),
-                        at: e.at,
-                        count: stamp.count,
-                    });
+                    link.fail_safe(stamp.seq, Fault::MissedFrame, e.at, stamp.count);
                 }
             }
             Ok(_) => {}

@@ -9,33 +9,37 @@
 //! every tracked part has passed the ejector, and leaves every output in its safe state.
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use heapless::spsc::Queue;
 
 mod capture;
+mod inspect;
+mod report;
 
 use capture::{
     encoder_thread, trigger_thread, CaptureEnd, CaptureLoop, RunFlags, Slot, Ticket,
     PENDING_TRIGGERS,
 };
 pub use capture::{TriggerMatcher, FRAME_BUFFERS};
+use inspect::{InspectStep, Rgb};
+pub use inspect::{Inspector, Outcome};
+use report::{latency_of, print_outcome, status_line, summarize, write_json};
+pub use report::{RunLatency, RunSummary};
 
 use crate::archive::{Archive, ArchiveReason, ArchivedPart};
-use crate::capture::{CaptureError, FrameSource, Label};
-use crate::clock::Clock;
-use crate::decide::{decide, Verdict};
+use crate::capture::{CaptureError, Label};
+use crate::decide::Verdict;
 use crate::drift::DriftMonitor;
-use crate::infer::{Engine, ModelError};
+use crate::infer::ModelError;
 use crate::input::{EdgeInput, EncoderPosition};
 use crate::output::OutputError;
-use crate::preprocess::Preprocessor;
 use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs};
-use crate::schedule::{Fault, Judgement, PartStamp, ScheduleCounts};
-use crate::stats::{LatencyWindow, LogThrottle, Stage, Stats, Summary};
+use crate::schedule::PartStamp;
+use crate::stats::{LatencyWindow, LogThrottle, Stage};
 
 /// Why a part could not be judged.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +48,18 @@ pub enum StageError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("reject actuator thread: {0}")]
-    Actuator(String),
+    #[error("cannot start the {thread} thread: {source}")]
+    Spawn {
+        thread: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the reject actuator thread stopped unexpectedly; the outputs were put in their safe state"
+    )]
+    ActuatorStopped,
+    #[error("a frame buffer's lock was poisoned by a panic in the capture thread")]
+    FrameBufferPoisoned,
     #[error(transparent)]
     Input(#[from] OutputError),
     #[error("the {stage} thread panicked ({message}); the outputs were put in their safe state")]
@@ -62,122 +76,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_owned())
-}
-
-/// The result of inspecting one frame.
-#[derive(Debug, Clone, Copy)]
-pub struct Outcome<'a> {
-    pub sequence: u64,
-    pub captured: Duration,
-    pub decided: Duration,
-    pub score: f32,
-    pub verdict: Verdict,
-    pub label: Option<Label>,
-    pub origin: Option<&'a Path>,
-}
-
-/// One stage after another on one frame, with preallocated buffers.
-pub struct Inspector {
-    pub source: Box<dyn FrameSource>,
-    pub pre: Preprocessor,
-    pub engine: Box<dyn Engine>,
-    pub threshold: f32,
-    pub clock: Arc<dyn Clock>,
-    pub stats: Stats,
-    /// Watches passed parts' scores against the calibration (None without a calibration).
-    pub drift: Option<DriftMonitor>,
-}
-
-impl Inspector {
-    pub fn new(
-        source: Box<dyn FrameSource>,
-        engine: Box<dyn Engine>,
-        threshold: f32,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let pre = Preprocessor::new(engine.info().input);
-        Inspector {
-            source,
-            pre,
-            engine,
-            threshold,
-            clock,
-            stats: Stats::default(),
-            drift: None,
-        }
-    }
-
-    /// Inspects the next frame. `Ok(None)`: the source has ended. A frame that cannot be converted or
-    /// inferred is a [`Verdict::Fault`] outcome (fail-safe), not an error; only a source failure is.
-    pub fn inspect_next(&mut self) -> Result<Option<Outcome<'_>>, CaptureError> {
-        let Inspector {
-            source,
-            pre,
-            engine,
-            threshold,
-            clock,
-            stats,
-            drift,
-        } = self;
-        stats.skipped = source.skipped();
-        let Some(frame) = source.next_frame()? else {
-            return Ok(None);
-        };
-        let t0 = clock.now();
-        let converted = pre.convert(&frame);
-        let t1 = clock.now();
-        stats.record(Stage::Convert, t1.saturating_sub(t0));
-        let (score, verdict) = match converted {
-            Err(e) => {
-                log::warn!("frame {}: {e}", frame.sequence);
-                (f32::NAN, Verdict::Fault)
-            }
-            Ok(()) => match pre.fill_tensor(frame.width, frame.height, engine.input_mut()) {
-                Err(e) => {
-                    log::warn!("frame {}: {e}", frame.sequence);
-                    (f32::NAN, Verdict::Fault)
-                }
-                Ok(()) => {
-                    let t2 = clock.now();
-                    stats.record(Stage::Preprocess, t2.saturating_sub(t1));
-                    let result = engine.run();
-                    let t3 = clock.now();
-                    stats.record(Stage::Inference, t3.saturating_sub(t2));
-                    let r = match result {
-                        Ok(inf) => (inf.score, decide(inf.score, *threshold)),
-                        Err(e) => {
-                            log::warn!("frame {}: {e}", frame.sequence);
-                            (f32::NAN, Verdict::Fault)
-                        }
-                    };
-                    stats.record(Stage::Decision, clock.now().saturating_sub(t3));
-                    r
-                }
-            },
-        };
-        let decided = clock.now();
-        stats.record(Stage::Total, decided.saturating_sub(frame.timestamp));
-        stats.frames += 1;
-        match verdict {
-            Verdict::Pass => {
-                stats.ok += 1;
-                if let Some(d) = drift {
-                    d.observe(score);
-                }
-            }
-            Verdict::Reject => stats.ng += 1,
-            Verdict::Fault => stats.faults += 1,
-        }
-        Ok(Some(Outcome {
-            sequence: frame.sequence,
-            captured: frame.timestamp,
-            decided,
-            score,
-            verdict,
-            label: frame.label(),
-            origin: frame.origin,
-        }))
-    }
 }
 
 /// Loads the threshold and, with a calibration, its p99 good score (for the drift monitor).
@@ -220,45 +118,6 @@ pub struct RunOptions {
     /// judged) with their heatmaps; the run waits for the queued writes at its end.
     pub archive: Option<Archive>,
     pub archive_faults: bool,
-}
-
-/// What a run did. Every part ends in exactly one of ok / ng / late / missed / faults / overflows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RunSummary {
-    /// Frames inspected by the model.
-    pub frames: u64,
-    pub parts: u64,
-    pub ok: u64,
-    pub ng: u64,
-    pub late: u64,
-    pub missed: u64,
-    pub faults: u64,
-    pub overflows: u64,
-    pub failsafe_rejected: u64,
-    pub failsafe_passed: u64,
-    /// Unreadable replay images, frames with no trigger, camera stalls.
-    pub skipped: u64,
-    pub untriggered: u64,
-    pub stalls: u64,
-    pub pulses: u64,
-    pub merged: u64,
-    pub gap_delayed: u64,
-    pub output_errors: u64,
-    /// Messages to the actuator that found its queue full.
-    pub lost_messages: u64,
-    /// Reject archive: images written, parts not archived because the writer was behind, writes
-    /// that failed (disk full, ...).
-    pub archived: u64,
-    pub archive_dropped: u64,
-    pub archive_failed: u64,
-}
-
-/// Latency statistics of a run, per stage and for reject onsets.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RunLatency {
-    pub stages: Vec<(&'static str, Summary)>,
-    /// Reject pulse onset minus the part's due time (time mode).
-    pub onset: Summary,
 }
 
 /// Runs the line until the source ends, `max_frames` frames are inspected or `stop` is set. Parts
@@ -313,7 +172,10 @@ pub fn run(
             position.as_ref(),
             &shared,
         )
-        .map_err(|e| StageError::Actuator(format!("cannot start: {e}")))?;
+        .map_err(|source| StageError::Spawn {
+            thread: "reject actuator",
+            source,
+        })?;
         // On every way out of this block (a panic included): stop the actuator (safe state) and
         // the capture and input threads.
         // On the normal way out the actuator lets pending parts reach the ejector; on an error or
@@ -354,8 +216,9 @@ pub fn run(
                     .spawn_scoped(scope, move || {
                         encoder_thread(enc, pos, flags, fifo_priority)
                     })
-                    .map_err(|e| {
-                        StageError::Actuator(format!("cannot start encoder thread: {e}"))
+                    .map_err(|source| StageError::Spawn {
+                        thread: "encoder",
+                        source,
                     })?,
             );
         }
@@ -369,8 +232,9 @@ pub fn run(
                         .spawn_scoped(scope, move || {
                             trigger_thread(input, ts, trig_producer, trigger_link, pos, flags)
                         })
-                        .map_err(|e| {
-                            StageError::Actuator(format!("cannot start trigger thread: {e}"))
+                        .map_err(|source| StageError::Spawn {
+                            thread: "trigger",
+                            source,
                         })?,
                 );
                 Some(trig_consumer)
@@ -427,7 +291,10 @@ pub fn run(
                     c.end.skipped = c.source.skipped();
                     c.end
                 })
-                .map_err(|e| StageError::Actuator(format!("cannot start capture thread: {e}")))?
+                .map_err(|source| StageError::Spawn {
+                    thread: "capture",
+                    source,
+                })?
         };
 
         // The inference loop, on this thread. A panic in it (a bug in a stage) ends the run like a
@@ -476,9 +343,7 @@ pub fn run(
                     }
                 }
                 if actuator.is_finished() {
-                    return Err(StageError::Actuator(
-                        "stopped unexpectedly; the outputs were put in their safe state".into(),
-                    ));
+                    return Err(StageError::ActuatorStopped);
                 }
                 let Some(ticket) = ticket_rx.dequeue() else {
                     if flags.capture_done.load(Ordering::Acquire) && !ticket_rx.ready() {
@@ -488,93 +353,56 @@ pub fn run(
                     continue;
                 };
                 let Ok(slot) = slots[ticket.slot].lock() else {
-                    return Err(StageError::Actuator("frame buffer poisoned".into()));
+                    return Err(StageError::FrameBufferPoisoned);
                 };
-                let t1 = clock.now();
-                let filled =
-                    pre.fill_tensor_from(&slot.rgb, slot.width, slot.height, engine.input_mut());
-                let t2 = clock.now();
-                stats.record(Stage::Preprocess, t2.saturating_sub(t1));
-                // A region of interest that does not fit the frame is a bad frame; an inference error
-                // or a non-finite score an inference fault. Both are fail-safe, never a pass.
-                // What the archive gets of this part (never waits: a busy writer drops it, counted).
-                let archive_part = |reason, score, map| {
-                    if let Some(a) = &opts.archive {
-                        if reason == ArchiveReason::Reject || opts.archive_faults {
-                            a.submit(&ArchivedPart {
-                                seq: ticket.stamp.seq,
-                                reason,
-                                score,
-                                frame: &slot.rgb,
-                                width: slot.width,
-                                height: slot.height,
-                                roi: pre.roi(),
-                                map,
-                            });
-                        }
-                    }
-                };
-                let (score, verdict, fault, t3) = match filled {
-                    Err(e) => {
-                        log::warn!("part {}: {e}", ticket.stamp.seq);
-                        archive_part(ArchiveReason::Fault, f32::NAN, None);
-                        (f32::NAN, Verdict::Fault, Fault::BadFrame, t2)
-                    }
-                    Ok(()) => {
-                        let result = engine.run();
-                        let t3 = clock.now();
-                        stats.record(Stage::Inference, t3.saturating_sub(t2));
-                        match result {
-                            Ok(inf) => {
-                                let verdict = decide(inf.score, *threshold);
-                                let reason = match verdict {
-                                    Verdict::Pass => None,
-                                    Verdict::Reject => Some(ArchiveReason::Reject),
-                                    Verdict::Fault => Some(ArchiveReason::Fault),
-                                };
-                                if let Some(reason) = reason {
-                                    archive_part(
-                                        reason,
-                                        inf.score,
-                                        Some((inf.map, inf.width, inf.height)),
-                                    );
-                                }
-                                (inf.score, verdict, Fault::Inference, t3)
-                            }
-                            Err(e) => {
-                                log::warn!("part {}: {e}", ticket.stamp.seq);
-                                archive_part(ArchiveReason::Fault, f32::NAN, None);
-                                (f32::NAN, Verdict::Fault, Fault::Inference, t3)
-                            }
-                        }
-                    }
-                };
-                let judgement = match verdict {
-                    Verdict::Pass => Judgement::Pass,
-                    Verdict::Reject => Judgement::Reject,
-                    Verdict::Fault => Judgement::Fault(fault),
-                };
-                let decided = clock.now();
+                let seq = ticket.stamp.seq;
+                let roi = pre.roi();
+                let judged = InspectStep {
+                    pre: &mut *pre,
+                    engine: &mut **engine,
+                    threshold: *threshold,
+                    clock: &*clock,
+                    stats: &mut *stats,
+                    drift: &mut *drift,
+                }
+                .judge(
+                    Rgb::Buffer {
+                        rgb: &slot.rgb,
+                        width: slot.width,
+                        height: slot.height,
+                    },
+                    seq,
+                    ticket.frame_time,
+                );
+                let (score, verdict, decided) = (judged.score, judged.verdict, judged.decided);
                 infer_link.send(Msg::Decide {
-                    seq: ticket.stamp.seq,
-                    judgement,
+                    seq,
+                    verdict,
                     at: decided,
                     count: position.as_ref().map_or(0, |p| p.count_at(decided)),
                 });
-                stats.record(Stage::Decision, decided.saturating_sub(t3));
-                stats.record(Stage::Total, decided.saturating_sub(ticket.frame_time));
-                frames += 1;
-                match verdict {
-                    Verdict::Pass => {
-                        stats.ok += 1;
-                        if let Some(d) = drift.as_mut() {
-                            d.observe(score);
-                        }
-                    }
-                    Verdict::Reject => stats.ng += 1,
-                    Verdict::Fault => stats.faults += 1,
+                // The archive never waits: a busy writer drops the part (counted).
+                let reason = match verdict {
+                    Verdict::Pass => None,
+                    Verdict::Reject => Some(ArchiveReason::Reject),
+                    Verdict::Fault(_) => opts.archive_faults.then_some(ArchiveReason::Fault),
+                };
+                if let (Some(a), Some(reason)) = (&opts.archive, reason) {
+                    a.submit(&ArchivedPart {
+                        seq,
+                        reason,
+                        score,
+                        frame: &slot.rgb,
+                        width: slot.width,
+                        height: slot.height,
+                        roi,
+                        map: judged
+                            .inference
+                            .as_ref()
+                            .map(|i| (i.map, i.width, i.height)),
+                    });
                 }
-                stats.frames = frames;
+                frames += 1;
                 if opts.print_decisions {
                     let origin =
                         (!slot.origin.as_os_str().is_empty()).then_some(slot.origin.as_path());
@@ -639,10 +467,11 @@ pub fn run(
                 });
             }
         }
-        if outputs_back.is_err() {
-            failure.get_or_insert(StageError::Actuator(
-                "panicked; the outputs were put in their safe state".into(),
-            ));
+        if let Err(payload) = outputs_back {
+            failure.get_or_insert(StageError::Panicked {
+                stage: "reject actuator",
+                message: panic_message(payload.as_ref()),
+            });
         }
         if let Some(e) = flags.input_error.lock().ok().and_then(|mut e| e.take()) {
             failure.get_or_insert(StageError::Input(e));
@@ -677,132 +506,4 @@ pub fn run(
         }
         Ok((summary, latency))
     })
-}
-
-fn summarize(
-    stats: &Stats,
-    shared: &ActuatorShared,
-    frames: u64,
-    (untriggered, stalls): (u64, u64),
-) -> RunSummary {
-    let (c, output_errors) = shared
-        .report
-        .lock()
-        .map(|r| (r.counts, r.output_errors))
-        .unwrap_or((ScheduleCounts::default(), 0));
-    RunSummary {
-        frames,
-        parts: c.parts,
-        ok: c.ok,
-        ng: c.ng,
-        late: c.late,
-        missed: c.missed,
-        faults: c.faults,
-        overflows: c.overflows,
-        failsafe_rejected: c.failsafe_rejected,
-        failsafe_passed: c.failsafe_passed,
-        skipped: stats.skipped,
-        untriggered,
-        stalls,
-        pulses: c.pulses,
-        merged: c.merged,
-        gap_delayed: c.gap_delayed,
-        output_errors,
-        lost_messages: shared.lost.load(Ordering::Relaxed),
-        ..RunSummary::default()
-    }
-}
-
-fn latency_of(stats: &mut Stats, shared: &ActuatorShared) -> RunLatency {
-    RunLatency {
-        stages: Stage::ALL
-            .iter()
-            .map(|&s| (s.name(), stats.summary(s)))
-            .collect(),
-        onset: shared
-            .report
-            .lock()
-            .map(|mut r| r.onset_summary())
-            .unwrap_or_default(),
-    }
-}
-
-fn status_line(stats: &mut Stats, shared: &ActuatorShared, frames: u64) {
-    let lat = stats.summary(Stage::Total);
-    let (c, pending, onset) = match shared.report.lock() {
-        Ok(mut r) => (r.counts, r.pending, r.onset_summary()),
-        Err(_) => return,
-    };
-    crate::service::status(&format!(
-        "parts {} inspected {} OK {} NG {} fail-safe {} pending {}",
-        c.parts,
-        frames,
-        c.ok,
-        c.ng,
-        c.late + c.missed + c.faults + c.overflows,
-        pending
-    ));
-    log::info!(
-        "status: parts {} inspected {} OK {} NG {} late {} missed {} faults {} overflows {} pending {} | capture-to-decision median {:.1} ms | reject onset p99 {:.3} ms",
-        c.parts,
-        frames,
-        c.ok,
-        c.ng,
-        c.late,
-        c.missed,
-        c.faults,
-        c.overflows,
-        pending,
-        lat.median_us as f64 / 1000.0,
-        onset.p99_us as f64 / 1000.0
-    );
-}
-
-/// Writes the statistics as JSON (atomically: a temporary file renamed over the target).
-fn write_json(path: &Path, summary: &RunSummary, stats: &mut Stats, shared: &ActuatorShared) {
-    let latency = latency_of(stats, shared);
-    let stages: serde_json::Map<String, serde_json::Value> = latency
-        .stages
-        .iter()
-        .map(|(n, s)| (n.to_string(), serde_json::to_value(s).unwrap_or_default()))
-        .collect();
-    let doc = serde_json::json!({
-        "counts": summary,
-        "latency_us": stages,
-        "reject_onset_error": latency.onset,
-    });
-    let tmp = path.with_extension("json.tmp");
-    let result = serde_json::to_vec_pretty(&doc)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        log::warn!("cannot write statistics to {}: {e}", path.display());
-    }
-}
-
-fn print_outcome(o: &Outcome<'_>) {
-    let name = o.origin.map(|p| {
-        let file = p.file_name().unwrap_or_default().to_string_lossy();
-        let dir = p
-            .parent()
-            .and_then(|d| d.file_name())
-            .unwrap_or_default()
-            .to_string_lossy();
-        (dir, file)
-    });
-    match name {
-        Some((dir, file)) => println!(
-            "part {:>5}  {:<6} score {:.4}  {dir}/{file}",
-            o.sequence,
-            o.verdict.as_str(),
-            o.score
-        ),
-        None => println!(
-            "part {:>5}  {:<6} score {:.4}",
-            o.sequence,
-            o.verdict.as_str(),
-            o.score
-        ),
-    }
 }

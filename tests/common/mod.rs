@@ -181,3 +181,33 @@ pub fn options(schedule: SchedulerSettings) -> RunOptions {
         archive_faults: true,
     }
 }
+
+/// One decision line that `partguard run` prints, e.g.
+/// `part     0  NG     score 0.4640  broken_large/000.png`.
+#[derive(Debug, Clone, Copy)]
+pub struct PartLine<'a> {
+    pub rejected: bool,
+    pub score: f32,
+    pub file: &'a str,
+}
+
+/// The decision lines of `partguard run`'s stdout, in order; panics on a malformed one.
+pub fn part_lines(stdout: &str) -> Vec<PartLine<'_>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("part "))
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            match fields[..] {
+                ["part", _, verdict, "score", score, file] => PartLine {
+                    rejected: verdict == "NG",
+                    score: score
+                        .parse()
+                        .unwrap_or_else(|e| panic!("score in {l:?}: {e}")),
+                    file,
+                },
+                _ => panic!("not a decision line: {l:?}"),
+            }
+        })
+        .collect()
+}
