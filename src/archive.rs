@@ -464,7 +464,7 @@ fn file_name(index: u64, e: &Entry) -> String {
         .wall
         .and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    let stamp: String = crate::calibrate::utc_from_unix(secs)
+    let stamp: String = crate::clock::utc_from_unix(secs)
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();

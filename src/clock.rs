@@ -81,3 +81,51 @@ impl Clock for SimClock {
             .fetch_max(deadline.as_nanos() as u64, Ordering::SeqCst);
     }
 }
+
+// Wall-clock time, for what a person reads (calibration files, archive names); the timing logic
+// above never uses it.
+
+/// The current time as RFC 3339 UTC, e.g. `2026-11-28T13:20:05Z`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc_from_unix(secs)
+}
+
+/// `secs` since the Unix epoch as an ISO 8601 UTC time (`2026-11-28T21:40:03Z`).
+pub fn utc_from_unix(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_format_is_rfc3339() {
+        let s = utc_now();
+        assert_eq!(s.len(), 20);
+        assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
+        assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_from_unix(951_868_799), "2000-02-29T23:59:59Z");
+        assert_eq!(utc_from_unix(1_796_083_200), "2026-12-01T00:00:00Z");
+    }
+}

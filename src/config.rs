@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::gpio::{LineId, OutputKind, SafeState};
+
 /// What went wrong reading or checking a config file.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -257,7 +259,7 @@ pub struct EncoderConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputLineConfig {
-    pub kind: RejectKind,
+    pub kind: OutputKind,
     #[serde(default)]
     pub chip: Option<String>,
     #[serde(default)]
@@ -400,30 +402,10 @@ pub struct DecisionConfig {
     pub calibration: Option<PathBuf>,
 }
 
-/// Which physical output drives the ejector.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RejectKind {
-    /// A simulated line that records timestamped edges (tests, demos).
-    Simulated,
-    /// The Linux GPIO character device (Jetson, Raspberry Pi, any Linux board).
-    Gpiocdev,
-    /// rppal on a Raspberry Pi (cargo feature `rpi`).
-    Rpi,
-}
-
-/// The level an output rests at when idle, at start, on exit and on a fault.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SafeState {
-    Inactive,
-    Active,
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RejectConfig {
-    pub kind: RejectKind,
+    pub kind: OutputKind,
     /// gpiocdev: the chip, e.g. `/dev/gpiochip0` or `gpiochip0`.
     #[serde(default)]
     pub chip: Option<String>,
@@ -442,23 +424,6 @@ pub struct RejectConfig {
 
 fn default_safe_state() -> SafeState {
     SafeState::Inactive
-}
-
-/// A GPIO line by offset or by name.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum LineId {
-    Offset(u32),
-    Name(String),
-}
-
-impl std::fmt::Display for LineId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LineId::Offset(o) => write!(f, "{o}"),
-            LineId::Name(n) => write!(f, "\"{n}\""),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -838,7 +803,7 @@ impl Config {
 fn check_output(
     path: &Path,
     role: &'static str,
-    kind: RejectKind,
+    kind: OutputKind,
     chip: Option<&str>,
     line: Option<&LineId>,
 ) -> Result<(), ConfigError> {
@@ -861,8 +826,8 @@ fn check_output(
         }
     };
     match kind {
-        RejectKind::Simulated => {}
-        RejectKind::Gpiocdev => {
+        OutputKind::Simulated => {}
+        OutputKind::Gpiocdev => {
             if chip.is_none() {
                 return Err(bad(
                     field("chip"),
@@ -877,7 +842,7 @@ fn check_output(
                 ));
             }
         }
-        RejectKind::Rpi => {
+        OutputKind::Rpi => {
             if !matches!(line, Some(LineId::Offset(_))) {
                 return Err(bad(
                     field("line"),

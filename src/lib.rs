@@ -2,8 +2,8 @@
 //!
 //! Data flows one way, one module per stage:
 //! [`capture`] -> [`preprocess`] -> [`infer`] -> [`decide`] -> [`schedule`] (when the part reaches
-//! the ejector) -> [`reject`]/[`output`], driven by [`pipeline`] (capture, inference and actuator
-//! threads). [`input`] reads the photo-eye trigger and the encoder, [`clock`] and [`output`] put time
+//! the ejector) -> [`reject`]/[`gpio`] outputs, driven by [`pipeline`] (capture, inference and actuator
+//! threads). [`gpio`] also reads the photo-eye trigger and the encoder; [`clock`] and [`gpio`] put time
 //! and GPIO behind small traits with real and simulated implementations, [`realtime`] asks for
 //! SCHED_FIFO, [`service`] speaks systemd's notify protocol (readiness, watchdog). [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
 //! the threshold from good parts, [`drift`] watches it, [`commands`] holds what the subcommands of
@@ -19,10 +19,9 @@ pub mod config;
 pub mod decide;
 pub mod drift;
 pub mod eval;
+pub mod gpio;
 pub mod infer;
-pub mod input;
 pub mod line;
-pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod realtime;
@@ -41,7 +40,7 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] infer::ModelError),
     #[error(transparent)]
-    Output(#[from] output::OutputError),
+    Gpio(#[from] gpio::GpioError),
     #[error(transparent)]
     Stage(#[from] pipeline::StageError),
     #[error(transparent)]

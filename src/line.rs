@@ -18,9 +18,9 @@ use crate::config::{
     Config, ConfigError, EncoderEdges, OutputLineConfig, SourceConfig, DEFAULT_DELAY_MS,
 };
 use crate::drift::DriftMonitor;
+use crate::gpio::{open_output, GpioError, Level, OutputSpec};
+use crate::gpio::{CdevInput, EdgeInput, Edges, SocketTrigger};
 use crate::infer::{load_engine, Engine, EngineKind, ModelInfo};
-use crate::input::{CdevInput, EdgeInput, Edges, SocketTrigger};
-use crate::output::{open_output, open_reject, Level, OutputError, OutputSpec};
 use crate::pipeline::{Inspector, LineIo, RunOptions, TriggerSettings};
 use crate::preprocess::Preprocessor;
 use crate::reject::{ActuatorSettings, Outputs, SafeOutput};
@@ -285,7 +285,17 @@ impl<'c> Line<'c> {
     pub fn outputs(&self, clock: Arc<dyn Clock>) -> Result<Outputs, Error> {
         let cfg = self.cfg;
         let reject = SafeOutput {
-            pin: open_reject(&cfg.reject, clock.clone())?,
+            pin: open_output(
+                OutputSpec {
+                    role: "reject",
+                    kind: cfg.reject.kind,
+                    chip: cfg.reject.chip.as_deref(),
+                    line: cfg.reject.line.as_ref(),
+                    active_low: cfg.reject.active_low,
+                    safe_state: cfg.reject.safe_state,
+                },
+                clock.clone(),
+            )?,
             safe: Level::from(cfg.reject.safe_state),
         };
         log::info!(
@@ -296,7 +306,15 @@ impl<'c> Line<'c> {
         let extra = |role: &'static str, o: &Option<OutputLineConfig>| -> Result<_, Error> {
             o.as_ref()
                 .map(|o| {
-                    let pin = open_output(OutputSpec::line(role, o), clock.clone())?;
+                    let spec = OutputSpec {
+                        role,
+                        kind: o.kind,
+                        chip: o.chip.as_deref(),
+                        line: o.line.as_ref(),
+                        active_low: o.active_low,
+                        safe_state: o.safe_state,
+                    };
+                    let pin = open_output(spec, clock.clone())?;
                     log::info!("{role} output: {}", pin.describe());
                     Ok(SafeOutput {
                         pin,
@@ -335,7 +353,7 @@ impl<'c> Line<'c> {
                     )?),
                     // Config::validate refuses this already.
                     (None, chip, _) => {
-                        return Err(OutputError::NoSuchLine {
+                        return Err(GpioError::NoSuchLine {
                             role: "trigger",
                             chip: chip.clone().unwrap_or_default(),
                             line: "(none given)".into(),

@@ -7,6 +7,7 @@
 //! rather than taken from a resize crate for that exactness and so that, once a frame size has been
 //! seen, it runs on buffers allocated once: all buffers are kept and reused while the frame size stays.
 
+pub use crate::capture::Roi;
 use crate::capture::{to_rgb, CaptureError, Frame};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -154,46 +155,6 @@ impl Resizer {
                 }
                 *o = clip8(acc);
             }
-        }
-    }
-}
-
-/// A region of interest in the camera frame, in pixels: only this rectangle is resized into the
-/// model's input (e.g. the part's square inside a 16:9 frame, so it is not squashed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Roi {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-}
-
-impl std::fmt::Display for Roi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}x{} at ({}, {})",
-            self.width, self.height, self.x, self.y
-        )
-    }
-}
-
-impl Roi {
-    /// Whether the region lies inside a `width` x `height` frame (and is not empty).
-    pub fn check(&self, width: u32, height: u32) -> Result<(), CaptureError> {
-        let fits = self.width > 0
-            && self.height > 0
-            && u64::from(self.x) + u64::from(self.width) <= u64::from(width)
-            && u64::from(self.y) + u64::from(self.height) <= u64::from(height);
-        if fits {
-            Ok(())
-        } else {
-            Err(CaptureError::RoiOutsideFrame {
-                roi: *self,
-                width,
-                height,
-            })
         }
     }
 }

@@ -16,8 +16,8 @@ use heapless::spsc::{Consumer, Producer, Queue};
 
 use crate::clock::Clock;
 use crate::decide::{Fault, Verdict};
-use crate::input::EncoderPosition;
-use crate::output::{Level, OutputPin};
+use crate::gpio::EncoderPosition;
+use crate::gpio::{Level, OutputPin};
 use crate::schedule::{PartStamp, RejectScheduler, ScheduleCounts, SchedulerSettings};
 use crate::stats::{LatencyWindow, LogThrottle, Summary};
 

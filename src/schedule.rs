@@ -20,7 +20,7 @@ use heapless::Deque;
 use serde::{Deserialize, Serialize};
 
 pub use crate::decide::{Fault, Verdict};
-use crate::output::Level;
+use crate::gpio::Level;
 
 /// Upper bound of `queue_size` (the tracking queue is preallocated at this size).
 pub const MAX_QUEUE: usize = 256;

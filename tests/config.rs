@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use partguard::config::{Config, ConfigError, LineId, RejectKind, SourceConfig};
+use partguard::config::{Config, ConfigError, SourceConfig};
+use partguard::gpio::{LineId, OutputKind};
 
 const GOOD: &str = r#"
 [source]
@@ -49,7 +50,7 @@ fn the_shipped_example_is_valid_and_paths_resolve_beside_it() {
         other => panic!("{other:?}"),
     }
     assert!(cfg.model.path.is_file());
-    assert_eq!(cfg.reject.kind, RejectKind::Simulated);
+    assert_eq!(cfg.reject.kind, OutputKind::Simulated);
     assert_eq!(parse(GOOD).unwrap().decision.threshold, Some(0.5));
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::*;
 use partguard::capture::ReplaySource;
 use partguard::clock::{Clock, MonotonicClock};
-use partguard::input::{InputEdge, SimulatedInput};
-use partguard::output::{Level, OutputError, OutputPin};
+use partguard::gpio::{GpioError, Level, OutputPin};
+use partguard::gpio::{InputEdge, SimulatedInput};
 use partguard::pipeline::{run, LineIo, TriggerSettings};
 use partguard::reject::{
     spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs, SafeOutput,
@@ -103,7 +103,7 @@ fn the_actuator_thread_fires_registered_rejects_at_their_due_time() {
 /// An output that remembers its level and refuses nothing.
 struct Recorder(Arc<std::sync::Mutex<Vec<Level>>>);
 impl OutputPin for Recorder {
-    fn set(&mut self, level: Level) -> Result<(), OutputError> {
+    fn set(&mut self, level: Level) -> Result<(), GpioError> {
         self.0.lock().unwrap().push(level);
         Ok(())
     }

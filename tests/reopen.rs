@@ -14,9 +14,9 @@ use partguard::capture::{
     CaptureError, Frame, FrameSource, PixelFormat, ReopeningSource, ReplaySource,
 };
 use partguard::clock::{monotonic_now, Clock, MonotonicClock};
+use partguard::gpio::Level;
+use partguard::gpio::{InputEdge, SimulatedInput};
 use partguard::infer::TractEngine;
-use partguard::input::{InputEdge, SimulatedInput};
-use partguard::output::Level;
 use partguard::pipeline::{run, Inspector, TriggerSettings};
 use partguard::schedule::Policy;
 

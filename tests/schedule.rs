@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use partguard::output::Level;
+use partguard::gpio::Level;
 use partguard::schedule::{
     Delay, Fault, PartStamp, Policy, RejectScheduler, SchedulerSettings, Verdict,
 };

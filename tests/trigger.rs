@@ -4,8 +4,8 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use partguard::clock::monotonic_now;
-use partguard::input::{EdgeInput, SocketTrigger};
-use partguard::output::OutputError;
+use partguard::gpio::GpioError;
+use partguard::gpio::{EdgeInput, SocketTrigger};
 
 #[test]
 fn each_datagram_is_one_rising_edge_stamped_on_arrival() {
@@ -45,7 +45,7 @@ fn a_path_that_is_not_a_socket_is_never_replaced() {
     let err = SocketTrigger::bind(&path).err().unwrap();
     assert!(matches!(
         err,
-        OutputError::Socket {
+        GpioError::Socket {
             role: "trigger",
             ..
         }

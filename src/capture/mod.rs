@@ -167,11 +167,47 @@ pub enum CaptureError {
     #[error("the model's input tensor holds {got} values, the preprocessor writes {expected}; the engine and the model disagree (a bug: report it)")]
     InputSize { expected: usize, got: usize },
     #[error("the region of interest {roi} does not fit the {width}x{height} frame; fix [roi] (x + width <= {width}, y + height <= {height})")]
-    RoiOutsideFrame {
-        roi: crate::preprocess::Roi,
-        width: u32,
-        height: u32,
-    },
+    RoiOutsideFrame { roi: Roi, width: u32, height: u32 },
+}
+
+/// A region of interest in the camera frame, in pixels: only this rectangle is resized into the
+/// model's input (e.g. the part's square inside a 16:9 frame, so it is not squashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roi {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::fmt::Display for Roi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{} at ({}, {})",
+            self.width, self.height, self.x, self.y
+        )
+    }
+}
+
+impl Roi {
+    /// Whether the region lies inside a `width` x `height` frame (and is not empty).
+    pub fn check(&self, width: u32, height: u32) -> Result<(), CaptureError> {
+        let fits = self.width > 0
+            && self.height > 0
+            && u64::from(self.x) + u64::from(self.width) <= u64::from(width)
+            && u64::from(self.y) + u64::from(self.height) <= u64::from(height);
+        if fits {
+            Ok(())
+        } else {
+            Err(CaptureError::RoiOutsideFrame {
+                roi: *self,
+                width,
+                height,
+            })
+        }
+    }
 }
 
 /// A source of frames. `next_frame` returns `Ok(None)` when a finite source is exhausted.

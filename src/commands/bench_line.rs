@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::gpio::{Level, SimulatedLine};
 use crate::line::{Line, Pacing};
-use crate::output::{Level, SimulatedLine};
 use crate::pipeline::{run, LineIo};
 use crate::reject::{Outputs, SafeOutput};
 use crate::schedule::Delay;

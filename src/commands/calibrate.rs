@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::calibrate::{
-    best_f1_threshold, conformal_threshold, plot_histogram, utc_now, Calibration, ScoreStats,
+    best_f1_threshold, conformal_threshold, plot_histogram, Calibration, ScoreStats,
 };
 use crate::capture::Label;
 use crate::config::{Config, ConfigError};
@@ -121,7 +121,7 @@ pub fn calibrate(
         guaranteed: conf.guaranteed,
         expected_false_reject_rate: conf.expected_false_reject_rate,
         false_reject_rate_upper95: conf.false_reject_rate_upper95,
-        created: utc_now(),
+        created: crate::clock::utc_now(),
         source: source_desc,
         model_path: info.path.clone(),
         model_sha256: info.file_sha256.clone(),

@@ -13,8 +13,8 @@ use super::TriggerSettings;
 use crate::capture::{to_rgb, CaptureError, FrameSource};
 use crate::clock::Clock;
 use crate::decide::Fault;
-use crate::input::{Debouncer, EdgeInput, EncoderPosition};
-use crate::output::OutputError;
+use crate::gpio::GpioError;
+use crate::gpio::{Debouncer, EdgeInput, EncoderPosition};
 use crate::reject::{ActuatorLink, ActuatorShared, Msg};
 use crate::schedule::PartStamp;
 use crate::stats::{suppressed, LatencyWindow, LogThrottle};
@@ -109,7 +109,7 @@ pub(super) struct RunFlags {
     pub(super) capture_done: AtomicBool,
     /// Trigger and encoder threads stop (after the actuator is done).
     pub(super) inputs_stop: AtomicBool,
-    pub(super) input_error: Mutex<Option<OutputError>>,
+    pub(super) input_error: Mutex<Option<GpioError>>,
 }
 
 /// The capture thread: frames in, parts registered, frames converted into free buffers.

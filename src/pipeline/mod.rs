@@ -34,9 +34,9 @@ use crate::archive::{Archive, ArchiveReason, ArchivedPart};
 use crate::capture::{CaptureError, Label};
 use crate::decide::Verdict;
 use crate::drift::DriftMonitor;
+use crate::gpio::GpioError;
+use crate::gpio::{EdgeInput, EncoderPosition};
 use crate::infer::ModelError;
-use crate::input::{EdgeInput, EncoderPosition};
-use crate::output::OutputError;
 use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs};
 use crate::schedule::PartStamp;
 use crate::stats::{LatencyWindow, LogThrottle, Stage};
@@ -61,7 +61,7 @@ pub enum StageError {
     #[error("a frame buffer's lock was poisoned by a panic in the capture thread")]
     FrameBufferPoisoned,
     #[error(transparent)]
-    Input(#[from] OutputError),
+    Input(#[from] GpioError),
     #[error("the {stage} thread panicked ({message}); the outputs were put in their safe state")]
     Panicked {
         stage: &'static str,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use partguard::capture::ReplaySource;
 use partguard::clock::{Clock, MonotonicClock};
+use partguard::gpio::{Level, SimulatedLine};
 use partguard::infer::TractEngine;
-use partguard::output::{Level, SimulatedLine};
 use partguard::pipeline::{Inspector, LineIo, RunOptions};
 use partguard::reject::{ActuatorSettings, Outputs, SafeOutput};
 use partguard::schedule::{Delay, Policy, SchedulerSettings};

@@ -1,5 +1,5 @@
-//! Reject (and other) outputs behind a small trait, in the spirit of embedded-hal's `OutputPin`,
-//! with logical levels so active-low wiring needs no special code above this module.
+//! Outputs behind a small trait, in the spirit of embedded-hal's `OutputPin`, with logical levels
+//! so active-low wiring needs no special code above this module.
 //!
 //! Implementations: [`SimulatedLine`] (records timestamped edges; default run and tests),
 //! [`CdevLine`] (Linux GPIO character device via `gpiocdev`; Jetson and any Linux board) and, with the
@@ -8,69 +8,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::{request_error, resolve_line, GpioError, Level, LineId, OutputKind, SafeState};
 use crate::clock::Clock;
-use crate::config::{LineId, OutputLineConfig, RejectConfig, RejectKind, SafeState};
-
-/// The logical level of an output: `Active` fires the ejector, whatever the wiring polarity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Active,
-    Inactive,
-}
-
-impl From<SafeState> for Level {
-    fn from(s: SafeState) -> Level {
-        match s {
-            SafeState::Active => Level::Active,
-            SafeState::Inactive => Level::Inactive,
-        }
-    }
-}
-
-/// GPIO faults: each names the config section (`role`: reject, alarm, ready, trigger, encoder), the
-/// chip and the line.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum OutputError {
-    #[error(
-        "{role}: GPIO chip {chip} not found; list the chips with `gpiodetect` and fix {role}.chip"
-    )]
-    ChipMissing { role: &'static str, chip: String },
-    #[error("{role}: GPIO chip {chip}: permission denied; add the user to the `gpio` group (README, Troubleshooting)")]
-    PermissionDenied { role: &'static str, chip: String },
-    #[error("{role}: GPIO chip {chip} has no line {line}; list the lines with `gpioinfo {chip}` and fix {role}.line")]
-    NoSuchLine {
-        role: &'static str,
-        chip: String,
-        line: String,
-    },
-    #[error("{role}: GPIO line {line} on {chip} is already in use by {holder}; free it (`gpioinfo {chip}` shows the consumer; a second partguard on the same line is the usual cause)")]
-    Busy {
-        role: &'static str,
-        chip: String,
-        line: String,
-        /// The kernel's consumer label of the holder, e.g. `"partguard-reject"`.
-        holder: String,
-    },
-    #[error("{role}: GPIO line {line} on {chip}: {reason}")]
-    Io {
-        role: &'static str,
-        chip: String,
-        line: String,
-        reason: String,
-    },
-    #[error("{role}: socket {path}: {reason}; check that its folder exists and is writable by partguard's user, and that no other partguard uses it")]
-    Socket {
-        role: &'static str,
-        path: std::path::PathBuf,
-        reason: String,
-    },
-    #[error("{role}: kind = \"rpi\" needs a build with the `rpi` feature")]
-    RpiFeatureMissing { role: &'static str },
-}
 
 /// A digital output.
 pub trait OutputPin: Send {
-    fn set(&mut self, level: Level) -> Result<(), OutputError>;
+    fn set(&mut self, level: Level) -> Result<(), GpioError>;
     /// One line for logs and `check`.
     fn describe(&self) -> String;
 }
@@ -147,7 +90,7 @@ impl SimulatedLine {
 }
 
 impl OutputPin for SimulatedLine {
-    fn set(&mut self, level: Level) -> Result<(), OutputError> {
+    fn set(&mut self, level: Level) -> Result<(), GpioError> {
         let at = self.clock.now();
         if let Ok(mut s) = self.state.lock() {
             if s.level != Some(level) {
@@ -176,108 +119,6 @@ pub struct CdevLine {
     req: gpiocdev::Request,
 }
 
-fn chip_path(chip: &str) -> std::path::PathBuf {
-    if chip.starts_with('/') {
-        chip.into()
-    } else {
-        std::path::Path::new("/dev").join(chip)
-    }
-}
-
-/// Finds `line` on `chip`: the chip's device path and the line's offset.
-pub(crate) fn resolve_line(
-    role: &'static str,
-    chip: &str,
-    line: &LineId,
-) -> Result<(std::path::PathBuf, u32), OutputError> {
-    let path = chip_path(chip);
-    let io = |reason: String| OutputError::Io {
-        role,
-        chip: chip.to_owned(),
-        line: line.to_string(),
-        reason,
-    };
-    if !path.exists() {
-        return Err(OutputError::ChipMissing {
-            role,
-            chip: chip.to_owned(),
-        });
-    }
-    let c = gpiocdev::chip::Chip::from_path(&path).map_err(|e| match e {
-        e if matches!(errno_of(&e), Some(libc::EACCES | libc::EPERM)) => {
-            OutputError::PermissionDenied {
-                role,
-                chip: chip.to_owned(),
-            }
-        }
-        other => io(other.to_string()),
-    })?;
-    let chip_info = c.info().map_err(|e| io(e.to_string()))?;
-    let no_line = || OutputError::NoSuchLine {
-        role,
-        chip: chip.to_owned(),
-        line: line.to_string(),
-    };
-    let offset = match line {
-        LineId::Offset(o) if *o < chip_info.num_lines => *o,
-        LineId::Offset(_) => return Err(no_line()),
-        LineId::Name(name) => c
-            .find_line_info(name)
-            .map(|li| li.offset)
-            .ok_or_else(no_line)?,
-    };
-    Ok((path, offset))
-}
-
-/// Who holds a line, as the kernel names its consumer.
-fn line_holder(chip: &str, line: &LineId) -> String {
-    let info = resolve_line("holder", chip, line)
-        .ok()
-        .and_then(|(path, offset)| {
-            gpiocdev::chip::Chip::from_path(&path)
-                .ok()?
-                .line_info(offset)
-                .ok()
-        });
-    match info {
-        Some(i) if !i.consumer.is_empty() => format!("\"{}\"", i.consumer),
-        _ => "another process or driver".to_owned(),
-    }
-}
-
-/// The kernel's errno in a gpiocdev error: a plain OS error, or one from a uAPI call (a line
-/// request's `get_line` ioctl reports EBUSY this way).
-fn errno_of(e: &gpiocdev::Error) -> Option<i32> {
-    match e {
-        gpiocdev::Error::Os(errno) => Some(errno.0),
-        gpiocdev::Error::Uapi(_, gpiocdev_uapi::Error::Os(errno)) => Some(errno.0),
-        _ => None,
-    }
-}
-
-/// Maps a failed line request: EBUSY is a line held by someone else.
-pub(crate) fn request_error(
-    role: &'static str,
-    chip: &str,
-    line: &LineId,
-    e: gpiocdev::Error,
-) -> OutputError {
-    match e {
-        e if errno_of(&e) == Some(libc::EBUSY) => OutputError::Busy {
-            role,
-            chip: chip.to_owned(),
-            line: line.to_string(),
-            holder: line_holder(chip, line),
-        },
-        other => OutputError::Io {
-            role,
-            chip: chip.to_owned(),
-            line: line.to_string(),
-            reason: other.to_string(),
-        },
-    }
-}
-
 impl CdevLine {
     /// Requests `line` on `chip` as an output, already at `initial` (logical), with the kernel doing
     /// the active-low inversion. `role` is the config section, for messages.
@@ -287,7 +128,7 @@ impl CdevLine {
         line: &LineId,
         active_low: bool,
         initial: Level,
-    ) -> Result<Self, OutputError> {
+    ) -> Result<Self, GpioError> {
         let (path, offset) = resolve_line(role, chip, line)?;
         let value = match initial {
             Level::Active => gpiocdev::line::Value::Active,
@@ -316,7 +157,7 @@ impl CdevLine {
 }
 
 impl OutputPin for CdevLine {
-    fn set(&mut self, level: Level) -> Result<(), OutputError> {
+    fn set(&mut self, level: Level) -> Result<(), GpioError> {
         let v = match level {
             Level::Active => gpiocdev::line::Value::Active,
             Level::Inactive => gpiocdev::line::Value::Inactive,
@@ -324,7 +165,7 @@ impl OutputPin for CdevLine {
         self.req
             .set_value(self.offset, v)
             .map(|_| ())
-            .map_err(|e| OutputError::Io {
+            .map_err(|e| GpioError::Io {
                 role: self.role,
                 chip: self.chip.clone(),
                 line: self.line.clone(),
@@ -355,28 +196,28 @@ impl RpiLine {
         bcm: u8,
         active_low: bool,
         initial: Level,
-    ) -> Result<Self, OutputError> {
+    ) -> Result<Self, GpioError> {
         let chip = "rppal".to_string();
         let line = bcm.to_string();
-        let gpio = rppal::gpio::Gpio::new().map_err(|e| OutputError::Io {
+        let gpio = rppal::gpio::Gpio::new().map_err(|e| GpioError::Io {
             role,
             chip: chip.clone(),
             line: line.clone(),
             reason: e.to_string(),
         })?;
         let pin = gpio.get(bcm).map_err(|e| match e {
-            rppal::gpio::Error::PinUsed(_) => OutputError::Busy {
+            rppal::gpio::Error::PinUsed(_) => GpioError::Busy {
                 role,
                 chip: chip.clone(),
                 line: line.clone(),
                 holder: "another process".to_owned(),
             },
-            rppal::gpio::Error::PinNotAvailable(_) => OutputError::NoSuchLine {
+            rppal::gpio::Error::PinNotAvailable(_) => GpioError::NoSuchLine {
                 role,
                 chip: chip.clone(),
                 line: line.clone(),
             },
-            other => OutputError::Io {
+            other => GpioError::Io {
                 role,
                 chip: chip.clone(),
                 line: line.clone(),
@@ -400,7 +241,7 @@ impl RpiLine {
 
 #[cfg(feature = "rpi")]
 impl OutputPin for RpiLine {
-    fn set(&mut self, level: Level) -> Result<(), OutputError> {
+    fn set(&mut self, level: Level) -> Result<(), GpioError> {
         let high = (level == Level::Active) != self.active_low;
         if high {
             self.pin.set_high();
@@ -424,52 +265,29 @@ impl OutputPin for RpiLine {
 pub struct OutputSpec<'a> {
     /// The config section, for messages.
     pub role: &'static str,
-    pub kind: RejectKind,
+    pub kind: OutputKind,
     pub chip: Option<&'a str>,
     pub line: Option<&'a LineId>,
     pub active_low: bool,
     pub safe_state: SafeState,
 }
 
-impl<'a> OutputSpec<'a> {
-    pub fn reject(cfg: &'a RejectConfig) -> Self {
-        OutputSpec {
-            role: "reject",
-            kind: cfg.kind,
-            chip: cfg.chip.as_deref(),
-            line: cfg.line.as_ref(),
-            active_low: cfg.active_low,
-            safe_state: cfg.safe_state,
-        }
-    }
-    pub fn line(role: &'static str, cfg: &'a OutputLineConfig) -> Self {
-        OutputSpec {
-            role,
-            kind: cfg.kind,
-            chip: cfg.chip.as_deref(),
-            line: cfg.line.as_ref(),
-            active_low: cfg.active_low,
-            safe_state: cfg.safe_state,
-        }
-    }
-}
-
 /// Opens an output, already in its safe state. A simulated output records up to 65536 edges.
 pub fn open_output(
     spec: OutputSpec<'_>,
     clock: Arc<dyn Clock>,
-) -> Result<Box<dyn OutputPin>, OutputError> {
+) -> Result<Box<dyn OutputPin>, GpioError> {
     let safe = Level::from(spec.safe_state);
     let role = spec.role;
     match spec.kind {
-        RejectKind::Simulated => {
+        OutputKind::Simulated => {
             let mut line = SimulatedLine::new(clock, 1 << 16);
             line.set(safe)?;
             Ok(Box::new(line))
         }
-        RejectKind::Gpiocdev => {
+        OutputKind::Gpiocdev => {
             let (Some(chip), Some(line)) = (spec.chip, spec.line) else {
-                return Err(OutputError::Io {
+                return Err(GpioError::Io {
                     role,
                     chip: spec.chip.unwrap_or_default().to_owned(),
                     line: String::new(),
@@ -485,28 +303,20 @@ pub fn open_output(
             )?))
         }
         #[cfg(feature = "rpi")]
-        RejectKind::Rpi => match spec.line {
+        OutputKind::Rpi => match spec.line {
             Some(LineId::Offset(o)) if *o < 64 => Ok(Box::new(RpiLine::open(
                 role,
                 *o as u8,
                 spec.active_low,
                 safe,
             )?)),
-            other => Err(OutputError::NoSuchLine {
+            other => Err(GpioError::NoSuchLine {
                 role,
                 chip: "rppal".into(),
                 line: other.map(|l| l.to_string()).unwrap_or_default(),
             }),
         },
         #[cfg(not(feature = "rpi"))]
-        RejectKind::Rpi => Err(OutputError::RpiFeatureMissing { role }),
+        OutputKind::Rpi => Err(GpioError::RpiFeatureMissing { role }),
     }
-}
-
-/// Opens the configured reject output, already in its safe state.
-pub fn open_reject(
-    cfg: &RejectConfig,
-    clock: Arc<dyn Clock>,
-) -> Result<Box<dyn OutputPin>, OutputError> {
-    open_output(OutputSpec::reject(cfg), clock)
 }

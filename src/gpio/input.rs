@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::{request_error, resolve_line, GpioError, LineId};
 use crate::clock::Clock;
-use crate::config::LineId;
-use crate::output::{request_error, resolve_line, OutputError};
 
 /// One edge of an input, in logical terms (`rising` = to active, whatever the wiring polarity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +24,7 @@ pub struct InputEdge {
 /// A digital input that reports edges.
 pub trait EdgeInput: Send {
     /// The next edge, waiting at most `timeout`; `Ok(None)` on timeout.
-    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError>;
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, GpioError>;
     /// One line for logs.
     fn describe(&self) -> String;
 }
@@ -53,7 +52,7 @@ impl CdevInput {
         line: &LineId,
         active_low: bool,
         edges: Edges,
-    ) -> Result<Self, OutputError> {
+    ) -> Result<Self, GpioError> {
         let (path, offset) = resolve_line(role, chip, line)?;
         let mut b = gpiocdev::Request::builder();
         b.on_chip(&path)
@@ -81,8 +80,8 @@ impl CdevInput {
         })
     }
 
-    fn io(&self, e: gpiocdev::Error) -> OutputError {
-        OutputError::Io {
+    fn io(&self, e: gpiocdev::Error) -> GpioError {
+        GpioError::Io {
             role: self.role,
             chip: self.chip.clone(),
             line: self.line.clone(),
@@ -92,7 +91,7 @@ impl CdevInput {
 }
 
 impl EdgeInput for CdevInput {
-    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError> {
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, GpioError> {
         if !self.req.wait_edge_event(timeout).map_err(|e| self.io(e))? {
             return Ok(None);
         }
@@ -124,9 +123,9 @@ impl SocketTrigger {
     /// Creates the socket at `path`, replacing a stale socket left by an earlier run: never any
     /// other kind of file, and never a socket another process still receives on (a running
     /// partguard: `check` must not steal its trigger).
-    pub fn bind(path: &std::path::Path) -> Result<Self, OutputError> {
+    pub fn bind(path: &std::path::Path) -> Result<Self, GpioError> {
         use std::os::unix::fs::FileTypeExt;
-        let err = |reason: String| OutputError::Socket {
+        let err = |reason: String| GpioError::Socket {
             role: "trigger",
             path: path.to_owned(),
             reason,
@@ -156,10 +155,10 @@ impl SocketTrigger {
 }
 
 impl EdgeInput for SocketTrigger {
-    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError> {
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, GpioError> {
         // A zero timeout would mean "block forever" to set_read_timeout.
         let timeout = timeout.max(Duration::from_micros(1));
-        let err = |e: std::io::Error| OutputError::Socket {
+        let err = |e: std::io::Error| GpioError::Socket {
             role: "trigger",
             path: self.path.clone(),
             reason: e.to_string(),
@@ -212,7 +211,7 @@ impl SimulatedInput {
 }
 
 impl EdgeInput for SimulatedInput {
-    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, OutputError> {
+    fn wait_edge(&mut self, timeout: Duration) -> Result<Option<InputEdge>, GpioError> {
         let limit = self.clock.now() + timeout;
         match self.next {
             Some(e) if e.at <= limit => {
