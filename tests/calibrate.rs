@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use partguard::calibrate::{
     best_f1_threshold, conformal_threshold, plot_histogram, sibling, Calibration, CalibrationError,
@@ -170,10 +170,6 @@ fn plot_is_a_decodable_png() {
     );
 }
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
     let p = dir.join("line.toml");
     std::fs::write(
@@ -182,7 +178,7 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
             "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = {}\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[timing]\ndelay_ms = {}\n\n[log]\nstatus_interval_s = 0\n",
             source.display(),
             4.0 / common::scale() as f64,
-            root().join("models/bottle_sspcab_f32.onnx").display(),
+            common::root().join("models/bottle_sspcab_f32.onnx").display(),
             1000 * common::scale()
         ),
     )
@@ -190,29 +186,31 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
     p
 }
 
-fn bin() -> Command {
-    let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
-    c.env("RUST_LOG", "info");
-    c
-}
-
 #[test]
 fn calibrate_then_run_with_it_and_reload_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &root().join("examples/samples/bottle"), false);
+    let cfg = config(
+        dir.path(),
+        &common::root().join("examples/samples/bottle"),
+        false,
+    );
     // Without the file, run says what to do.
-    let out = bin().args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = common::partguard("info")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `partguard calibrate"));
 
     let plot = dir.path().join("hist.png");
-    let out = bin()
+    let out = common::partguard("info")
         .args(["calibrate", "--config"])
         .arg(&cfg)
         .args(["--alpha", "0.25", "--plot"])
         .arg(&plot)
         .arg("--defects")
-        .arg(root().join("examples/samples/bottle"))
+        .arg(common::root().join("examples/samples/bottle"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -240,7 +238,11 @@ fn calibrate_then_run_with_it_and_reload_on_sighup() {
     assert_eq!(cal.n, 4);
 
     // run uses it: every good sample passes (threshold = the highest good score).
-    let out = bin().args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = common::partguard("info")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -255,10 +257,10 @@ fn calibrate_then_run_with_it_and_reload_on_sighup() {
     // SIGHUP: a new calibration with threshold 0 makes every part NG, with no frame lost.
     let cfg = config(
         dir.path(),
-        &root().join("examples/samples/bottle/good"),
+        &common::root().join("examples/samples/bottle/good"),
         true,
     );
-    let mut child = bin()
+    let mut child = common::partguard("info")
         .args(["run", "--config"])
         .arg(&cfg)
         .stdout(Stdio::piped())

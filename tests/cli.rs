@@ -2,25 +2,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 mod common;
-
-fn bin() -> Command {
-    let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn write_config(dir: &Path, source: &str, reject: &str) -> std::path::PathBuf {
     let p = dir.join("line.toml");
     let text = format!(
         "[source]\n{source}\n\n[model]\npath = \"{}\"\n\n[decision]\nthreshold = {}\n\n[reject]\n{reject}\npulse_ms = 20\n\n[log]\nstatus_interval_s = 0.2\n",
-        root().join("models/bottle_sspcab_f32.onnx").display(),
+        common::root().join("models/bottle_sspcab_f32.onnx").display(),
         partguard::config::Config::builtin().unwrap().decision.threshold.unwrap(),
     );
     std::fs::write(&p, text).unwrap();
@@ -55,7 +45,7 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
     assert!(text.contains("rate_hz = 0 ") && text.contains(&format!("delay_ms = {}.0", 5000 * k)));
     let cfg = dir.path().join("unpaced.toml");
     std::fs::write(&cfg, text).unwrap();
-    let mut cmd = bin();
+    let mut cmd = common::partguard("warn");
     cmd.arg("--config").arg(cfg);
     let out = cmd
         .arg("run")
@@ -114,7 +104,7 @@ fn default_run_inspects_the_samples_and_prints_a_summary() {
 
 #[test]
 fn check_reports_model_source_and_output() {
-    let out = bin().arg("check").output().unwrap();
+    let out = common::partguard("warn").arg("check").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -136,9 +126,9 @@ fn check_reports_model_source_and_output() {
 fn eval_prints_auroc_and_writes_csv() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("scores.csv");
-    let out = bin()
+    let out = common::partguard("warn")
         .args(["eval", "--data"])
-        .arg(root().join("examples/samples/bottle"))
+        .arg(common::root().join("examples/samples/bottle"))
         .arg("--csv")
         .arg(&csv)
         .output()
@@ -162,7 +152,7 @@ fn eval_prints_auroc_and_writes_csv() {
 
 #[test]
 fn config_errors_exit_2_and_name_the_file() {
-    let out = bin()
+    let out = common::partguard("warn")
         .args(["check", "--config", "/nonexistent/line.toml"])
         .output()
         .unwrap();
@@ -179,7 +169,7 @@ fn missing_camera_and_missing_gpio_chip_are_named() {
         "kind = \"v4l2\"\ndevice = \"/dev/video97\"\nwidth = 640\nheight = 480",
         "kind = \"simulated\"",
     );
-    let out = bin()
+    let out = common::partguard("warn")
         .args(["check", "--config"])
         .arg(&cfg)
         .output()
@@ -192,11 +182,15 @@ fn missing_camera_and_missing_gpio_chip_are_named() {
         dir.path(),
         &format!(
             "kind = \"replay\"\npath = \"{}\"",
-            root().join("examples/samples/bottle").display()
+            common::root().join("examples/samples/bottle").display()
         ),
         "kind = \"gpiocdev\"\nchip = \"/dev/gpiochip97\"\nline = 3",
     );
-    let out = bin().args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = common::partguard("warn")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GPIO chip /dev/gpiochip97 not found"), "{err}");
@@ -209,11 +203,11 @@ fn sigterm_stops_the_run_cleanly_with_a_summary() {
         dir.path(),
         &format!(
             "kind = \"replay\"\npath = \"{}\"\nloop = true\nrate_hz = 20",
-            root().join("examples/samples/bottle").display()
+            common::root().join("examples/samples/bottle").display()
         ),
         "kind = \"simulated\"",
     );
-    let mut child = bin()
+    let mut child = common::partguard("warn")
         .args(["run", "--config"])
         .arg(&cfg)
         .stdout(Stdio::piped())
@@ -246,7 +240,7 @@ fn sigterm_stops_the_run_cleanly_with_a_summary() {
 fn samples_config(dir: &Path) -> (std::path::PathBuf, String) {
     let source = format!(
         "# the line's camera\nkind = \"replay\"\npath = {:?}",
-        root().join("examples/samples/bottle")
+        common::root().join("examples/samples/bottle")
     );
     let cfg = write_config(dir, &source, "kind = \"simulated\"");
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -255,7 +249,7 @@ fn samples_config(dir: &Path) -> (std::path::PathBuf, String) {
 
 /// `partguard --config cfg bench --pick --engine tract --warmup 0 args...`
 fn bench_pick(cfg: &Path, args: &[&str]) -> std::process::Output {
-    bin()
+    common::partguard("warn")
         .arg("--config")
         .arg(cfg)
         .args(["bench", "--pick", "--engine", "tract", "--warmup", "0"])
@@ -304,7 +298,7 @@ fn bench_pick_writes_the_fastest_engine_into_the_config() {
 
 #[test]
 fn bench_pick_needs_a_config_file_and_a_broken_one_stays_unchanged() {
-    let out = bin()
+    let out = common::partguard("warn")
         .args(["bench", "--pick", "--frames", "1", "--warmup", "0"])
         .output()
         .unwrap();
@@ -315,7 +309,7 @@ fn bench_pick_needs_a_config_file_and_a_broken_one_stays_unchanged() {
     // a fixed threshold belongs to the config's model: picking among other models is refused
     let dir = tempfile::tempdir().unwrap();
     let (cfg, before) = samples_config(dir.path());
-    let int8 = root().join("models/bottle_sspcab_int8.onnx");
+    let int8 = common::root().join("models/bottle_sspcab_int8.onnx");
     let int8 = int8.to_str().unwrap();
     let out = bench_pick(&cfg, &["--threads", "1", "--frames", "1", "--model", int8]);
     assert_eq!(out.status.code(), Some(2));

@@ -1,23 +1,26 @@
 //! The real tract model on real sample images, and models that break the contract.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use partguard::capture::{FrameSource, Label, ReplaySource};
 use partguard::infer::{Engine, ModelError, TractEngine};
 use partguard::preprocess::Preprocessor;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn shipped(precision: &str) -> PathBuf {
-    root().join(format!("models/bottle_sspcab_{precision}.onnx"))
+    common::root().join(format!("models/bottle_sspcab_{precision}.onnx"))
 }
 
 /// Scores of the sample images: (good, defective).
 fn sample_scores(engine: &mut TractEngine) -> (Vec<f32>, Vec<f32>) {
-    let mut src =
-        ReplaySource::open(&root().join("examples/samples/bottle"), false, 0.0, 64).unwrap();
+    let mut src = ReplaySource::open(
+        &common::root().join("examples/samples/bottle"),
+        false,
+        0.0,
+        64,
+    )
+    .unwrap();
     let mut pre = Preprocessor::new(engine.info().input);
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     while let Some(frame) = src.next_frame().unwrap() {
@@ -122,7 +125,7 @@ fn models_that_break_the_contract_are_refused_with_the_reason() {
         ("wrong_output_shape.onnx", "expected [1, 1, 8, 8]"),
     ];
     for (file, needle) in cases {
-        let p = root().join("tests/data").join(file);
+        let p = common::root().join("tests/data").join(file);
         let err = TractEngine::load(&p).err().unwrap();
         let msg = err.to_string();
         assert!(matches!(err, ModelError::Contract { .. }), "{file}: {msg}");
@@ -135,8 +138,13 @@ fn models_that_break_the_contract_are_refused_with_the_reason() {
 
 /// Per-sample outputs: (file name, score, map mean, map max).
 fn outputs(engine: &mut TractEngine) -> Vec<(String, f32, f32, f32)> {
-    let mut src =
-        ReplaySource::open(&root().join("examples/samples/bottle"), false, 0.0, 64).unwrap();
+    let mut src = ReplaySource::open(
+        &common::root().join("examples/samples/bottle"),
+        false,
+        0.0,
+        64,
+    )
+    .unwrap();
     let mut pre = Preprocessor::new(engine.info().input);
     let mut out = Vec::new();
     while let Some(frame) = src.next_frame().unwrap() {
@@ -187,7 +195,7 @@ fn tolerance(precision: &str) -> (f32, f32, f32) {
 /// x86_64 by `PARTGUARD_WRITE_REFERENCE=1 cargo test --release --test model reference`.
 #[test]
 fn outputs_match_the_x86_64_reference() {
-    let path = root().join("tests/data/x86_64_reference.txt");
+    let path = common::root().join("tests/data/x86_64_reference.txt");
     if std::env::var_os("PARTGUARD_WRITE_REFERENCE").is_some() {
         if cfg!(not(target_arch = "x86_64")) {
             panic!("the reference is written on x86_64");
@@ -246,8 +254,13 @@ fn outputs_match_the_x86_64_reference() {
 fn multithreaded_tract_gives_the_single_threaded_results() {
     // The first sample in path order: broken_large/000.
     let frame_of = |engine: &mut TractEngine| {
-        let mut src =
-            ReplaySource::open(&root().join("examples/samples/bottle"), false, 0.0, 64).unwrap();
+        let mut src = ReplaySource::open(
+            &common::root().join("examples/samples/bottle"),
+            false,
+            0.0,
+            64,
+        )
+        .unwrap();
         let frame = src.next_frame().unwrap().unwrap();
         let mut pre = Preprocessor::new(engine.info().input);
         pre.run(&frame, engine.input_mut()).unwrap();

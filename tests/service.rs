@@ -4,16 +4,10 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-
-fn bin() -> Command {
-    let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
-    c.env("RUST_LOG", "warn");
-    c
-}
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -76,7 +70,7 @@ fn readiness_watchdog_stall_and_stop_follow_the_notify_protocol() {
     let sock_path = dir.path().join("notify");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let limit = Duration::from_secs(60 * common::scale());
-    let child = bin()
+    let child = common::partguard("warn")
         .arg("--config")
         .arg(&cfg)
         .arg("run")
@@ -126,7 +120,7 @@ fn safe_state_after_a_sigkill_sets_every_output_and_says_so() {
     let alarmed = std::fs::read_to_string(&cfg).unwrap()
         + "\n[alarm]\nkind = \"simulated\"\nsafe_state = \"active\"\n";
     std::fs::write(&cfg, alarmed).unwrap();
-    let mut child = bin()
+    let mut child = common::partguard("warn")
         .arg("--config")
         .arg(&cfg)
         .arg("run")
@@ -139,7 +133,7 @@ fn safe_state_after_a_sigkill_sets_every_output_and_says_so() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "killed: {status:?}");
     // What the unit's ExecStopPost runs after any exit.
-    let out = bin()
+    let out = common::partguard("warn")
         .arg("--config")
         .arg(&cfg)
         .arg("safe-state")
@@ -165,7 +159,7 @@ fn safe_state_after_a_sigkill_sets_every_output_and_says_so() {
         "[reject]\nkind = \"gpiocdev\"\nchip = \"gpiochip99\"\nline = 3",
     );
     std::fs::write(&cfg, broken).unwrap();
-    let out = bin()
+    let out = common::partguard("warn")
         .arg("--config")
         .arg(&cfg)
         .arg("safe-state")

@@ -49,6 +49,13 @@ pub fn partguard_bin(exe: &str) -> std::process::Command {
     }
 }
 
+/// The partguard binary of this build, logging at `level` (`RUST_LOG`).
+pub fn partguard(level: &str) -> std::process::Command {
+    let mut c = partguard_bin(env!("CARGO_BIN_EXE_partguard"));
+    c.env("RUST_LOG", level);
+    c
+}
+
 /// Runs the partguard binary `exe` with `--config config` and `args`, errors-only logging, to the end.
 pub fn run_with_config(exe: &str, config: &Path, args: &[&str]) -> std::process::Output {
     partguard_bin(exe)
