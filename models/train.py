@@ -1,6 +1,6 @@
 """Train the partguard anomaly model on a folder of good images.
 
-    python models/train.py --config models/configs/bottle.json --data DIR/train/good --out runs/bottle
+    python models/train.py --config models/configs/bottle_b16_e250_relight10_s23.json --data DIR/train/good --out runs/bottle
 
 Reproducible: the seed and the full config are written to OUT/config.json. A checkpoint is written
 atomically after every epoch (OUT/last.pt); rerunning the same command resumes from it. Progress goes
