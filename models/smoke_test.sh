@@ -15,6 +15,19 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# the training config is checked: a misspelt key or a wrong type is refused, naming file and key
+echo '{"epochs": 1, "lr_milstones": [0.5]}' > "$out/typo.json"
+if "$PYTHON" models/train.py --config "$out/typo.json" --data examples/samples/bottle/good \
+    --out "$out/typo" 2> "$out/typo.txt"; then
+    echo "smoke: a config with an unknown key was accepted" >&2; exit 1
+fi
+grep -q "typo.json: unknown key(s) lr_milstones" "$out/typo.txt"
+echo '{"epochs": "10"}' > "$out/type.json"
+if "$PYTHON" models/train.py --config "$out/type.json" --data examples/samples/bottle/good \
+    --out "$out/type" 2> "$out/type.txt"; then
+    echo "smoke: a config with a string for epochs was accepted" >&2; exit 1
+fi
+grep -q "type.json: epochs is '10'; it must be of type int" "$out/type.txt"
 "$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
     --out "$out/run" --precise-bn-batches 4
 test -f "$out/run/last.pt" && test -f "$out/run/final.pt"

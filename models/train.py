@@ -11,12 +11,14 @@ to stdout and OUT/train.log. With --test DIR (an MVTec-style test folder) the im
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -29,30 +31,74 @@ from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
-DEFAULTS = {
-    "input_size": 128,
-    "recon_width": 16,
-    "discr_width": 16,
-    "sspcab": True,
-    "sspcab_lambda": 0.1,
-    "epochs": 150,
-    "batch_size": 8,
-    "lr": 5e-4,
-    "lr_milestones": [0.8, 0.9],
-    "seed": 7,
-    "threads": 2,
-    "flip_augment": True,
-    "warp_augment": 0.0,
-    "relight_augment": 0.0,
-    "relight_prob": 0.5,
-    "relight_gain": 0.25,
-    "relight_colour_only": False,
-    "relight_target": "relit",
-    "init_from": None,
-    "eval_every": 10,
-    "workers": 0,
-    "texture_bank": 0,
-}
+@dataclasses.dataclass
+class TrainConfig:
+    """The training recipe (a JSON object in `configs/`). Every key is one of these fields, with this
+    type; `load_config` refuses unknown keys and wrong types, naming the file and the key."""
+
+    input_size: int = 128
+    recon_width: int = 16
+    discr_width: int = 16
+    sspcab: bool = True
+    sspcab_lambda: float = 0.1
+    epochs: int = 150
+    batch_size: int = 8
+    lr: float = 5e-4
+    lr_milestones: list = dataclasses.field(default_factory=lambda: [0.8, 0.9])
+    seed: int = 7
+    threads: int = 2
+    flip_augment: bool = True
+    warp_augment: float = 0.0
+    relight_augment: float = 0.0
+    relight_prob: float = 0.5
+    relight_gain: float = 0.25
+    relight_colour_only: bool = False
+    relight_target: str = "relit"
+    init_from: Optional[str] = None
+    eval_every: int = 10
+    workers: int = 0
+    texture_bank: int = 0
+
+
+DEFAULTS = dataclasses.asdict(TrainConfig())
+# What train.py adds to OUT/config.json about the run; ignored when such a file is read back.
+RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config"}
+
+
+def load_config(path: Path) -> dict:
+    """The recipe in `path` over the defaults, checked against `TrainConfig`: exits with an error that
+    names the file and the key on an unknown key, a wrong type or a bad value."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: cannot read training config {path}: {e}")
+    if not isinstance(raw, dict):
+        sys.exit(f"error: training config {path} must be a JSON object of settings")
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - set(types) - RECORDED)
+    if unknown:
+        sys.exit(f"error: training config {path}: unknown key(s) {', '.join(unknown)}; "
+                 f"known keys: {', '.join(types)}")
+    ok = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list": lambda v: isinstance(v, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v),
+        "Optional[str]": lambda v: v is None or isinstance(v, str),
+    }
+    cfg = dict(DEFAULTS)
+    for key, value in raw.items():
+        if key in RECORDED:
+            continue
+        if not ok[types[key]](value):
+            sys.exit(f"error: training config {path}: {key} is {value!r}; it must be of type {types[key]}")
+        cfg[key] = value
+    if cfg["relight_target"] not in ("relit", "original"):
+        sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
+                 "use \"relit\" or \"original\"")
+    return cfg
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -302,17 +348,13 @@ def main() -> None:
     ap.add_argument("--pack", type=Path, help="write --data (and --test) as one .npz and exit")
     args = ap.parse_args()
 
-    cfg = dict(DEFAULTS)
-    if args.config:
-        cfg.update(json.loads(args.config.read_text()))
+    cfg = load_config(args.config) if args.config else dict(DEFAULTS)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     if args.workers is not None:
         cfg["workers"] = args.workers
     if args.threads is not None:
         cfg["threads"] = args.threads
-    if cfg["relight_target"] not in ("relit", "original"):
-        sys.exit(f"error: config relight_target is {cfg['relight_target']!r}; use \"relit\" or \"original\"")
     size = int(cfg["input_size"])
     if args.pack:
         pack(args, size)
