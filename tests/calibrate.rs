@@ -178,7 +178,7 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
             "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = {}\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[timing]\ndelay_ms = {}\n\n[log]\nstatus_interval_s = 0\n",
             source.display(),
             4.0 / common::scale() as f64,
-            common::root().join("models/bottle_sspcab_f32.onnx").display(),
+            common::f32_model().display(),
             1000 * common::scale()
         ),
     )
@@ -189,11 +189,7 @@ fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
 #[test]
 fn calibrate_then_run_with_it_and_reload_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &common::root().join("examples/samples/bottle"),
-        false,
-    );
+    let cfg = config(dir.path(), &common::samples(), false);
     // Without the file, run says what to do.
     let out = common::partguard("info")
         .args(["run", "--config"])
@@ -210,7 +206,7 @@ fn calibrate_then_run_with_it_and_reload_on_sighup() {
         .args(["--alpha", "0.25", "--plot"])
         .arg(&plot)
         .arg("--defects")
-        .arg(common::root().join("examples/samples/bottle"))
+        .arg(common::samples())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,7 +10,7 @@ fn write_config(dir: &Path, source: &str, reject: &str) -> std::path::PathBuf {
     let p = dir.join("line.toml");
     let text = format!(
         "[source]\n{source}\n\n[model]\npath = \"{}\"\n\n[decision]\nthreshold = {}\n\n[reject]\n{reject}\npulse_ms = 20\n\n[log]\nstatus_interval_s = 0.2\n",
-        common::root().join("models/bottle_sspcab_f32.onnx").display(),
+        common::f32_model().display(),
         partguard::config::Config::builtin().unwrap().decision.threshold.unwrap(),
     );
     std::fs::write(&p, text).unwrap();
@@ -128,7 +128,7 @@ fn eval_prints_auroc_and_writes_csv() {
     let csv = dir.path().join("scores.csv");
     let out = common::partguard("warn")
         .args(["eval", "--data"])
-        .arg(common::root().join("examples/samples/bottle"))
+        .arg(common::samples())
         .arg("--csv")
         .arg(&csv)
         .output()
@@ -182,7 +182,7 @@ fn missing_camera_and_missing_gpio_chip_are_named() {
         dir.path(),
         &format!(
             "kind = \"replay\"\npath = \"{}\"",
-            common::root().join("examples/samples/bottle").display()
+            common::samples().display()
         ),
         "kind = \"gpiocdev\"\nchip = \"/dev/gpiochip97\"\nline = 3",
     );
@@ -203,7 +203,7 @@ fn sigterm_stops_the_run_cleanly_with_a_summary() {
         dir.path(),
         &format!(
             "kind = \"replay\"\npath = \"{}\"\nloop = true\nrate_hz = 20",
-            common::root().join("examples/samples/bottle").display()
+            common::samples().display()
         ),
         "kind = \"simulated\"",
     );
@@ -240,7 +240,7 @@ fn sigterm_stops_the_run_cleanly_with_a_summary() {
 fn samples_config(dir: &Path) -> (std::path::PathBuf, String) {
     let source = format!(
         "# the line's camera\nkind = \"replay\"\npath = {:?}",
-        common::root().join("examples/samples/bottle")
+        common::samples()
     );
     let cfg = write_config(dir, &source, "kind = \"simulated\"");
     let text = std::fs::read_to_string(&cfg).unwrap();

@@ -14,13 +14,7 @@ fn shipped(precision: &str) -> PathBuf {
 
 /// Scores of the sample images: (good, defective).
 fn sample_scores(engine: &mut TractEngine) -> (Vec<f32>, Vec<f32>) {
-    let mut src = ReplaySource::open(
-        &common::root().join("examples/samples/bottle"),
-        false,
-        0.0,
-        64,
-    )
-    .unwrap();
+    let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
     let mut pre = Preprocessor::new(engine.info().input);
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     while let Some(frame) = src.next_frame().unwrap() {
@@ -138,13 +132,7 @@ fn models_that_break_the_contract_are_refused_with_the_reason() {
 
 /// Per-sample outputs: (file name, score, map mean, map max).
 fn outputs(engine: &mut TractEngine) -> Vec<(String, f32, f32, f32)> {
-    let mut src = ReplaySource::open(
-        &common::root().join("examples/samples/bottle"),
-        false,
-        0.0,
-        64,
-    )
-    .unwrap();
+    let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
     let mut pre = Preprocessor::new(engine.info().input);
     let mut out = Vec::new();
     while let Some(frame) = src.next_frame().unwrap() {
@@ -254,13 +242,7 @@ fn outputs_match_the_x86_64_reference() {
 fn multithreaded_tract_gives_the_single_threaded_results() {
     // The first sample in path order: broken_large/000.
     let frame_of = |engine: &mut TractEngine| {
-        let mut src = ReplaySource::open(
-            &common::root().join("examples/samples/bottle"),
-            false,
-            0.0,
-            64,
-        )
-        .unwrap();
+        let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
         let frame = src.next_frame().unwrap().unwrap();
         let mut pre = Preprocessor::new(engine.info().input);
         pre.run(&frame, engine.input_mut()).unwrap();
