@@ -185,6 +185,7 @@ fn main() {
             .expect("archive folder")
         }),
         archive_faults: true,
+        telemetry: None,
     };
     println!(
         "soak: {} frames, model {}, threshold {:.4}, rate {}",

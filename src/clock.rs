@@ -94,6 +94,24 @@ pub fn utc_now() -> String {
     utc_from_unix(secs)
 }
 
+/// Microseconds since the Unix epoch as an ISO 8601 UTC time with milliseconds
+/// (`2026-11-28T21:40:03.125Z`).
+pub fn utc_from_unix_us(us: u64) -> String {
+    let base = utc_from_unix(us / 1_000_000);
+    format!(
+        "{}.{:03}Z",
+        base.trim_end_matches('Z'),
+        (us % 1_000_000) / 1000
+    )
+}
+
+/// The wall-clock time now, in microseconds since the Unix epoch.
+pub fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros().min(u128::from(u64::MAX)) as u64)
+}
+
 /// `secs` since the Unix epoch as an ISO 8601 UTC time (`2026-11-28T21:40:03Z`).
 pub fn utc_from_unix(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);

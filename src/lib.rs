@@ -6,7 +6,8 @@
 //! threads). [`gpio`] also reads the photo-eye trigger and the encoder; [`clock`] and [`gpio`] put time
 //! and GPIO behind small traits with real and simulated implementations, [`realtime`] asks for
 //! SCHED_FIFO, [`service`] speaks systemd's notify protocol (readiness, watchdog). [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
-//! the threshold from good parts, [`drift`] watches it, [`commands`] holds what the subcommands of
+//! the threshold from good parts, [`drift`] watches it, [`telemetry`] serves the page, `/metrics` and
+//! MQTT beside the line, [`commands`] holds what the subcommands of
 //! the binary do, each building its stages from the config through [`line`], the one composition
 //! root.
 
@@ -29,6 +30,7 @@ pub mod reject;
 pub mod schedule;
 pub mod service;
 pub mod stats;
+pub mod telemetry;
 
 /// Any partguard failure, by subsystem, so camera, model and GPIO faults stay apart.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub enum Error {
     Calibration(#[from] calibrate::CalibrationError),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
 }
 
 impl Error {

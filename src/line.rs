@@ -25,6 +25,7 @@ use crate::pipeline::{Inspector, LineIo, RunOptions, TriggerSettings};
 use crate::preprocess::Preprocessor;
 use crate::reject::{ActuatorSettings, Outputs, SafeOutput};
 use crate::schedule::{Delay, SchedulerSettings};
+use crate::telemetry::{StationInfo, Telemetry, TelemetryService};
 use crate::Error;
 
 /// A V4L2 frame later than this is reported as a camera stall.
@@ -260,7 +261,36 @@ impl<'c> Line<'c> {
             stats_json,
             archive: None,
             archive_faults: cfg.archive.as_ref().is_some_and(|a| a.faults),
+            telemetry: None,
         }
+    }
+
+    /// The page, `/metrics` and MQTT, when `[http]` or `[mqtt]` is configured: the line's handle
+    /// and the running telemetry thread (its port bound, so a busy port fails here).
+    pub fn telemetry(
+        &self,
+        model: &ModelInfo,
+        decision: &Decision,
+        source: &str,
+    ) -> Result<Option<(Telemetry, TelemetryService)>, Error> {
+        let cfg = self.cfg;
+        if cfg.http.is_none() && cfg.mqtt.is_none() {
+            return Ok(None);
+        }
+        let info = StationInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            model_name: model.meta("partguard.model_name").to_owned(),
+            model_version: model.meta("partguard.model_version").to_owned(),
+            precision: model.meta("partguard.precision").to_owned(),
+            model_sha256: model.file_sha256.clone(),
+            engine: cfg.model.engine.name().to_owned(),
+            threads: cfg.model.threads,
+            source: source.to_owned(),
+            archive_dir: cfg.archive.as_ref().map(|a| a.dir.clone()),
+        };
+        let telemetry = Telemetry::new(info, decision.origin.clone());
+        let service = TelemetryService::start(&telemetry, cfg.http.as_ref(), cfg.mqtt.as_ref())?;
+        Ok(Some((telemetry, service)))
     }
 
     /// The reject archive, when `[archive]` is configured (its folder checked writable).

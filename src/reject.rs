@@ -19,7 +19,7 @@ use crate::decide::{Fault, Verdict};
 use crate::gpio::EncoderPosition;
 use crate::gpio::{Level, OutputPin};
 use crate::schedule::{PartStamp, RejectScheduler, ScheduleCounts, SchedulerSettings};
-use crate::stats::{LatencyWindow, LogThrottle, Summary};
+use crate::stats::{LatencyHistogram, LatencyWindow, LogThrottle, Summary};
 
 /// Messages one producer may have in flight; a queue this full means the actuator is stuck.
 pub const LINK_CAPACITY: usize = 64;
@@ -105,6 +105,10 @@ pub struct ActuatorReport {
     pub onset: LatencyWindow,
     pub output_errors: u64,
     pub pending: usize,
+    /// Every onset error of the run, for `/metrics`.
+    pub onset_histogram: LatencyHistogram,
+    /// The alarm output is (or would be, without one configured) active.
+    pub alarm: bool,
 }
 
 impl ActuatorReport {
@@ -263,13 +267,16 @@ fn publish(
     rep: &mut ActuatorReport,
     sched: &RejectScheduler,
     errors: u64,
+    alarm: bool,
     onsets: &mut heapless::Vec<Duration, 16>,
 ) {
     rep.counts = sched.counts();
     rep.output_errors = errors;
     rep.pending = sched.pending();
+    rep.alarm = alarm;
     for e in onsets.iter() {
         rep.onset.record(*e);
+        rep.onset_histogram.record(*e);
     }
     onsets.clear();
 }
@@ -379,7 +386,7 @@ fn run_actuator<const N: usize>(
             }
         }
         if let Ok(mut rep) = shared.report.try_lock() {
-            publish(&mut rep, &sched, errors, &mut onsets);
+            publish(&mut rep, &sched, errors, alarm_on, &mut onsets);
         }
         if shared.abort.load(Ordering::Acquire) {
             log::error!(
@@ -424,7 +431,7 @@ fn run_actuator<const N: usize>(
         wait_until(clock, t);
     }
     if let Ok(mut rep) = shared.report.lock() {
-        publish(&mut rep, &sched, errors, &mut onsets);
+        publish(&mut rep, &sched, errors, alarm_on, &mut onsets);
     }
     drop(guard);
 }

@@ -188,3 +188,80 @@ mod tests {
         assert_eq!(s.p99_us, 99);
     }
 }
+
+/// What a run did. Every part ends in exactly one of ok / ng / late / missed / faults / overflows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    /// Frames inspected by the model.
+    pub frames: u64,
+    pub parts: u64,
+    pub ok: u64,
+    pub ng: u64,
+    pub late: u64,
+    pub missed: u64,
+    pub faults: u64,
+    pub overflows: u64,
+    pub failsafe_rejected: u64,
+    pub failsafe_passed: u64,
+    /// Unreadable replay images, frames with no trigger, camera stalls.
+    pub skipped: u64,
+    pub untriggered: u64,
+    pub stalls: u64,
+    pub pulses: u64,
+    pub merged: u64,
+    pub gap_delayed: u64,
+    pub output_errors: u64,
+    /// Messages to the actuator that found its queue full.
+    pub lost_messages: u64,
+    /// Reject archive: images written, parts not archived because the writer was behind, writes
+    /// that failed (disk full, ...).
+    pub archived: u64,
+    pub archive_dropped: u64,
+    pub archive_failed: u64,
+}
+
+/// Upper bounds of [`LatencyHistogram`]'s buckets, in microseconds (the last bucket is +Inf).
+pub const HISTOGRAM_BOUNDS_US: [u32; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
+];
+
+/// A latency histogram over the whole run with fixed buckets ([`HISTOGRAM_BOUNDS_US`]), for
+/// Prometheus: allocation-free, cumulative counts are computed when read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Samples per bucket (not cumulative); the last is above every bound.
+    pub buckets: [u64; HISTOGRAM_BOUNDS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn record_us(&mut self, us: u64) {
+        let i = HISTOGRAM_BOUNDS_US.partition_point(|&b| u64::from(b) < us);
+        self.buckets[i] += 1;
+        self.sum_us += us;
+        self.count += 1;
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        self.record_us(d.as_micros().min(u128::from(u64::MAX)) as u64);
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn samples_land_in_the_bucket_whose_bound_holds_them() {
+        let mut h = LatencyHistogram::default();
+        h.record_us(50);
+        h.record_us(51);
+        h.record_us(20_000_000);
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[HISTOGRAM_BOUNDS_US.len()], 1);
+        assert_eq!((h.count, h.sum_us), (3, 20_000_101));
+    }
+}

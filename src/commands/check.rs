@@ -84,6 +84,30 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     );
     let d = line.decision(i)?;
     println!("threshold: {} (from {})", d.threshold, d.origin);
+    if let Some(h) = &cfg.http {
+        let scope = match h.address() {
+            Some(a) if a.ip().is_loopback() => "this machine only",
+            _ => "OPEN TO THE NETWORK (your choice in http.listen)",
+        };
+        let writes = if h.token.is_some() {
+            "reload allowed with the bearer token"
+        } else {
+            "read-only"
+        };
+        println!(
+            "page and /metrics: http://{}/ ({scope}; {writes})",
+            h.listen
+        );
+    }
+    if let Some(m) = &cfg.mqtt {
+        println!(
+            "MQTT: {} as {}, topics {}/{{part,status,alarm,state}}, QoS {}",
+            m.broker,
+            m.client_id(),
+            m.topic_prefix(),
+            m.qos
+        );
+    }
     println!("check: OK");
     Ok(())
 }

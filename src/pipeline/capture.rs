@@ -3,7 +3,7 @@
 //! trigger and encoder input threads.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub(super) struct Ticket {
     pub(super) slot: usize,
     pub(super) stamp: PartStamp,
     pub(super) frame_time: Duration,
+    /// How long converting the frame into its buffer took.
+    pub(super) convert: Duration,
 }
 
 /// A frame buffer: the converted RGB image and where it came from.
@@ -110,6 +112,8 @@ pub(super) struct RunFlags {
     /// Trigger and encoder threads stop (after the actuator is done).
     pub(super) inputs_stop: AtomicBool,
     pub(super) input_error: Mutex<Option<GpioError>>,
+    /// Camera stalls and outages so far (the live copy of [`CaptureEnd::stalls`]).
+    pub(super) stalls: AtomicU64,
 }
 
 /// The capture thread: frames in, parts registered, frames converted into free buffers.
@@ -191,6 +195,7 @@ impl CaptureLoop<'_> {
                 Ok(None) => break,
                 Err(e @ CaptureError::Stalled { .. }) => {
                     self.end.stalls += 1;
+                    self.flags.stalls.fetch_add(1, Ordering::Relaxed);
                     log::error!("{e}; still waiting for frames");
                     let at = self.clock.now();
                     self.link.send(Msg::Alarm { at });
@@ -206,6 +211,7 @@ impl CaptureLoop<'_> {
                     let at = self.clock.now();
                     if matches!(e, CaptureError::Reopening { down_ms: 0, .. }) {
                         self.end.stalls += 1;
+                        self.flags.stalls.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(more) = reopen_log.allow(at) {
                         log::error!("{e}{}", crate::stats::suppressed(more));
@@ -296,7 +302,8 @@ impl CaptureLoop<'_> {
                     reason: "frame buffer poisoned".into(),
                 }),
             };
-            self.end.convert.record(self.clock.now().saturating_sub(t0));
+            let convert = self.clock.now().saturating_sub(t0);
+            self.end.convert.record(convert);
             if let Err(e) = converted {
                 log::warn!("part {}: {e}", stamp.seq);
                 let _ = free.push(slot_index);
@@ -309,6 +316,7 @@ impl CaptureLoop<'_> {
                 slot: slot_index,
                 stamp,
                 frame_time,
+                convert,
             });
             handed += 1;
             self.inference.unpark();

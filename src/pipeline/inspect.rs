@@ -140,6 +140,9 @@ pub(super) struct Judged<'e> {
     pub(super) decided: Duration,
     /// The model's output (with the anomaly map, for the archive) when the model ran.
     pub(super) inference: Option<Inference<'e>>,
+    /// How long preprocessing and the model took (zero when they did not run).
+    pub(super) preprocess_time: Duration,
+    pub(super) inference_time: Duration,
 }
 
 impl<'a> InspectStep<'a> {
@@ -162,6 +165,7 @@ impl<'a> InspectStep<'a> {
             Rgb::Buffer { rgb, width, height } => pre.fill_tensor_from(rgb, width, height, input),
             Rgb::Unreadable(e) => Err(e),
         };
+        let (mut preprocess_time, mut inference_time) = (Duration::ZERO, Duration::ZERO);
         let (score, verdict, inference, t3) = match filled {
             Err(e) => {
                 log::warn!("part {seq}: {e}");
@@ -169,10 +173,12 @@ impl<'a> InspectStep<'a> {
             }
             Ok(()) => {
                 let t2 = clock.now();
-                stats.record(Stage::Preprocess, t2.saturating_sub(t1));
+                preprocess_time = t2.saturating_sub(t1);
+                stats.record(Stage::Preprocess, preprocess_time);
                 let result = engine.run();
                 let t3 = clock.now();
-                stats.record(Stage::Inference, t3.saturating_sub(t2));
+                inference_time = t3.saturating_sub(t2);
+                stats.record(Stage::Inference, inference_time);
                 match result {
                     Ok(inf) => (inf.score, decide(inf.score, threshold), Some(inf), t3),
                     Err(e) => {
@@ -201,6 +207,8 @@ impl<'a> InspectStep<'a> {
             verdict,
             decided,
             inference,
+            preprocess_time,
+            inference_time,
         }
     }
 }

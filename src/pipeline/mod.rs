@@ -10,7 +10,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,7 +27,9 @@ use capture::{
 pub use capture::{TriggerMatcher, FRAME_BUFFERS};
 use inspect::{InspectStep, Rgb};
 pub use inspect::{Inspector, Outcome};
-use report::{latency_of, print_outcome, status_line, summarize, write_json};
+use report::{
+    latency_of, live_counts, print_outcome, status_line, summarize, write_json, LiveSources,
+};
 pub use report::{RunLatency, RunSummary};
 
 use crate::archive::{Archive, ArchiveReason, ArchivedPart};
@@ -40,6 +42,7 @@ use crate::infer::ModelError;
 use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs};
 use crate::schedule::PartStamp;
 use crate::stats::{LatencyWindow, LogThrottle, Stage};
+use crate::telemetry::{FrameOffer, PartRecord, Telemetry};
 
 /// Why a part could not be judged.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +81,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".to_owned())
 }
 
-/// Loads the threshold and, with a calibration, its p99 good score (for the drift monitor).
-pub type ThresholdLoader<'a> = Box<dyn Fn() -> Result<(f32, Option<f32>), String> + 'a>;
+/// Loads the threshold, with a calibration its p99 good score (for the drift monitor), and where
+/// it came from.
+pub type ThresholdLoader<'a> = Box<dyn Fn() -> Result<(f32, Option<f32>, String), String> + 'a>;
 
 /// Reloads the threshold between two frames when `flag` is set (SIGHUP): no frame is dropped, and
 /// a calibration that fails to load leaves the current threshold in force.
@@ -118,6 +122,8 @@ pub struct RunOptions {
     /// judged) with their heatmaps; the run waits for the queued writes at its end.
     pub archive: Option<Archive>,
     pub archive_faults: bool,
+    /// Part results, live counts and frames for the page, `/metrics` and MQTT (never waits).
+    pub telemetry: Option<Telemetry>,
 }
 
 /// Runs the line until the source ends, `max_frames` frames are inspected or `stop` is set. Parts
@@ -159,6 +165,7 @@ pub fn run(
         capture_done: AtomicBool::new(false),
         inputs_stop: AtomicBool::new(false),
         input_error: Mutex::new(None),
+        stalls: AtomicU64::new(0),
     };
     let trigger_settings = opts.trigger;
     let fifo_priority = opts.actuator.fifo_priority;
@@ -317,12 +324,21 @@ pub fn run(
                         crate::service::stopping();
                     }
                 }
-                if let Some(r) = reload.filter(|r| r.flag.swap(false, Ordering::AcqRel)) {
+                let asked_over_http = opts
+                    .telemetry
+                    .as_ref()
+                    .is_some_and(Telemetry::take_reload_request);
+                if let Some(r) =
+                    reload.filter(|r| r.flag.swap(false, Ordering::AcqRel) || asked_over_http)
+                {
                     match (r.load)() {
-                        Ok((t, p99)) => {
-                            log::info!("reloaded: threshold {} -> {t}", *threshold);
+                        Ok((t, p99, origin)) => {
+                            log::info!("reloaded: threshold {} -> {t} from {origin}", *threshold);
                             *threshold = t;
                             *drift = p99.map(|p| DriftMonitor::new(p, 0.01));
+                            if let Some(tm) = &opts.telemetry {
+                                tm.set_threshold_origin(&origin);
+                            }
                         }
                         Err(e) => log::error!("reload failed, threshold stays {}: {e}", *threshold),
                     }
@@ -387,8 +403,9 @@ pub fn run(
                     Verdict::Reject => Some(ArchiveReason::Reject),
                     Verdict::Fault(_) => opts.archive_faults.then_some(ArchiveReason::Fault),
                 };
+                let mut archived = false;
                 if let (Some(a), Some(reason)) = (&opts.archive, reason) {
-                    a.submit(&ArchivedPart {
+                    archived = a.submit(&ArchivedPart {
                         seq,
                         reason,
                         score,
@@ -403,6 +420,51 @@ pub fn run(
                     });
                 }
                 frames += 1;
+                if let Some(t) = &opts.telemetry {
+                    let us = |d: Duration| d.as_micros().min(u128::from(u32::MAX)) as u32;
+                    let total = decided.saturating_sub(ticket.frame_time);
+                    t.record(PartRecord {
+                        seq,
+                        captured_unix_us: crate::clock::unix_now_us()
+                            .saturating_sub(total.as_micros() as u64),
+                        score,
+                        threshold: *threshold,
+                        verdict,
+                        convert_us: us(ticket.convert),
+                        preprocess_us: us(judged.preprocess_time),
+                        inference_us: us(judged.inference_time),
+                        total_us: us(total),
+                        archived,
+                    });
+                    if t.wants_frame() {
+                        t.offer_frame(&FrameOffer {
+                            seq,
+                            score,
+                            threshold: *threshold,
+                            verdict,
+                            rgb: &slot.rgb,
+                            width: slot.width,
+                            height: slot.height,
+                            roi,
+                            map: judged
+                                .inference
+                                .as_ref()
+                                .map(|i| (i.map, i.width, i.height)),
+                        });
+                    }
+                    if let Some(live) = live_counts(LiveSources {
+                        stats,
+                        shared: &shared,
+                        frames,
+                        stalls: flags.stalls.load(Ordering::Relaxed),
+                        archive: opts.archive.as_ref(),
+                        drift: drift.as_ref(),
+                        threshold: *threshold,
+                        ended: false,
+                    }) {
+                        t.publish(&live);
+                    }
+                }
                 if opts.print_decisions {
                     let origin =
                         (!slot.origin.as_os_str().is_empty()).then_some(slot.origin.as_path());
@@ -486,6 +548,22 @@ pub fn run(
             ) = (c.archived, c.dropped, c.failed);
         }
         let latency = latency_of(stats, &shared);
+        if let Some(t) = &opts.telemetry {
+            let final_counts = live_counts(LiveSources {
+                stats,
+                shared: &shared,
+                frames,
+                stalls: summary.stalls,
+                archive: None,
+                drift: drift.as_ref(),
+                threshold: *threshold,
+                ended: true,
+            });
+            if let Some(mut live) = final_counts {
+                live.summary = summary;
+                t.publish(&live);
+            }
+        }
         if let Some(p) = &opts.stats_json {
             write_json(p, &summary, stats, &shared);
         }

@@ -7,38 +7,9 @@ use std::sync::atomic::Ordering;
 use super::Outcome;
 use crate::reject::ActuatorShared;
 use crate::schedule::ScheduleCounts;
+pub use crate::stats::RunSummary;
 use crate::stats::{Stage, Stats, Summary};
-
-/// What a run did. Every part ends in exactly one of ok / ng / late / missed / faults / overflows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RunSummary {
-    /// Frames inspected by the model.
-    pub frames: u64,
-    pub parts: u64,
-    pub ok: u64,
-    pub ng: u64,
-    pub late: u64,
-    pub missed: u64,
-    pub faults: u64,
-    pub overflows: u64,
-    pub failsafe_rejected: u64,
-    pub failsafe_passed: u64,
-    /// Unreadable replay images, frames with no trigger, camera stalls.
-    pub skipped: u64,
-    pub untriggered: u64,
-    pub stalls: u64,
-    pub pulses: u64,
-    pub merged: u64,
-    pub gap_delayed: u64,
-    pub output_errors: u64,
-    /// Messages to the actuator that found its queue full.
-    pub lost_messages: u64,
-    /// Reject archive: images written, parts not archived because the writer was behind, writes
-    /// that failed (disk full, ...).
-    pub archived: u64,
-    pub archive_dropped: u64,
-    pub archive_failed: u64,
-}
+use crate::telemetry::LiveCounts;
 
 /// Latency statistics of a run, per stage and for reject onsets.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -80,6 +51,65 @@ pub(super) fn summarize(
         lost_messages: shared.lost.load(Ordering::Relaxed),
         ..RunSummary::default()
     }
+}
+
+/// What the live counts are made of.
+pub(super) struct LiveSources<'a> {
+    pub(super) stats: &'a Stats,
+    pub(super) shared: &'a ActuatorShared,
+    pub(super) frames: u64,
+    pub(super) stalls: u64,
+    pub(super) archive: Option<&'a crate::archive::Archive>,
+    pub(super) drift: Option<&'a crate::drift::DriftMonitor>,
+    pub(super) threshold: f32,
+    pub(super) ended: bool,
+}
+
+/// The counts for the telemetry, without waiting: `None` while the actuator holds its report
+/// (the next part's copy will do). Allocation-free.
+pub(super) fn live_counts(src: LiveSources<'_>) -> Option<LiveCounts> {
+    let (c, output_errors, pending, alarm, onset_histogram) = {
+        let r = src.shared.report.try_lock().ok()?;
+        (
+            r.counts,
+            r.output_errors,
+            r.pending,
+            r.alarm,
+            r.onset_histogram,
+        )
+    };
+    let archive = src.archive.map(|a| a.counts()).unwrap_or_default();
+    Some(LiveCounts {
+        summary: RunSummary {
+            frames: src.frames,
+            parts: c.parts,
+            ok: c.ok,
+            ng: c.ng,
+            late: c.late,
+            missed: c.missed,
+            faults: c.faults,
+            overflows: c.overflows,
+            failsafe_rejected: c.failsafe_rejected,
+            failsafe_passed: c.failsafe_passed,
+            skipped: src.stats.skipped,
+            untriggered: 0,
+            stalls: src.stalls,
+            pulses: c.pulses,
+            merged: c.merged,
+            gap_delayed: c.gap_delayed,
+            output_errors,
+            lost_messages: src.shared.lost.load(Ordering::Relaxed),
+            archived: archive.archived,
+            archive_dropped: archive.dropped,
+            archive_failed: archive.failed,
+        },
+        threshold: src.threshold,
+        alarm,
+        reject_pending: pending,
+        drift_warnings: src.drift.map_or(0, |d| d.warnings),
+        onset_histogram,
+        ended: src.ended,
+    })
 }
 
 pub(super) fn latency_of(stats: &mut Stats, shared: &ActuatorShared) -> RunLatency {

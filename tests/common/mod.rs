@@ -186,6 +186,7 @@ pub fn options(schedule: SchedulerSettings) -> RunOptions {
         stats_json: None,
         archive: None,
         archive_faults: true,
+        telemetry: None,
     }
 }
 

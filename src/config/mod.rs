@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::gpio::{LineId, OutputKind, SafeState};
 
+mod plant;
+pub use plant::{broker_address, HttpConfig, MqttConfig};
+
 /// What went wrong reading or checking a config file.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -110,6 +113,12 @@ pub struct Config {
     /// Optional reject archive: images of rejected parts with their heatmaps, in a bounded ring.
     #[serde(default)]
     pub archive: Option<ArchiveConfig>,
+    /// Optional page on the device with its JSON API and Prometheus `/metrics`.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    /// Optional MQTT results to the plant's broker.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// The reject archive (`src/archive.rs`).
@@ -461,7 +470,7 @@ fn default_true() -> bool {
 }
 
 /// The example config shipped in `examples/partguard.toml`, used when no `--config` is given.
-pub const BUILTIN_DEFAULT: &str = include_str!("../examples/partguard.toml");
+pub const BUILTIN_DEFAULT: &str = include_str!("../../examples/partguard.toml");
 
 impl Config {
     /// Reads and checks a config file; relative paths become relative to the file's directory.
@@ -513,9 +522,13 @@ impl Config {
         if let Some(a) = &mut self.archive {
             fix(&mut a.dir);
         }
+        if let Some(m) = &mut self.mqtt {
+            m.resolve(base);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        plant::validate(self.http.as_ref(), self.mqtt.as_ref(), path)?;
         let bad = |field: &'static str, problem: String| ConfigError::Field {
             path: path.to_owned(),
             field,
