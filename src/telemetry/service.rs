@@ -236,6 +236,15 @@ async fn serve(
             p.goodbye();
         }
         let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        if let Ok(v) = view.lock() {
+            let m = v.mqtt;
+            log::info!(
+                "[mqtt] part results published {}, dropped {} (broker away, buffer full), {} reconnects",
+                m.published,
+                m.dropped,
+                m.reconnects
+            );
+        }
     }
 }
 
