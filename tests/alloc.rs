@@ -5,18 +5,21 @@
 //! every run (it has no arena for CPU plans); that count is measured, must be the same on every frame
 //! (no growth), and the whole loop must add nothing on top of it.
 
+use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use partguard::archive::{Archive, ArchiveSettings};
 use partguard::capture::ReplaySource;
 use partguard::clock::{Clock, MonotonicClock};
+use partguard::config::{HttpConfig, MqttConfig};
 use partguard::decide::decide;
 use partguard::infer::TractEngine;
 use partguard::pipeline::{run, Inspector};
 use partguard::schedule::Policy;
 use partguard::stats::Stage;
+use partguard::telemetry::{StationInfo, Telemetry, TelemetryService};
 
 mod common;
 
@@ -49,6 +52,15 @@ fn run_frames(frames: u64) -> u64 {
 /// The same with the reject archive on when `archive` names a folder; also returns the allocations
 /// of the inference loop's thread alone (the archive's writer thread allocates as it encodes PNGs).
 fn run_frames_archiving(frames: u64, archive: Option<&Path>) -> (u64, u64) {
+    run_frames_with(frames, archive, None)
+}
+
+/// The same, optionally with the telemetry (page, metrics, MQTT) fed by the line.
+fn run_frames_with(
+    frames: u64,
+    archive: Option<&Path>,
+    telemetry: Option<&Telemetry>,
+) -> (u64, u64) {
     let mut insp = inspector();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = common::SimLine::new(clock);
@@ -63,6 +75,7 @@ fn run_frames_archiving(frames: u64, archive: Option<&Path>) -> (u64, u64) {
         })
         .unwrap()
     });
+    opts.telemetry = telemetry.cloned();
     let io = line.io();
     let stop = AtomicBool::new(false);
     let before = allocs();
@@ -155,4 +168,68 @@ fn steady_state_frame_loop_allocates_only_what_tract_allocates() {
         "with the archive, the inference thread allocated {} times per frame beyond tract's {tract}",
         (long_here - short_here) as f64 / extra as f64 - tract as f64
     );
+
+    // 5. With the page, /metrics and MQTT on (a client polling the frame and the metrics all the
+    //    time, so frames are copied for the page; a broker that is not there, so results pile up
+    //    and are dropped on the telemetry thread), the inference thread still adds nothing.
+    let t = Telemetry::new(StationInfo::default(), "decision.threshold".into());
+    let http = HttpConfig {
+        listen: "127.0.0.1:0".into(),
+        token: None,
+    };
+    let mqtt = MqttConfig {
+        broker: format!("mqtt://127.0.0.1:{}", closed_port()),
+        client_id: Some("alloc-test".into()),
+        topic_prefix: None,
+        qos: 1,
+        username: None,
+        password_file: None,
+        status_interval_s: 0.5,
+        buffer: 4,
+    };
+    let service = TelemetryService::start(&t, Some(&http), Some(&mqtt)).unwrap();
+    let addr = service.local_addr().unwrap();
+    let polling = Arc::new(AtomicBool::new(true));
+    let poller = {
+        let polling = polling.clone();
+        std::thread::spawn(move || {
+            let mut fetched = 0u64;
+            while polling.load(Ordering::Relaxed) {
+                for path in ["/api/frame.jpg", "/metrics", "/api/status"] {
+                    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                        let _ = write!(
+                            s,
+                            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        );
+                        let mut body = Vec::new();
+                        let _ = s.read_to_end(&mut body);
+                        let frame = path.ends_with(".jpg") && body.starts_with(b"HTTP/1.1 200");
+                        fetched += u64::from(frame);
+                    }
+                }
+            }
+            fetched
+        })
+    };
+    let (_, short_here) = run_frames_with(short_run, None, Some(&t));
+    let (_, long_here) = run_frames_with(long_run, None, Some(&t));
+    polling.store(false, Ordering::Relaxed);
+    let fetched = poller.join().unwrap();
+    service.stop();
+    assert!(fetched > 0, "no frame was ever copied for the page");
+    assert_eq!(
+        long_here - short_here,
+        extra * tract,
+        "with the telemetry, the inference thread allocated {} times per frame beyond tract's {tract}",
+        (long_here - short_here) as f64 / extra as f64 - tract as f64
+    );
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
