@@ -689,11 +689,14 @@ fn mqtt_publishes_every_part_and_rides_out_a_broker_restart() {
             );
         }
     }
+    // Every part: those the model judged and those the capture thread sent to the fail-safe
+    // policy (overruns on a slow machine).
     let frames = counts["frames"].as_u64().unwrap();
+    let parts = counts["parts"].as_u64().unwrap();
     assert_eq!(
         verdicts.len() as u64 + dropped,
-        frames,
-        "received {} distinct parts, dropped {dropped}, inspected {frames}",
+        parts,
+        "received {} distinct parts, dropped {dropped}, parts {parts}",
         verdicts.len()
     );
     assert_eq!(published, verdicts.len() as u64);
@@ -708,10 +711,14 @@ fn mqtt_publishes_every_part_and_rides_out_a_broker_restart() {
         .collect();
     assert_eq!(on_stdout.len() as u64, frames);
     for (seq, v) in &verdicts {
-        assert_eq!(on_stdout.get(seq).copied(), Some(v.as_str()), "part {seq}");
+        match on_stdout.get(seq) {
+            Some(line) => assert_eq!(*line, v.as_str(), "part {seq}"),
+            // Not judged by the model: only a fail-safe part has no decision line.
+            None => assert_eq!(v, "FAULT", "part {seq}"),
+        }
     }
     let online = seen.iter().filter(|l| *l == "pgtest/state online").count();
     assert!(online >= 2, "no 'online' after the reconnect: {online}");
-    let missing: BTreeSet<u64> = (0..frames).filter(|s| !verdicts.contains_key(s)).collect();
+    let missing: BTreeSet<u64> = (0..parts).filter(|s| !verdicts.contains_key(s)).collect();
     eprintln!("mqtt: {published} published, {dropped} dropped (parts {missing:?})");
 }

@@ -102,10 +102,26 @@ pub fn bench_line(cfg: &Config, b: &LineBench) -> Result<(), Error> {
         "onset max"
     );
     let loads: Vec<usize> = if b.load > 0 { vec![0, b.load] } else { vec![0] };
+    // With [http] or [mqtt] in the config, the line feeds them as `run` does (one telemetry
+    // thread for the whole bench): their effect on the reject timing is what this measures.
+    let mut telemetry = None;
     for &rate in &b.rates {
         for &load in &loads {
             let engine = line.engine()?;
-            let threshold = line.decision(engine.info())?.threshold;
+            let decision = line.decision(engine.info())?;
+            let threshold = decision.threshold;
+            if telemetry.is_none() {
+                telemetry = line.telemetry(engine.info(), &decision, "bench --line replay")?;
+                if let Some((_, service)) = &telemetry {
+                    println!(
+                        "telemetry on: page {}, MQTT {}",
+                        service
+                            .local_addr()
+                            .map_or("off".to_owned(), |a| format!("http://{a}/")),
+                        cfg.mqtt.as_ref().map_or("off", |m| m.broker.as_str())
+                    );
+                }
+            }
             let source = line.source(Pacing::LoopAt(rate))?;
             let mut inspector = line.inspector(source, engine, threshold, None, clock.clone());
             let reject = SimulatedLine::new(clock.clone(), 1 << 16);
@@ -126,6 +142,7 @@ pub fn bench_line(cfg: &Config, b: &LineBench) -> Result<(), Error> {
             opts.actuator.schedule = schedule;
             opts.print_decisions = false;
             opts.status_interval = None;
+            opts.telemetry = telemetry.as_ref().map(|(t, _)| t.clone());
             // max_frames counts inspected frames; stop on time instead.
             let stop = AtomicBool::new(false);
             let _load = CpuLoad::start(load);
@@ -155,6 +172,9 @@ pub fn bench_line(cfg: &Config, b: &LineBench) -> Result<(), Error> {
                 ms(lat.onset.max_us)
             );
         }
+    }
+    if let Some((_, service)) = telemetry {
+        service.stop();
     }
     println!(
         "onset = reject output set active minus the part's due time (capture + delay), per pulse start; \

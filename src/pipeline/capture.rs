@@ -18,6 +18,7 @@ use crate::gpio::{Debouncer, EdgeInput, EncoderPosition};
 use crate::reject::{ActuatorLink, ActuatorShared, Msg};
 use crate::schedule::PartStamp;
 use crate::stats::{suppressed, LatencyWindow, LogThrottle};
+use crate::telemetry::{PartRecord, Telemetry};
 
 /// Frame buffers between capture and inference: one being inferred, the others waiting. A live
 /// source whose frame finds none free is an overrun (the part goes to the fail-safe policy).
@@ -47,6 +48,24 @@ pub(super) struct Slot {
     pub(super) width: u32,
     pub(super) height: u32,
     pub(super) origin: PathBuf,
+}
+
+/// Sends part `seq` to the fail-safe policy for `fault` and reports it (`part_time`: its capture or
+/// trigger).
+fn fail_part(
+    link: &mut ActuatorLink<'_>,
+    telemetry: Option<&Telemetry>,
+    now: Duration,
+    (seq, fault, part_time, count): (u64, Fault, Duration, u64),
+) {
+    link.fail_safe(seq, fault, now, count);
+    if let Some(t) = telemetry {
+        t.record(PartRecord::fail_safe(
+            seq,
+            fault,
+            now.saturating_sub(part_time),
+        ));
+    }
 }
 
 /// Matches frames to photo-eye triggers: the first frame within `window` after a trigger is that
@@ -134,6 +153,8 @@ pub(super) struct CaptureLoop<'a> {
     pub(super) max_frames: Option<u64>,
     pub(super) overrun_log: LogThrottle,
     pub(super) end: CaptureEnd,
+    /// Where parts this thread sends to the fail-safe policy are reported (page, MQTT).
+    pub(super) telemetry: Option<&'a Telemetry>,
 }
 
 impl CaptureLoop<'_> {
@@ -141,29 +162,40 @@ impl CaptureLoop<'_> {
         self.position.map_or(0, |p| p.count())
     }
 
-    fn fail(&mut self, seq: u64, fault: Fault) {
-        let at = self.clock.now();
-        let count = self.count();
-        self.link.fail_safe(seq, fault, at, count);
+    /// A part the model will not see goes to the fail-safe policy, and is reported.
+    fn fail_part(&mut self, seq: u64, fault: Fault, part_time: Duration, count: u64) {
+        let now = self.clock.now();
+        self.link.fail_safe(seq, fault, now, count);
+        if let Some(t) = self.telemetry {
+            t.record(PartRecord::fail_safe(
+                seq,
+                fault,
+                now.saturating_sub(part_time),
+            ));
+        }
     }
 
     /// Takes new triggers and declares missed the ones whose window ended before `now`.
     fn service_triggers(&mut self, now: Duration) {
-        let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
+        let mut missed: heapless::Vec<PartStamp, PENDING_TRIGGERS> = heapless::Vec::new();
         if let (Some(rx), Some(m)) = (self.triggers.as_mut(), self.matcher.as_mut()) {
             while let Some(t) = rx.dequeue() {
                 if let Some(old) = m.push(t) {
-                    let _ = missed.push(old.seq);
+                    let _ = missed.push(old);
                 }
             }
             while missed.len() < missed.capacity() {
                 let Some(t) = m.expire(now) else { break };
-                let _ = missed.push(t.seq);
+                let _ = missed.push(t);
             }
         }
-        for seq in missed {
-            log::warn!("part {seq}: trigger without a frame in time (missed frame)");
-            self.fail(seq, Fault::MissedFrame);
+        let count = self.count();
+        for p in missed {
+            log::warn!(
+                "part {}: trigger without a frame in time (missed frame)",
+                p.seq
+            );
+            self.fail_part(p.seq, Fault::MissedFrame, p.time, count);
         }
     }
 
@@ -233,24 +265,32 @@ impl CaptureLoop<'_> {
             let count = self.position.map_or(0, |p| p.count_at(frame_time));
             let stamp = match self.matcher.as_mut() {
                 Some(m) => {
-                    let mut missed: heapless::Vec<u64, PENDING_TRIGGERS> = heapless::Vec::new();
+                    let mut missed: heapless::Vec<PartStamp, PENDING_TRIGGERS> =
+                        heapless::Vec::new();
                     // Triggers that came while this thread waited for the frame.
                     if let Some(rx) = self.triggers.as_mut() {
                         while let Some(t) = rx.dequeue() {
                             if let Some(old) = m.push(t) {
-                                let _ = missed.push(old.seq);
+                                let _ = missed.push(old);
                             }
                         }
                     }
                     while missed.len() < missed.capacity() {
                         let Some(t) = m.expire(frame_time) else { break };
-                        let _ = missed.push(t.seq);
+                        let _ = missed.push(t);
                     }
                     let part = m.take(frame_time);
-                    for seq in missed {
-                        log::warn!("part {seq}: trigger without a frame in time (missed frame)");
-                        self.link
-                            .fail_safe(seq, Fault::MissedFrame, self.clock.now(), count);
+                    for p in missed {
+                        log::warn!(
+                            "part {}: trigger without a frame in time (missed frame)",
+                            p.seq
+                        );
+                        fail_part(
+                            &mut self.link,
+                            self.telemetry,
+                            self.clock.now(),
+                            (p.seq, Fault::MissedFrame, p.time, count),
+                        );
                     }
                     match part {
                         Some(p) => p,
@@ -278,8 +318,7 @@ impl CaptureLoop<'_> {
                         suppressed(more)
                     );
                 }
-                self.link
-                    .fail_safe(stamp.seq, Fault::Overrun, self.clock.now(), count);
+                self.fail_part(stamp.seq, Fault::Overrun, stamp.time, count);
                 continue;
             };
             let t0 = self.clock.now();
@@ -307,8 +346,7 @@ impl CaptureLoop<'_> {
             if let Err(e) = converted {
                 log::warn!("part {}: {e}", stamp.seq);
                 let _ = free.push(slot_index);
-                self.link
-                    .fail_safe(stamp.seq, Fault::BadFrame, self.clock.now(), count);
+                self.fail_part(stamp.seq, Fault::BadFrame, stamp.time, count);
                 continue;
             }
             // Cannot fail: a ticket exists only with one of the FRAME_BUFFERS slots.

@@ -259,6 +259,7 @@ pub fn run(
             let shared = &shared;
             let position = position.as_ref();
             let window = trigger_settings.map(|t| t.window);
+            let telemetry = opts.telemetry.as_ref();
             std::thread::Builder::new()
                 .name("capture".into())
                 .spawn_scoped(scope, move || {
@@ -286,6 +287,7 @@ pub fn run(
                         inference: inference_thread,
                         max_frames: opts.max_frames,
                         overrun_log: LogThrottle::new(Duration::from_secs(1)),
+                        telemetry,
                         end: CaptureEnd {
                             error: None,
                             skipped: 0,

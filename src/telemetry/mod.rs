@@ -60,6 +60,26 @@ pub struct PartRecord {
     pub archived: bool,
 }
 
+impl PartRecord {
+    /// A part the capture thread sent to the fail-safe policy before the model saw it (overrun,
+    /// bad frame, missed frame), `since_part` after its capture or trigger.
+    pub fn fail_safe(seq: u64, fault: crate::decide::Fault, since_part: Duration) -> PartRecord {
+        let since = since_part.as_micros().min(u128::from(u32::MAX)) as u32;
+        PartRecord {
+            seq,
+            captured_unix_us: crate::clock::unix_now_us().saturating_sub(u64::from(since)),
+            score: f32::NAN,
+            threshold: f32::NAN,
+            verdict: Verdict::Fault(fault),
+            convert_us: 0,
+            preprocess_us: 0,
+            inference_us: 0,
+            total_us: since,
+            archived: false,
+        }
+    }
+}
+
 /// What the station runs: the model, engine and source (fixed for a run).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StationInfo {

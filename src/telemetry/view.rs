@@ -66,12 +66,13 @@ impl View {
         self.decisions.push_back(*r);
         self.received += 1;
         self.last_part = Some(now);
+        // Stage times of parts the model judged (a fail-safe part has none to speak of).
         if matches!(r.verdict, Verdict::Pass | Verdict::Reject) {
             self.convert.record_us(u64::from(r.convert_us));
             self.preprocess.record_us(u64::from(r.preprocess_us));
             self.inference.record_us(u64::from(r.inference_us));
+            self.total.record_us(u64::from(r.total_us));
         }
-        self.total.record_us(u64::from(r.total_us));
         if r.score.is_finite() {
             let s = f64::from(r.score);
             let i = SCORE_BOUNDS.partition_point(|&b| b < s);
