@@ -15,6 +15,8 @@ for m in $(cat /modules.order); do
     esac
 done
 mount -t 9p -o trans=virtio,version=9p2000.L results /results
+# Loopback only: the page is served on the guest's 127.0.0.1.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 {
     echo "uptime $(cut -d' ' -f1 /proc/uptime)"
     ls -l /dev/video* /dev/gpiochip*
@@ -39,6 +41,18 @@ echo $? >/results/feed.rc
 # real GPIO chip): a clear error naming the line, and partguard's line is not disturbed.
 ./partguard safe-state --config e2e.toml >/results/busy.txt 2>&1
 echo $? >/results/busy.rc
+# Once every shown part has passed the ejector (the page's live counts: all parts registered,
+# none pending), fetch the page's status and metrics from the guest itself, for the host's check.
+shown=$(wc -l < /results/feed.txt)
+i=0
+while [ $i -lt 600 ]; do
+    wget -q -O /results/status.json http://127.0.0.1:8080/api/status 2>/results/wget.log &&
+        grep -q "\"parts\":$shown," /results/status.json &&
+        grep -q '"reject_pending":0,' /results/status.json && break
+    sleep 1
+    i=$((i + 1))
+done
+wget -q -O /results/metrics.txt http://127.0.0.1:8080/metrics 2>>/results/wget.log
 # Every image judged: stop; partguard finishes the parts still on their way to the ejector.
 kill -INT $pg
 wait $pg

@@ -82,6 +82,34 @@ def main(run):
         if spread > TIMING_TOL_MS:
             problems.append(f"pulses are not at one fixed delay after their triggers: spread {spread:.1f} ms "
                             f"> {TIMING_TOL_MS} ms")
+    # The page's live status and /metrics, fetched in the guest after every part had passed.
+    try:
+        live = json.load(open(f"{run}/results/status.json"))["counts"]
+        metrics = {}
+        for line in open(f"{run}/results/metrics.txt").read().splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                metrics[key] = float(value)
+    except (OSError, ValueError, KeyError) as e:
+        live, metrics = None, None
+        problems.append(f"the guest could not fetch /api/status and /metrics: {e}")
+    if live is not None:
+        good = len(parts) - len(defective)
+        print(f"page (guest 127.0.0.1): parts {live['parts']} OK {live['ok']} NG {live['ng']} "
+              f"pulses {live['pulses']}; metrics NG {metrics.get('partguard_parts_total{verdict="ng"}')} "
+              f"pulses {metrics.get('partguard_reject_pulses_total')}")
+        for name, got, want in [
+            ("/api/status parts", live["parts"], len(parts)),
+            ("/api/status ok", live["ok"], good),
+            ("/api/status ng", live["ng"], len(pulses)),
+            ("/api/status pulses", live["pulses"], len(pulses)),
+            ("/metrics parts_total ok", metrics.get('partguard_parts_total{verdict="ok"}'), good),
+            ("/metrics parts_total ng", metrics.get('partguard_parts_total{verdict="ng"}'), len(pulses)),
+            ("/metrics reject_pulses_total", metrics.get("partguard_reject_pulses_total"), len(pulses)),
+            ("/metrics frames_inspected_total", metrics.get("partguard_frames_inspected_total"), len(parts)),
+        ]:
+            if got != want:
+                problems.append(f"{name} is {got}, the reject line and the images say {want}")
     # partguard safe-state while partguard run held the reject line.
     busy_rc = open(f"{run}/results/busy.rc").read().strip()
     busy = open(f"{run}/results/busy.txt").read()

@@ -28,7 +28,8 @@ pub use capture::{TriggerMatcher, FRAME_BUFFERS};
 use inspect::{InspectStep, Rgb};
 pub use inspect::{Inspector, Outcome};
 use report::{
-    latency_of, live_counts, print_outcome, status_line, summarize, write_json, LiveSources,
+    latency_of, live_counts, print_outcome, publish_live, status_line, summarize, write_json,
+    LiveSources,
 };
 pub use report::{RunLatency, RunSummary};
 
@@ -43,6 +44,9 @@ use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue,
 use crate::schedule::PartStamp;
 use crate::stats::{LatencyWindow, LogThrottle, Stage};
 use crate::telemetry::{FrameOffer, PartRecord, Telemetry};
+
+/// The telemetry's counts are refreshed at least this often (and after every part).
+const LIVE_PERIOD: Duration = Duration::from_millis(200);
 
 /// Why a part could not be judged.
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +317,8 @@ pub fn run(
         let looped = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), StageError> {
             crate::realtime::apply("inference", 0, opts.inference_cpu);
             let mut next_status = opts.status_interval.map(|i| clock.now() + i);
+            // The telemetry's counts also move while no frame comes (parts reaching the ejector).
+            let mut next_live = clock.now();
             let mut stopping = false;
             crate::service::ready();
             loop {
@@ -343,6 +349,25 @@ pub fn run(
                             }
                         }
                         Err(e) => log::error!("reload failed, threshold stays {}: {e}", *threshold),
+                    }
+                }
+                if let Some(t) = &opts.telemetry {
+                    let now = clock.now();
+                    if now >= next_live {
+                        publish_live(
+                            t,
+                            LiveSources {
+                                stats,
+                                shared: &shared,
+                                frames,
+                                stalls: flags.stalls.load(Ordering::Relaxed),
+                                archive: opts.archive.as_ref(),
+                                drift: drift.as_ref(),
+                                threshold: *threshold,
+                                ended: false,
+                            },
+                        );
+                        next_live = now + LIVE_PERIOD;
                     }
                 }
                 if let (Some(due), Some(interval)) = (next_status, opts.status_interval) {
@@ -423,21 +448,17 @@ pub fn run(
                 }
                 frames += 1;
                 if let Some(t) = &opts.telemetry {
-                    let us = |d: Duration| d.as_micros().min(u128::from(u32::MAX)) as u32;
-                    let total = decided.saturating_sub(ticket.frame_time);
-                    t.record(PartRecord {
+                    t.record(PartRecord::judged(
                         seq,
-                        captured_unix_us: crate::clock::unix_now_us()
-                            .saturating_sub(total.as_micros() as u64),
-                        score,
-                        threshold: *threshold,
-                        verdict,
-                        convert_us: us(ticket.convert),
-                        preprocess_us: us(judged.preprocess_time),
-                        inference_us: us(judged.inference_time),
-                        total_us: us(total),
+                        (score, *threshold, verdict),
+                        [
+                            ticket.convert,
+                            judged.preprocess_time,
+                            judged.inference_time,
+                            decided.saturating_sub(ticket.frame_time),
+                        ],
                         archived,
-                    });
+                    ));
                     if t.wants_frame() {
                         t.offer_frame(&FrameOffer {
                             seq,
@@ -454,18 +475,19 @@ pub fn run(
                                 .map(|i| (i.map, i.width, i.height)),
                         });
                     }
-                    if let Some(live) = live_counts(LiveSources {
-                        stats,
-                        shared: &shared,
-                        frames,
-                        stalls: flags.stalls.load(Ordering::Relaxed),
-                        archive: opts.archive.as_ref(),
-                        drift: drift.as_ref(),
-                        threshold: *threshold,
-                        ended: false,
-                    }) {
-                        t.publish(&live);
-                    }
+                    publish_live(
+                        t,
+                        LiveSources {
+                            stats,
+                            shared: &shared,
+                            frames,
+                            stalls: flags.stalls.load(Ordering::Relaxed),
+                            archive: opts.archive.as_ref(),
+                            drift: drift.as_ref(),
+                            threshold: *threshold,
+                            ended: false,
+                        },
+                    );
                 }
                 if opts.print_decisions {
                     let origin =

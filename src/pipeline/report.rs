@@ -9,7 +9,7 @@ use crate::reject::ActuatorShared;
 use crate::schedule::ScheduleCounts;
 pub use crate::stats::RunSummary;
 use crate::stats::{Stage, Stats, Summary};
-use crate::telemetry::LiveCounts;
+use crate::telemetry::{LiveCounts, Telemetry};
 
 /// Latency statistics of a run, per stage and for reject onsets.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -110,6 +110,13 @@ pub(super) fn live_counts(src: LiveSources<'_>) -> Option<LiveCounts> {
         onset_histogram,
         ended: src.ended,
     })
+}
+
+/// Hands the live counts to the telemetry, unless the actuator holds its report right now.
+pub(super) fn publish_live(t: &Telemetry, src: LiveSources<'_>) {
+    if let Some(live) = live_counts(src) {
+        t.publish(&live);
+    }
 }
 
 pub(super) fn latency_of(stats: &mut Stats, shared: &ActuatorShared) -> RunLatency {

@@ -61,6 +61,29 @@ pub struct PartRecord {
 }
 
 impl PartRecord {
+    /// A part the model judged: its score, threshold and verdict, and how long convert,
+    /// preprocess, inference and capture-to-decision took.
+    pub fn judged(
+        seq: u64,
+        (score, threshold, verdict): (f32, f32, Verdict),
+        [convert, preprocess, inference, total]: [Duration; 4],
+        archived: bool,
+    ) -> PartRecord {
+        let us = |d: Duration| d.as_micros().min(u128::from(u32::MAX)) as u32;
+        PartRecord {
+            seq,
+            captured_unix_us: crate::clock::unix_now_us().saturating_sub(u64::from(us(total))),
+            score,
+            threshold,
+            verdict,
+            convert_us: us(convert),
+            preprocess_us: us(preprocess),
+            inference_us: us(inference),
+            total_us: us(total),
+            archived,
+        }
+    }
+
     /// A part the capture thread sent to the fail-safe policy before the model saw it (overrun,
     /// bad frame, missed frame), `since_part` after its capture or trigger.
     pub fn fail_safe(seq: u64, fault: crate::decide::Fault, since_part: Duration) -> PartRecord {
