@@ -324,3 +324,74 @@ fn heartbeat_belongs_to_ready_and_a_bad_value_names_its_section() {
     ))
     .unwrap();
 }
+
+#[test]
+fn http_and_mqtt_sections_are_checked_and_name_the_field() {
+    let cfg = parse(&format!(
+        "{GOOD}\n[http]\nlisten = \"127.0.0.1:8080\"\n\n[mqtt]\nbroker = \"mqtt://10.0.0.5\"\ntopic_prefix = \"plant/line3/\"\n"
+    ))
+    .unwrap();
+    let h = cfg.http.unwrap();
+    assert!(h.address().unwrap().ip().is_loopback());
+    assert_eq!(h.token, None);
+    let m = cfg.mqtt.unwrap();
+    assert_eq!((m.qos, m.buffer, m.status_interval_s), (1, 1000, 10.0));
+    assert_eq!(m.topic_prefix(), "plant/line3");
+    for (section, field, needle) in [
+        (
+            "[http]\nlisten = \"localhost\"\n",
+            "http.listen",
+            "address and port",
+        ),
+        (
+            "[http]\nlisten = \"127.0.0.1:8080\"\ntoken = \"short\"\n",
+            "http.token",
+            "16",
+        ),
+        (
+            "[mqtt]\nbroker = \"tcp://x:1883\"\n",
+            "mqtt.broker",
+            "mqtt://",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x:99999\"\n",
+            "mqtt.broker",
+            "port",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x\"\nqos = 2\n",
+            "mqtt.qos",
+            "0 or 1",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x\"\nbuffer = 0\n",
+            "mqtt.buffer",
+            "1-100000",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x\"\ntopic_prefix = \"a/#\"\n",
+            "mqtt.topic_prefix",
+            "wildcards",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x\"\npassword_file = \"p\"\n",
+            "mqtt.password_file",
+            "username",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x\"\nusername = \"u\"\npassword_file = \"no-such-file\"\n",
+            "mqtt.password_file",
+            "cannot read",
+        ),
+    ] {
+        let (f, problem) = field_error(&format!("{GOOD}\n{section}"));
+        assert_eq!(f, field, "{section}");
+        assert!(problem.contains(needle), "{section}: {problem}");
+    }
+    assert!(matches!(
+        parse(&format!(
+            "{GOOD}\n[http]\nlisten = \"127.0.0.1:8080\"\nport = 1\n"
+        )),
+        Err(ConfigError::Parse { .. })
+    ));
+}

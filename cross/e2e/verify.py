@@ -95,8 +95,9 @@ def main(run):
         problems.append(f"the guest could not fetch /api/status and /metrics: {e}")
     if live is not None:
         good = len(parts) - len(defective)
+        ng_key = 'partguard_parts_total{verdict="ng"}'
         print(f"page (guest 127.0.0.1): parts {live['parts']} OK {live['ok']} NG {live['ng']} "
-              f"pulses {live['pulses']}; metrics NG {metrics.get('partguard_parts_total{verdict="ng"}')} "
+              f"pulses {live['pulses']}; metrics NG {metrics.get(ng_key)} "
               f"pulses {metrics.get('partguard_reject_pulses_total')}")
         for name, got, want in [
             ("/api/status parts", live["parts"], len(parts)),
