@@ -179,6 +179,9 @@ fn steady_state_frame_loop_allocates_only_what_tract_allocates() {
     };
     let mqtt = MqttConfig {
         broker: format!("mqtt://127.0.0.1:{}", closed_port()),
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         client_id: Some("alloc-test".into()),
         topic_prefix: None,
         qos: 1,

@@ -491,13 +491,18 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, port: u16) -> Broker {
+        Broker::start_with(dir, port, "")
+    }
+
+    /// With `extra` lines (more listeners) in its config.
+    fn start_with(dir: &Path, port: u16, extra: &str) -> Broker {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
                 // `user root`: as root, mosquitto would otherwise switch to its own user, which
                 // cannot write the session store into this folder (ignored when not root).
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\n{extra}",
                 dir.display()
             ),
         )
@@ -556,6 +561,10 @@ fn free_port() -> u16 {
 /// A subscriber to `pgtest/#` (rumqttc, QoS 1, persistent session): "topic payload" lines, and
 /// "SUBACK" once subscribed. It reconnects after the broker restarts.
 fn subscribe(port: u16) -> Receiver<String> {
+    subscribe_to(port, "pgtest/#")
+}
+
+fn subscribe_to(port: u16, topic: &'static str) -> Receiver<String> {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
     let mut opts = MqttOptions::new("partguard-test-sub", "127.0.0.1", port);
     opts.set_clean_session(false);
@@ -568,7 +577,7 @@ fn subscribe(port: u16) -> Receiver<String> {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     // The broker keeps the session across its restart; subscribing again is
                     // harmless and covers a broker that lost it.
-                    let _ = client.try_subscribe("pgtest/#", QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                     continue;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -721,4 +730,167 @@ fn mqtt_publishes_every_part_and_rides_out_a_broker_restart() {
     assert!(online >= 2, "no 'online' after the reconnect: {online}");
     let missing: BTreeSet<u64> = (0..parts).filter(|s| !verdicts.contains_key(s)).collect();
     eprintln!("mqtt: {published} published, {dropped} dropped (parts {missing:?})");
+}
+
+/// Runs openssl with `args` in `dir`.
+#[cfg(feature = "mqtt-tls")]
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's openssl package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a broker certificate for localhost/127.0.0.1 signed by it, and a second CA that
+/// signed nothing.
+#[cfg(feature = "mqtt-tls")]
+fn certificates(dir: &Path) {
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=partguard test {ca}"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+#[cfg(feature = "mqtt-tls")]
+#[test]
+fn mqtt_over_tls_reaches_a_broker_signed_by_the_configured_ca_and_refuses_another() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let (plain, tls) = (free_port(), free_port());
+    let d = dir.path().display();
+    let _broker = Broker::start_with(
+        dir.path(),
+        plain,
+        &format!("listener {tls} 127.0.0.1\ncafile {d}/ca.crt\ncertfile {d}/broker.crt\nkeyfile {d}/broker.key\n"),
+    );
+    let lines = subscribe_to(plain, "pgtls/#");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l == "SUBACK") {
+        assert!(Instant::now() < deadline, "no SUBACK");
+        if let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    let run = |prefix: &str, ca: &str| {
+        let cfg = config(
+            dir.path(),
+            0.0,
+            &format!(
+                "[mqtt]\nbroker = \"mqtts://127.0.0.1:{tls}\"\nca_file = \"{d}/{ca}\"\ntopic_prefix = \"{prefix}\"\nclient_id = \"{prefix}\"\n"
+            ),
+        );
+        common::partguard("warn")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["run", "--frames", "6"])
+            .output()
+            .unwrap()
+    };
+    // The broker's CA: every part arrives, over TLS.
+    let ok = run("pgtls", "ca.crt");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
+            let done = l == "pgtls/state offline";
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no offline after the run: {seen:?}"
+        );
+    }
+    let parts: BTreeSet<u64> = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("pgtls/part "))
+        .map(|j| {
+            serde_json::from_str::<Value>(j).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(parts, (0..6).collect());
+    // Another CA: the broker's certificate is refused, said clearly, and the line goes on.
+    let refused = run("pgbad", "other-ca.crt");
+    assert!(refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("[mqtt] broker") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !lines.try_iter().any(|l| l.starts_with("pgbad/part")),
+        "a part went to a broker whose certificate was refused"
+    );
 }

@@ -32,8 +32,19 @@ impl HttpConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// "mqtt://host:1883" (the port defaults to 1883).
+    /// "mqtt://host:1883" (the port defaults to 1883), or "mqtts://host:8883" for TLS (builds
+    /// with the `mqtt-tls` feature; the port defaults to 8883).
     pub broker: String,
+    /// TLS: PEM file of the CA(s) that signed the broker's certificate (default: the system's
+    /// bundle, /etc/ssl/certs/ca-certificates.crt).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: client certificate and its private key (PEM), for brokers that authenticate clients
+    /// by certificate; both or neither.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// MQTT client id; default "partguard-<hostname>".
     #[serde(default)]
     pub client_id: Option<String>,
@@ -66,11 +77,28 @@ fn default_buffer() -> usize {
     1000
 }
 
-/// The broker's host and port, from `mqtt://host[:port]`.
-pub fn broker_address(broker: &str) -> Result<(String, u16), String> {
-    let rest = broker.strip_prefix("mqtt://").ok_or_else(|| {
-        format!("is \"{broker}\": give it as mqtt://host:port (TLS brokers are not supported yet)")
-    })?;
+/// The system's CA bundle (Debian's ca-certificates), the default `ca_file`.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A broker's address from `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// The broker's host, port and whether it speaks TLS.
+pub fn broker_address(broker: &str) -> Result<BrokerAddress, String> {
+    let (rest, tls, default_port) = if let Some(r) = broker.strip_prefix("mqtt://") {
+        (r, false, 1883)
+    } else if let Some(r) = broker.strip_prefix("mqtts://") {
+        (r, true, 8883)
+    } else {
+        return Err(format!(
+            "is \"{broker}\": give it as mqtt://host:port, or mqtts://host:port for TLS"
+        ));
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (
@@ -79,12 +107,16 @@ pub fn broker_address(broker: &str) -> Result<(String, u16), String> {
                 format!("is \"{broker}\": the port \"{p}\" is not a number 1-65535")
             })?,
         ),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     if host.is_empty() || port == 0 {
         return Err(format!("is \"{broker}\": give it as mqtt://host:port"));
     }
-    Ok((host.trim_matches(|c| c == '[' || c == ']').to_owned(), port))
+    Ok(BrokerAddress {
+        host: host.trim_matches(|c| c == '[' || c == ']').to_owned(),
+        port,
+        tls,
+    })
 }
 
 /// The machine's host name (for the default client id and topic prefix).
@@ -112,11 +144,26 @@ impl MqttConfig {
     }
 
     pub(super) fn resolve(&mut self, base: &Path) {
-        if let Some(p) = &mut self.password_file {
+        for p in [
+            &mut self.password_file,
+            &mut self.ca_file,
+            &mut self.client_cert_file,
+            &mut self.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
+    }
+
+    /// The CA file TLS checks the broker against.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE))
     }
 }
 
@@ -151,7 +198,39 @@ pub(super) fn validate(
         }
     }
     if let Some(m) = mqtt {
-        broker_address(&m.broker).map_err(|p| bad("mqtt.broker", p))?;
+        let address = broker_address(&m.broker).map_err(|p| bad("mqtt.broker", p))?;
+        if address.tls && !cfg!(feature = "mqtt-tls") {
+            return Err(bad(
+                "mqtt.broker",
+                format!(
+                    "is \"{}\": this build has no TLS; build with `--features mqtt-tls`, or use mqtt://",
+                    m.broker
+                ),
+            ));
+        }
+        let tls_files = [
+            ("mqtt.ca_file", &m.ca_file),
+            ("mqtt.client_cert_file", &m.client_cert_file),
+            ("mqtt.client_key_file", &m.client_key_file),
+        ];
+        for (field, file) in tls_files {
+            let Some(p) = file else { continue };
+            if !address.tls {
+                return Err(bad(
+                    field,
+                    format!("is set but mqtt.broker \"{}\" is not mqtts://", m.broker),
+                ));
+            }
+            if let Err(e) = std::fs::read(p) {
+                return Err(bad(field, format!("{}: cannot read it ({e})", p.display())));
+            }
+        }
+        if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+            return Err(bad(
+                "mqtt.client_key_file",
+                "give mqtt.client_cert_file and mqtt.client_key_file together".into(),
+            ));
+        }
         if m.qos > 1 {
             return Err(bad("mqtt.qos", format!("is {}: must be 0 or 1", m.qos)));
         }
@@ -199,13 +278,22 @@ mod tests {
 
     #[test]
     fn broker_addresses() {
+        let at = |host: &str, port, tls| BrokerAddress {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             broker_address("mqtt://10.0.0.5:1884").unwrap(),
-            ("10.0.0.5".into(), 1884)
+            at("10.0.0.5", 1884, false)
         );
         assert_eq!(
             broker_address("mqtt://broker.local").unwrap(),
-            ("broker.local".into(), 1883)
+            at("broker.local", 1883, false)
+        );
+        assert_eq!(
+            broker_address("mqtts://broker.local").unwrap(),
+            at("broker.local", 8883, true)
         );
         assert!(broker_address("tcp://x:1").unwrap_err().contains("mqtt://"));
         assert!(broker_address("mqtt://x:port")

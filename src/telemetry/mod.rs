@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heapless::mpmc::MpMcQueue;
+use crossbeam_queue::ArrayQueue;
 
 use crate::capture::Roi;
 use crate::decide::Verdict;
@@ -168,7 +168,7 @@ pub(crate) struct Hub {
     pub info: StationInfo,
     /// Where the threshold comes from ("decision.threshold" or the calibration file).
     pub threshold_origin: Mutex<String>,
-    records: MpMcQueue<PartRecord, RECORD_QUEUE>,
+    records: ArrayQueue<PartRecord>,
     pub records_dropped: AtomicU64,
     pub live: Mutex<LiveCounts>,
     pub frame: Mutex<FrameView>,
@@ -196,7 +196,7 @@ impl Telemetry {
             hub: Arc::new(Hub {
                 info,
                 threshold_origin: Mutex::new(threshold_origin),
-                records: MpMcQueue::new(),
+                records: ArrayQueue::new(RECORD_QUEUE),
                 records_dropped: AtomicU64::new(0),
                 live: Mutex::new(LiveCounts::default()),
                 frame: Mutex::new(frame),
@@ -209,14 +209,14 @@ impl Telemetry {
 
     /// Hands one part's result over; never waits. A full queue drops it (counted).
     pub fn record(&self, r: PartRecord) {
-        if self.hub.records.enqueue(r).is_err() {
+        if self.hub.records.push(r).is_err() {
             self.hub.records_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The next queued result (the telemetry thread).
     pub(crate) fn next_record(&self) -> Option<PartRecord> {
-        self.hub.records.dequeue()
+        self.hub.records.pop()
     }
 
     /// Copies the live counts unless a reader holds them right now (then the next part's copy

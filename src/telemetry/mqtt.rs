@@ -40,6 +40,52 @@ pub enum MqttError {
         #[source]
         source: std::io::Error,
     },
+    #[error("[mqtt] {field} {path}: {source}")]
+    TlsFile {
+        field: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// TLS to the broker (rustls with the ring provider), checked against `ca_file`.
+#[cfg(feature = "mqtt-tls")]
+fn tls(opts: &mut MqttOptions, cfg: &MqttConfig) -> Result<(), MqttError> {
+    let read = |field: &'static str, path: std::path::PathBuf| {
+        std::fs::read(&path).map_err(|source| MqttError::TlsFile {
+            field,
+            path,
+            source,
+        })
+    };
+    let ca = read("ca_file", cfg.ca_file())?;
+    let client_auth = match (&cfg.client_cert_file, &cfg.client_key_file) {
+        (Some(c), Some(k)) => Some((
+            read("client_cert_file", c.clone())?,
+            read("client_key_file", k.clone())?,
+        )),
+        _ => None,
+    };
+    // The process-wide rustls provider; already installed on a second connect.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        },
+    ));
+    Ok(())
+}
+
+/// Config validation refuses mqtts:// in a build without TLS.
+#[cfg(not(feature = "mqtt-tls"))]
+fn tls(_: &mut MqttOptions, cfg: &MqttConfig) -> Result<(), MqttError> {
+    Err(MqttError::Broker {
+        broker: cfg.broker.clone(),
+        problem: "this build has no TLS; build with `--features mqtt-tls`".into(),
+    })
 }
 
 /// The publishing side: the buffer and the client handle. Shared by the telemetry thread's drain
@@ -62,7 +108,7 @@ pub fn connect(
     model_sha256: &str,
     view: Arc<Mutex<View>>,
 ) -> Result<(Publisher, EventLoop), MqttError> {
-    let (host, port) = broker_address(&cfg.broker).map_err(|problem| MqttError::Broker {
+    let address = broker_address(&cfg.broker).map_err(|problem| MqttError::Broker {
         broker: cfg.broker.clone(),
         problem,
     })?;
@@ -72,7 +118,10 @@ pub fn connect(
     } else {
         QoS::AtLeastOnce
     };
-    let mut opts = MqttOptions::new(cfg.client_id(), host, port);
+    let mut opts = MqttOptions::new(cfg.client_id(), address.host.clone(), address.port);
+    if address.tls {
+        tls(&mut opts, cfg)?;
+    }
     opts.set_keep_alive(Duration::from_secs(5));
     opts.set_last_will(LastWill::new(
         format!("{prefix}/state"),
