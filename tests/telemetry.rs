@@ -894,3 +894,57 @@ fn mqtt_over_tls_reaches_a_broker_signed_by_the_configured_ca_and_refuses_anothe
         "a part went to a broker whose certificate was refused"
     );
 }
+
+#[test]
+fn check_says_where_the_page_is_served_and_a_busy_port_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |listen: &str| {
+        let cfg = config(dir.path(), 0.0, &format!("[http]\nlisten = \"{listen}\"\n"));
+        let out = common::partguard("warn")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let local = check("127.0.0.1:8080");
+    assert!(
+        local.contains("page and /metrics: http://127.0.0.1:8080/ (this machine only; read-only)"),
+        "{local}"
+    );
+    let open = check("0.0.0.0:8080");
+    assert!(open.contains("OPEN TO THE NETWORK"), "{open}");
+
+    // A port someone else holds: `run` stops before the line starts, naming the field.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = config(
+        dir.path(),
+        0.0,
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let out = common::partguard("warn")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--frames", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "[http] listen = \"127.0.0.1:{port}\": cannot listen there"
+        )) && stderr.contains("pick a free port"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("part "),
+        "a part was inspected"
+    );
+}

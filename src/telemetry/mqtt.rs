@@ -1,9 +1,9 @@
 //! Results to the plant's MQTT broker, through `rumqttc` (the maintained pure-Rust client, on the
-//! telemetry thread's tokio runtime).
+//! telemetry thread's tokio runtime); `mqtts://` over rustls with the `mqtt-tls` feature.
 //!
 //! Topics under `topic_prefix`:
-//! - `<prefix>/part`: one JSON message per judged part (seq, capture time, score, threshold,
-//!   verdict and fault reason, model sha256, archived);
+//! - `<prefix>/part`: one JSON message per part (seq, capture time, score, threshold, verdict and
+//!   fault reason, model sha256, archived), fail-safe parts included;
 //! - `<prefix>/status`: the counts every `status_interval_s`;
 //! - `<prefix>/alarm`: `raised` / `cleared` when the alarm changes (retained);
 //! - `<prefix>/state`: `online` (retained) once connected, `offline` at a clean stop and as the
