@@ -475,19 +475,8 @@ pub fn run(
                                 .map(|i| (i.map, i.width, i.height)),
                         });
                     }
-                    publish_live(
-                        t,
-                        LiveSources {
-                            stats,
-                            shared: &shared,
-                            frames,
-                            stalls: flags.stalls.load(Ordering::Relaxed),
-                            archive: opts.archive.as_ref(),
-                            drift: drift.as_ref(),
-                            threshold: *threshold,
-                            ended: false,
-                        },
-                    );
+                    // The counts go out at the top of the next turn, right after this part.
+                    next_live = Duration::ZERO;
                 }
                 if opts.print_decisions {
                     let origin =

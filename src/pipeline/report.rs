@@ -31,6 +31,22 @@ pub(super) fn summarize(
         .map(|r| (r.counts, r.output_errors))
         .unwrap_or((ScheduleCounts::default(), 0));
     RunSummary {
+        untriggered,
+        ..summary_of(&c, output_errors, stats, shared, frames, stalls)
+    }
+}
+
+/// The run's counts from the scheduler's and the inference loop's (archive and untriggered frames
+/// left at zero).
+fn summary_of(
+    c: &ScheduleCounts,
+    output_errors: u64,
+    stats: &Stats,
+    shared: &ActuatorShared,
+    frames: u64,
+    stalls: u64,
+) -> RunSummary {
+    RunSummary {
         frames,
         parts: c.parts,
         ok: c.ok,
@@ -42,7 +58,6 @@ pub(super) fn summarize(
         failsafe_rejected: c.failsafe_rejected,
         failsafe_passed: c.failsafe_passed,
         skipped: stats.skipped,
-        untriggered,
         stalls,
         pulses: c.pulses,
         merged: c.merged,
@@ -81,27 +96,17 @@ pub(super) fn live_counts(src: LiveSources<'_>) -> Option<LiveCounts> {
     let archive = src.archive.map(|a| a.counts()).unwrap_or_default();
     Some(LiveCounts {
         summary: RunSummary {
-            frames: src.frames,
-            parts: c.parts,
-            ok: c.ok,
-            ng: c.ng,
-            late: c.late,
-            missed: c.missed,
-            faults: c.faults,
-            overflows: c.overflows,
-            failsafe_rejected: c.failsafe_rejected,
-            failsafe_passed: c.failsafe_passed,
-            skipped: src.stats.skipped,
-            untriggered: 0,
-            stalls: src.stalls,
-            pulses: c.pulses,
-            merged: c.merged,
-            gap_delayed: c.gap_delayed,
-            output_errors,
-            lost_messages: src.shared.lost.load(Ordering::Relaxed),
             archived: archive.archived,
             archive_dropped: archive.dropped,
             archive_failed: archive.failed,
+            ..summary_of(
+                &c,
+                output_errors,
+                src.stats,
+                src.shared,
+                src.frames,
+                src.stalls,
+            )
         },
         threshold: src.threshold,
         alarm,

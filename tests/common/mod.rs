@@ -2,6 +2,8 @@
 //! simulated outputs.
 #![allow(dead_code)]
 
+pub mod station;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
