@@ -430,6 +430,11 @@ pub fn run(
                     Verdict::Reject => Some(ArchiveReason::Reject),
                     Verdict::Fault(_) => opts.archive_faults.then_some(ArchiveReason::Fault),
                 };
+                // The anomaly map, for the archive's heatmap and the page's.
+                let map = judged
+                    .inference
+                    .as_ref()
+                    .map(|i| (i.map, i.width, i.height));
                 let mut archived = false;
                 if let (Some(a), Some(reason)) = (&opts.archive, reason) {
                     archived = a.submit(&ArchivedPart {
@@ -440,10 +445,7 @@ pub fn run(
                         width: slot.width,
                         height: slot.height,
                         roi,
-                        map: judged
-                            .inference
-                            .as_ref()
-                            .map(|i| (i.map, i.width, i.height)),
+                        map,
                     });
                 }
                 frames += 1;
@@ -469,10 +471,7 @@ pub fn run(
                             width: slot.width,
                             height: slot.height,
                             roi,
-                            map: judged
-                                .inference
-                                .as_ref()
-                                .map(|i| (i.map, i.width, i.height)),
+                            map,
                         });
                     }
                     // The counts go out at the top of the next turn, right after this part.
