@@ -234,15 +234,7 @@ impl Drop for Archive {
 
 fn copy_part(e: &mut Entry, part: &ArchivedPart<'_>) {
     let (fw, fh) = (part.width as usize, part.height as usize);
-    let roi = part
-        .roi
-        .filter(|r| r.check(part.width, part.height).is_ok())
-        .unwrap_or(Roi {
-            x: 0,
-            y: 0,
-            width: part.width,
-            height: part.height,
-        });
+    let roi = Roi::or_whole_frame(part.roi, part.width, part.height);
     let (x0, y0, w, h) = (
         roi.x as usize,
         roi.y as usize,
@@ -480,28 +472,37 @@ fn file_name(index: u64, e: &Entry) -> String {
 /// The archived picture into `out` (RGB24): the part on the left, the part under its heatmap on the
 /// right; without a map, the part alone. Returns its width and height.
 fn compose(e: &Entry, out: &mut Vec<u8>) -> (usize, usize) {
-    let (w, h) = (e.width, e.height);
-    if e.map_width == 0 || e.map_height == 0 {
+    let map = (e.map_width > 0 && e.map_height > 0).then_some((
+        e.map.as_slice(),
+        e.map_width,
+        e.map_height,
+    ));
+    part_beside_heatmap(&e.rgb, e.width, e.height, map, out)
+}
+
+/// `rgb` (`w` x `h`, RGB24) on the left and the same under the heatmap of `map` (row-major, with
+/// its width and height) on the right, into `out`; without a map, the part alone. Returns the
+/// picture's width and height. The archive and the page's frame both show parts this way.
+pub fn part_beside_heatmap(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    map: Option<(&[f32], usize, usize)>,
+    out: &mut Vec<u8>,
+) -> (usize, usize) {
+    let Some((map, mw, mh)) = map else {
         out.clear();
-        out.extend_from_slice(&e.rgb[..w * h * 3]);
+        out.extend_from_slice(&rgb[..w * h * 3]);
         return (w, h);
-    }
+    };
     let ow = 2 * w;
     out.clear();
     out.resize(ow * h * 3, 0);
     let mut overlay = Vec::with_capacity(w * h * 3);
-    heatmap_overlay(
-        &e.rgb,
-        w,
-        h,
-        &e.map,
-        e.map_width,
-        e.map_height,
-        &mut overlay,
-    );
+    heatmap_overlay(rgb, w, h, map, mw, mh, &mut overlay);
     for y in 0..h {
         let row = &mut out[y * ow * 3..(y + 1) * ow * 3];
-        row[..w * 3].copy_from_slice(&e.rgb[y * w * 3..(y + 1) * w * 3]);
+        row[..w * 3].copy_from_slice(&rgb[y * w * 3..(y + 1) * w * 3]);
         row[w * 3..].copy_from_slice(&overlay[y * w * 3..(y + 1) * w * 3]);
     }
     (ow, h)

@@ -192,6 +192,18 @@ impl std::fmt::Display for Roi {
 }
 
 impl Roi {
+    /// `roi` when it fits a `width` x `height` frame, else the whole frame (what the archive and
+    /// the page show of a part).
+    pub fn or_whole_frame(roi: Option<Roi>, width: u32, height: u32) -> Roi {
+        roi.filter(|r| r.check(width, height).is_ok())
+            .unwrap_or(Roi {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            })
+    }
+
     /// Whether the region lies inside a `width` x `height` frame (and is not empty).
     pub fn check(&self, width: u32, height: u32) -> Result<(), CaptureError> {
         let fits = self.width > 0

@@ -373,19 +373,10 @@ async fn frame(State(s): State<Arc<AppState>>) -> Response {
         }
     };
     if let Some((version, rgb, w, h, map, mw, mh)) = copy {
-        let side = if mw > 0 && mh > 0 {
-            let mut overlay = Vec::new();
-            crate::archive::heatmap_overlay(&rgb, w, h, &map, mw, mh, &mut overlay);
-            let mut both = vec![0u8; w * 2 * h * 3];
-            for y in 0..h {
-                let row = &mut both[y * w * 6..(y + 1) * w * 6];
-                row[..w * 3].copy_from_slice(&rgb[y * w * 3..(y + 1) * w * 3]);
-                row[w * 3..].copy_from_slice(&overlay[y * w * 3..(y + 1) * w * 3]);
-            }
-            encode_jpeg(&both, (w * 2) as u32, h as u32)
-        } else {
-            encode_jpeg(&rgb, w as u32, h as u32)
-        };
+        let map = (mw > 0 && mh > 0).then_some((map.as_slice(), mw, mh));
+        let mut picture = Vec::new();
+        let (pw, ph) = crate::archive::part_beside_heatmap(&rgb, w, h, map, &mut picture);
+        let side = encode_jpeg(&picture, pw as u32, ph as u32);
         match side {
             Ok(jpeg) => {
                 if let Ok(mut c) = s.frame_jpeg.lock() {

@@ -282,15 +282,7 @@ fn ms(d: Duration) -> u64 {
 /// to `MAP_VIEW_SIDE`), within the buffers' capacity.
 fn copy_frame(view: &mut FrameView, o: &FrameOffer<'_>) {
     let (fw, fh) = (o.width as usize, o.height as usize);
-    let roi = o
-        .roi
-        .filter(|r| r.check(o.width, o.height).is_ok())
-        .unwrap_or(Roi {
-            x: 0,
-            y: 0,
-            width: o.width,
-            height: o.height,
-        });
+    let roi = Roi::or_whole_frame(o.roi, o.width, o.height);
     let (x0, y0, rw, rh) = (
         roi.x as usize,
         roi.y as usize,
