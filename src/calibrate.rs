@@ -183,6 +183,10 @@ pub struct Calibration {
     /// sha256 of the model file this calibration belongs to.
     pub model_sha256: String,
     pub scores: ScoreStats,
+    /// The `[camera.controls]` in force (read back) while the good parts were captured; `run`
+    /// warns when the camera's differ.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub camera_controls: crate::capture::controls::ControlsInForce,
 }
 
 impl Calibration {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::archive::Archive;
 use crate::calibrate::{Calibration, CalibrationError};
+use crate::capture::controls::{self, ControlsInForce};
 use crate::capture::V4l2Source;
 use crate::capture::{CaptureError, FrameSource, PixelFormat, ReopeningSource, ReplaySource};
 use crate::clock::{Clock, MonotonicClock};
@@ -50,6 +51,8 @@ pub struct Decision {
     pub origin: String,
     /// The calibration's p99 good score (the drift monitor's reference); None without one.
     pub good_p99: Option<f32>,
+    /// The camera controls the calibration's good parts were captured under (empty without one).
+    pub camera_controls: ControlsInForce,
 }
 
 /// The inspection line a config describes, built stage by stage on demand.
@@ -97,6 +100,11 @@ impl<'c> Line<'c> {
                     Pacing::UnpacedLoop => (true, 0.0),
                     Pacing::LoopAt(rate) => (true, rate),
                 };
+                if !self.cfg.camera.controls.is_empty() {
+                    log::warn!(
+                        "[camera.controls] ignored: the source is a replay folder, not a camera"
+                    );
+                }
                 Box::new(ReplaySource::open(path, looping, rate, *preload_mib)?)
             }
             SourceConfig::V4l2 { .. } if matches!(pacing, Pacing::LoopAt(_)) => {
@@ -118,6 +126,7 @@ impl<'c> Line<'c> {
                 input,
             } => {
                 let format = PixelFormat::parse_config(format).flatten();
+                let controls = self.cfg.camera.controls.clone();
                 let (path, device, width, height, buffers, input) = (
                     device.clone(),
                     device.clone(),
@@ -134,6 +143,7 @@ impl<'c> Line<'c> {
                         format,
                         buffers,
                         input,
+                        &controls,
                         FRAME_TIMEOUT,
                     )?))
                 };
@@ -183,12 +193,14 @@ impl<'c> Line<'c> {
                         cal.created
                     ),
                     good_p99: Some(cal.scores.p99),
+                    camera_controls: cal.camera_controls,
                 })
             }
             (None, Some(t)) => Ok(Decision {
                 threshold: t,
                 origin: "decision.threshold".into(),
                 good_p99: None,
+                camera_controls: ControlsInForce::new(),
             }),
             (None, None) => Err(ConfigError::Field {
                 path: "config".into(),
@@ -197,6 +209,43 @@ impl<'c> Line<'c> {
             }
             .into()),
         }
+    }
+
+    /// Warns (and returns the warnings) when the camera controls in force differ from those the
+    /// model was trained under (its `partguard.camera_controls` metadata, from the collect
+    /// manifest) or the calibration was made under: a changed exposure or white balance moves
+    /// every score.
+    pub fn control_drift(
+        &self,
+        in_force: &ControlsInForce,
+        model: &ModelInfo,
+        decision: &Decision,
+    ) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let trained = model.meta("partguard.camera_controls");
+        if let Ok(trained) = serde_json::from_str::<ControlsInForce>(trained) {
+            let diff = controls::differences(in_force, &trained);
+            if !diff.is_empty() {
+                warnings.push(format!(
+                    "camera controls differ from those the model was trained under: {}; scores may move: retrain or restore the settings",
+                    diff.join("; ")
+                ));
+            }
+        }
+        if let Some(path) = &self.cfg.decision.calibration {
+            let diff = controls::differences(in_force, &decision.camera_controls);
+            if !diff.is_empty() {
+                warnings.push(format!(
+                    "camera controls differ from those {} was calibrated under: {}; recalibrate or restore the settings",
+                    path.display(),
+                    diff.join("; ")
+                ));
+            }
+        }
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        warnings
     }
 
     /// One part at a time on the calling thread: `source` -> the ROI preprocessor -> `engine` ->

@@ -1,5 +1,6 @@
 //! Frame sources: a V4L2 camera and an image-folder replay, behind one trait.
 
+pub mod controls;
 mod convert;
 mod reopen;
 mod replay;
@@ -135,6 +136,34 @@ pub enum CaptureError {
         operation: &'static str,
         reason: String,
     },
+    #[error("camera {device} has no control \"{control}\"; fix [camera.controls] (`partguard check` lists every control with its range). It offers: {offered}")]
+    UnknownControl {
+        device: PathBuf,
+        control: String,
+        offered: String,
+    },
+    #[error("camera {device}: control {control} = {value} {problem}; it takes {range}. Fix [camera.controls]")]
+    BadControlValue {
+        device: PathBuf,
+        control: String,
+        value: String,
+        problem: String,
+        range: String,
+    },
+    #[error("camera {device} refused control {control} = {value}: {reason}")]
+    ControlRefused {
+        device: PathBuf,
+        control: String,
+        value: String,
+        reason: String,
+    },
+    #[error("camera {device}: control {control} was set to {wanted} but reads back {got}; the driver does not hold it (an auto mode still on?). Fix [camera.controls]")]
+    ControlReadBack {
+        device: PathBuf,
+        control: String,
+        wanted: String,
+        got: String,
+    },
     #[error("camera {device} delivered no frame for {waited_ms} ms (stalled or unplugged)")]
     Stalled { device: PathBuf, waited_ms: u64 },
     #[error("camera {device} is down for {down_ms} ms and being reopened (next try in {retry_in_ms} ms); check its cable and `dmesg`")]
@@ -235,5 +264,10 @@ pub trait FrameSource: Send {
     /// live (an unpaced replay) waits for a free frame buffer instead of counting an overrun.
     fn is_live(&self) -> bool {
         true
+    }
+    /// The camera controls set from `[camera.controls]`, as read back at the last open (empty for
+    /// a replay).
+    fn controls_in_force(&self) -> controls::ControlsInForce {
+        controls::ControlsInForce::new()
     }
 }

@@ -25,6 +25,8 @@ pub struct ReopeningSource {
     down_since: Instant,
     reopens: u64,
     description: String,
+    /// The controls read back at the last successful open.
+    controls: super::controls::ControlsInForce,
 }
 
 impl ReopeningSource {
@@ -38,6 +40,7 @@ impl ReopeningSource {
         max_backoff: Duration,
     ) -> Self {
         let description = source.describe();
+        let controls = source.controls_in_force();
         let now = Instant::now();
         ReopeningSource {
             device,
@@ -51,6 +54,7 @@ impl ReopeningSource {
             down_since: now,
             reopens: 0,
             description,
+            controls,
         }
     }
 
@@ -87,6 +91,7 @@ impl ReopeningSource {
                     s.describe()
                 );
                 self.description = s.describe();
+                self.controls = s.controls_in_force();
                 self.current = Some(s);
                 self.reopens += 1;
                 self.backoff = self.first_backoff;
@@ -147,5 +152,9 @@ impl FrameSource for ReopeningSource {
 
     fn skipped(&self) -> u64 {
         self.current.as_ref().map_or(0, |s| s.skipped())
+    }
+
+    fn controls_in_force(&self) -> super::controls::ControlsInForce {
+        self.controls.clone()
     }
 }

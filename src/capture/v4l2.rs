@@ -12,6 +12,7 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
+use super::controls::{self, ControlValue, ControlsInForce};
 use super::{CaptureError, Frame, FrameSource, PixelFormat};
 
 /// Order of preference when `source.format = "auto"`: uncompressed first (no decode cost).
@@ -32,6 +33,7 @@ pub struct V4l2Source {
     stride: u32,
     format: PixelFormat,
     timeout: Duration,
+    controls: ControlsInForce,
 }
 
 fn io_err(device: &Path, operation: &'static str, e: io::Error) -> CaptureError {
@@ -58,7 +60,9 @@ fn io_err(device: &Path, operation: &'static str, e: io::Error) -> CaptureError 
 impl V4l2Source {
     /// Opens `device`, selects `input` if given, negotiates `width`x`height` in `format` (or the first
     /// usable one offered when `None`), and starts mmap streaming with `buffers` buffers.
-    /// `timeout` bounds the wait for one frame; longer is reported as a stall.
+    /// `timeout` bounds the wait for one frame; longer is reported as a stall. `controls` are set
+    /// (auto modes first), read back and logged before streaming starts.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         device: &Path,
         width: u32,
@@ -66,6 +70,7 @@ impl V4l2Source {
         format: Option<PixelFormat>,
         buffers: u32,
         input: Option<u32>,
+        controls: &[(String, ControlValue)],
         timeout: Duration,
     ) -> Result<Self, CaptureError> {
         if !device.exists() {
@@ -140,6 +145,18 @@ impl V4l2Source {
                 offered: offered_str(),
             });
         };
+        let in_force = controls::apply(dev.handle().fd(), device, controls)?;
+        if !in_force.is_empty() {
+            log::info!(
+                "camera {} controls in force (read back): {}",
+                device.display(),
+                in_force
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, buffers)
             .map_err(|e| io_err(device, "VIDIOC_REQBUFS", e))?;
         stream.set_timeout(timeout);
@@ -156,6 +173,7 @@ impl V4l2Source {
             },
             format,
             timeout,
+            controls: in_force,
         })
     }
 
@@ -191,6 +209,10 @@ impl FrameSource for V4l2Source {
             sequence: meta.sequence as u64,
             origin: None,
         }))
+    }
+
+    fn controls_in_force(&self) -> ControlsInForce {
+        self.controls.clone()
     }
 
     fn describe(&self) -> String {

@@ -62,6 +62,7 @@ pub fn calibrate(
     let info = engine.info().clone();
     let source = line.source(Pacing::Configured)?;
     let source_desc = source.describe();
+    let camera_controls = source.controls_in_force();
     println!("calibrating from {source_desc}");
     let mut inspector = line.inspector(source, engine, f32::INFINITY, None, line.clock());
     let mut scores = Vec::new();
@@ -126,6 +127,7 @@ pub fn calibrate(
         model_path: info.path.clone(),
         model_sha256: info.file_sha256.clone(),
         scores: stats.clone(),
+        camera_controls,
     };
     println!(
         "good-part scores: n {} min {:.4} median {:.4} p90 {:.4} p99 {:.4} max {:.4} mean {:.4} std {:.4}",

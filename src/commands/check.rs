@@ -1,6 +1,7 @@
 //! `partguard check`: opens everything the config names and says what it found.
 
-use crate::config::Config;
+use crate::capture::{controls, FrameSource};
+use crate::config::{Config, SourceConfig};
 use crate::line::{Line, Pacing};
 use crate::schedule::Delay;
 use crate::Error;
@@ -32,6 +33,7 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     println!("  file sha256 = {}", i.file_sha256);
     let source = line.source(Pacing::Configured)?;
     println!("source: {} (opened)", source.describe());
+    print_camera_controls(cfg, &*source)?;
     if let Some(roi) = cfg.roi {
         println!("region of interest: {roi} (only this rectangle goes to the model)");
     }
@@ -109,5 +111,35 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
         );
     }
     println!("check: OK");
+    Ok(())
+}
+
+/// Every control the camera offers, with range and current value; those `[camera.controls]` sets
+/// are marked `*`.
+fn print_camera_controls(cfg: &Config, source: &dyn FrameSource) -> Result<(), Error> {
+    let SourceConfig::V4l2 { device, .. } = &cfg.source else {
+        if !cfg.camera.controls.is_empty() {
+            println!("camera controls: [camera.controls] ignored (the source is a replay folder)");
+        }
+        return Ok(());
+    };
+    let in_force = source.controls_in_force();
+    let all = controls::list_device(device)?;
+    println!(
+        "camera controls ({} offered; * = set by [camera.controls], read back):",
+        all.len()
+    );
+    for (c, value) in &all {
+        let mark = if in_force.contains_key(&c.key) { "*" } else { " " };
+        let now = value.map_or_else(|| "-".to_string(), |v| c.show(v));
+        println!(
+            "  {mark} {:<32} {:>12}   {} (default {}){}",
+            c.key,
+            now,
+            c.range(),
+            c.show(c.default),
+            if c.read_only() { ", read-only" } else { "" }
+        );
+    }
     Ok(())
 }

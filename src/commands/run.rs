@@ -46,6 +46,7 @@ pub fn run(
     let info = engine.info().clone();
     let source = line.source(Pacing::Configured)?;
     log::info!("source: {}", source.describe());
+    line.control_drift(&source.controls_in_force(), &info, &decision);
     let mut inspector =
         line.inspector(source, engine, decision.threshold, decision.good_p99, clock);
     let mut opts = line.run_options(args.frames, args.stats_json.clone());

@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use crate::gpio::{LineId, OutputKind, SafeState};
 
+mod camera;
 mod plant;
+pub use camera::CameraConfig;
 pub use plant::{broker_address, HttpConfig, MqttConfig};
 
 /// What went wrong reading or checking a config file.
@@ -85,6 +87,9 @@ pub fn write_model_choice(path: &Path, choice: &ModelChoice) -> Result<(), Confi
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub source: SourceConfig,
+    /// V4L2 controls locked at every camera open (ignored, with a warning, for a replay).
+    #[serde(default)]
+    pub camera: CameraConfig,
     /// Optional region of interest: only this rectangle of each frame goes to the model.
     #[serde(default)]
     pub roi: Option<crate::preprocess::Roi>,
