@@ -15,6 +15,7 @@ pub mod archive;
 pub mod calibrate;
 pub mod capture;
 pub mod clock;
+pub mod collect;
 pub mod commands;
 pub mod config;
 pub mod decide;
@@ -53,6 +54,8 @@ pub enum Error {
     Archive(#[from] archive::ArchiveError),
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    #[error(transparent)]
+    Collect(#[from] collect::CollectError),
 }
 
 impl Error {

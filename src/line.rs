@@ -414,12 +414,9 @@ impl<'c> Line<'c> {
         })
     }
 
-    /// Opens every output (each already in its safe state) and input the config names.
-    pub fn io(&self, clock: Arc<dyn Clock>) -> Result<LineIo, Error> {
-        let cfg = self.cfg;
-        // The outputs first: they go to their safe state before anything slow can fail.
-        let outputs = self.outputs(clock)?;
-        let trigger = match &cfg.trigger {
+    /// The photo-eye (or software) trigger input, when `[trigger]` is configured.
+    pub fn trigger(&self) -> Result<Option<Box<dyn EdgeInput>>, Error> {
+        Ok(match &self.cfg.trigger {
             Some(t) => {
                 let input: Box<dyn EdgeInput> = match (&t.socket, &t.chip, &t.line) {
                     (Some(path), _, _) => Box::new(SocketTrigger::bind(path)?),
@@ -444,7 +441,15 @@ impl<'c> Line<'c> {
                 Some(input)
             }
             None => None,
-        };
+        })
+    }
+
+    /// Opens every output (each already in its safe state) and input the config names.
+    pub fn io(&self, clock: Arc<dyn Clock>) -> Result<LineIo, Error> {
+        let cfg = self.cfg;
+        // The outputs first: they go to their safe state before anything slow can fail.
+        let outputs = self.outputs(clock)?;
+        let trigger = self.trigger()?;
         let encoder = match &cfg.encoder {
             Some(e) => {
                 let edges = match e.edges {

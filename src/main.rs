@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use partguard::commands;
 use partguard::commands::bench::BenchArgs;
 use partguard::commands::calibrate::CalibrateArgs;
+use partguard::commands::collect::CollectArgs;
 use partguard::commands::eval::EvalArgs;
 use partguard::commands::run::RunArgs;
 use partguard::config::Config;
@@ -42,6 +43,10 @@ enum Command {
     /// Learn the threshold from good parts: run the configured source, take the conformal threshold for
     /// a target false-reject rate, and write a calibration file tied to the model.
     Calibrate(CalibrateArgs),
+    /// Save what the model will see (the [roi] crop of each frame, full resolution, PNG) from the
+    /// configured source into a training folder with a manifest: one image per part with a
+    /// [trigger], else frames thinned by --every-ms and --min-change.
+    Collect(CollectArgs),
     /// Per-stage latency (convert, preprocess, inference, decision) over the configured source.
     Bench(BenchArgs),
 }
@@ -110,6 +115,9 @@ fn real_main(cli: Cli) -> Result<(), partguard::Error> {
         Command::Eval(args) => commands::eval::eval(&cfg, &args).map(|_| ()),
         Command::Calibrate(args) => {
             commands::calibrate::calibrate(&cfg, config_path, &args, &stop_on_signals()).map(|_| ())
+        }
+        Command::Collect(args) => {
+            commands::collect::collect(&cfg, &args, &stop_on_signals()).map(|_| ())
         }
         Command::Bench(args) => commands::bench::bench_command(&cfg, config_path, &args),
     }

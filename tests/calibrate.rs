@@ -102,6 +102,11 @@ fn sample_calibration(sha: &str) -> Calibration {
         model_path: "m.onnx".into(),
         model_sha256: sha.into(),
         scores: ScoreStats::of(&scores),
+        camera_controls: [
+            ("auto_exposure".to_string(), "\"Manual Mode\"".to_string()),
+            ("exposure_time_absolute".to_string(), "120".to_string()),
+        ]
+        .into(),
     }
 }
 
@@ -300,5 +305,43 @@ fn calibrate_then_run_with_it_and_reload_on_sighup() {
     assert!(
         seen[8..].iter().all(|l| l.contains(" NG ")),
         "reload did not take effect: {seen:?}"
+    );
+}
+
+#[test]
+fn run_warns_when_the_camera_controls_differ_from_the_calibrations() {
+    use partguard::config::Config;
+    use partguard::infer::Engine as _;
+    use partguard::line::Line;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = partguard::infer::TractEngine::load(&common::f32_model()).unwrap();
+    let info = engine.info().clone();
+    let cal_path = dir.path().join("cal.toml");
+    let mut cal = sample_calibration(&info.file_sha256);
+    cal.model_path = info.path.clone();
+    cal.save(&cal_path).unwrap();
+    let text = format!(
+        "[source]\nkind = \"replay\"\npath = \"{}\"\n[model]\npath = \"{}\"\n[decision]\ncalibration = \"{}\"\n[reject]\nkind = \"simulated\"\npulse_ms = 50\n",
+        common::samples().display(),
+        common::f32_model().display(),
+        cal_path.display()
+    );
+    let cfg = Config::parse(&text, Path::new("x.toml"), dir.path()).unwrap();
+    let line = Line::new(&cfg);
+    let decision = line.decision(&info).unwrap();
+    // The calibration file kept the controls it was made under.
+    assert_eq!(
+        decision.camera_controls,
+        sample_calibration("x").camera_controls
+    );
+    let same = decision.camera_controls.clone();
+    assert!(line.control_drift(&same, &info, &decision).is_empty());
+    let mut moved = same.clone();
+    moved.insert("exposure_time_absolute".into(), "300".into());
+    let w = line.control_drift(&moved, &info, &decision);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("exposure_time_absolute: now 300, was 120") && w[0].contains("recalibrate"),
+        "{w:?}"
     );
 }

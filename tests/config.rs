@@ -395,3 +395,43 @@ fn http_and_mqtt_sections_are_checked_and_name_the_field() {
         Err(ConfigError::Parse { .. })
     ));
 }
+
+#[test]
+fn camera_controls_keep_the_files_order_and_refuse_other_values() {
+    use partguard::capture::controls::ControlValue;
+    let cfg = parse(&format!(
+        "{GOOD}\n[camera.controls]\nexposure_time_absolute = 120\nauto_exposure = \"manual\"\nwhite_balance_automatic = false\n0x00980900 = 40\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.camera.controls,
+        vec![
+            ("exposure_time_absolute".to_string(), ControlValue::Int(120)),
+            (
+                "auto_exposure".to_string(),
+                ControlValue::Name("manual".into())
+            ),
+            (
+                "white_balance_automatic".to_string(),
+                ControlValue::Bool(false)
+            ),
+            ("0x00980900".to_string(), ControlValue::Int(40)),
+        ]
+    );
+    // Neither a list nor a fraction is a control value; the error names the section.
+    for bad in ["gain = [1, 2]", "gain = 1.5"] {
+        match parse(&format!("{GOOD}\n[camera.controls]\n{bad}\n")) {
+            Err(ConfigError::Parse { reason, .. }) => {
+                assert!(
+                    reason.contains("camera") && reason.contains("control"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected a parse error for {bad}, got {other:?}"),
+        }
+    }
+    match parse(&format!("{GOOD}\n[camera]\nexposure = 5\n")) {
+        Err(ConfigError::Parse { reason, .. }) => assert!(reason.contains("exposure"), "{reason}"),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}

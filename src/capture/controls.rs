@@ -19,19 +19,46 @@ use std::os::raw::c_void;
 use std::path::Path;
 
 use v4l::v4l2::vidioc;
-use v4l::v4l_sys::{
-    v4l2_ext_control, v4l2_ext_controls, v4l2_query_ext_ctrl, v4l2_querymenu,
-};
+use v4l::v4l_sys::{v4l2_ext_control, v4l2_ext_controls, v4l2_query_ext_ctrl, v4l2_querymenu};
 
 use super::CaptureError;
 
 /// A value for a control in the config: a switch, a number, or a menu entry's name.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
 pub enum ControlValue {
     Bool(bool),
     Int(i64),
     Name(String),
+}
+
+impl<'de> serde::Deserialize<'de> for ControlValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ControlValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a camera control value: a whole number, true/false, or a menu entry's name",
+                )
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ControlValue, E> {
+                Ok(ControlValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ControlValue, E> {
+                Ok(ControlValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ControlValue, E> {
+                i64::try_from(v)
+                    .map(ControlValue::Int)
+                    .map_err(|_| E::custom("control value too large"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ControlValue, E> {
+                Ok(ControlValue::Name(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl std::fmt::Display for ControlValue {
@@ -260,9 +287,9 @@ pub fn list(fd: i32, device: &Path) -> Result<Vec<CameraControl>, CaptureError> 
                 String::from_utf8_lossy(&raw[..end]).into_owned()
             })),
             // SAFETY: an integer menu's entries are numbers.
-            TYPE_INTEGER_MENU => ControlKind::IntegerMenu(menu(fd, &q, |m| unsafe {
-                m.__bindgen_anon_1.value
-            })),
+            TYPE_INTEGER_MENU => {
+                ControlKind::IntegerMenu(menu(fd, &q, |m| unsafe { m.__bindgen_anon_1.value }))
+            }
             t => ControlKind::Other(t),
         };
         out.push(CameraControl {
@@ -296,7 +323,11 @@ fn menu<T>(
         m.index = index as u32;
         // SAFETY: VIDIOC_QUERYMENU reads and writes one v4l2_querymenu we own.
         let ok = unsafe {
-            v4l::v4l2::ioctl(fd, vidioc::VIDIOC_QUERYMENU, &mut m as *mut _ as *mut c_void)
+            v4l::v4l2::ioctl(
+                fd,
+                vidioc::VIDIOC_QUERYMENU,
+                &mut m as *mut _ as *mut c_void,
+            )
         }
         .is_ok();
         if ok {
@@ -314,7 +345,8 @@ pub fn list_device(device: &Path) -> Result<Vec<(CameraControl, Option<i64>)>, C
     Ok(list(fd, device)?
         .into_iter()
         .map(|c| {
-            let value = (!matches!(c.kind, ControlKind::Other(_)) && c.flags & FLAG_WRITE_ONLY == 0)
+            let value = (!matches!(c.kind, ControlKind::Other(_))
+                && c.flags & FLAG_WRITE_ONLY == 0)
                 .then(|| read(fd, &c).ok())
                 .flatten();
             (c, value)
@@ -417,8 +449,9 @@ pub fn plan<'a>(
             return Err(CaptureError::BadControlValue {
                 device: device.to_owned(),
                 control: key.clone(),
-                value: value.to_string(),
-                problem: "is read-only or disabled on this camera".into(),
+                problem: format!(
+                    "= {value} is refused: it is read-only or disabled on this camera"
+                ),
                 range: c.range(),
             });
         }
@@ -427,8 +460,7 @@ pub fn plan<'a>(
             .map_err(|problem| CaptureError::BadControlValue {
                 device: device.to_owned(),
                 control: key.clone(),
-                value: value.to_string(),
-                problem,
+                problem: format!("= {value}: {problem}"),
                 range: c.range(),
             })?;
         planned.push((c, raw));
@@ -528,14 +560,21 @@ mod tests {
             control("Exposure Time, Absolute", ControlKind::Integer, 3, 2047, 1),
             control(
                 "Auto Exposure",
-                ControlKind::Menu(vec![(1, "Manual Mode".into()), (3, "Aperture Priority Mode".into())]),
+                ControlKind::Menu(vec![
+                    (1, "Manual Mode".into()),
+                    (3, "Aperture Priority Mode".into()),
+                ]),
                 0,
                 3,
                 1,
             ),
             control(
                 "Power Line Frequency",
-                ControlKind::Menu(vec![(0, "Disabled".into()), (1, "50 Hz".into()), (2, "60 Hz".into())]),
+                ControlKind::Menu(vec![
+                    (0, "Disabled".into()),
+                    (1, "50 Hz".into()),
+                    (2, "60 Hz".into()),
+                ]),
                 0,
                 2,
                 1,
@@ -547,8 +586,14 @@ mod tests {
 
     #[test]
     fn keys_are_spelt_as_v4l2_ctl_spells_them() {
-        assert_eq!(control_key("Exposure Time, Absolute"), "exposure_time_absolute");
-        assert_eq!(control_key("White Balance, Automatic"), "white_balance_automatic");
+        assert_eq!(
+            control_key("Exposure Time, Absolute"),
+            "exposure_time_absolute"
+        );
+        assert_eq!(
+            control_key("White Balance, Automatic"),
+            "white_balance_automatic"
+        );
         assert_eq!(control_key("  Gain (dB) "), "gain_db");
         assert_eq!(control_key("OSD Text Mode"), "osd_text_mode");
     }
@@ -564,7 +609,10 @@ mod tests {
         assert_eq!(c("power_line_frequency").resolve(&name("50Hz")), Ok(1));
         assert!(c("auto_exposure").resolve(&name("")).is_err());
         assert!(c("auto_exposure").resolve(&name("shutter")).is_err());
-        assert_eq!(c("white_balance_automatic").resolve(&ControlValue::Bool(false)), Ok(0));
+        assert_eq!(
+            c("white_balance_automatic").resolve(&ControlValue::Bool(false)),
+            Ok(0)
+        );
         assert!(c("brightness").resolve(&ControlValue::Int(256)).is_err());
         assert!(c("brightness").resolve(&ControlValue::Bool(true)).is_err());
         assert_eq!(c("focus_absolute").resolve(&ControlValue::Int(30)), Ok(30));
@@ -582,8 +630,14 @@ mod tests {
         let settings = vec![
             ("exposure_time_absolute".to_string(), ControlValue::Int(120)),
             ("brightness".to_string(), ControlValue::Int(100)),
-            ("auto_exposure".to_string(), ControlValue::Name("manual".into())),
-            ("white_balance_automatic".to_string(), ControlValue::Bool(false)),
+            (
+                "auto_exposure".to_string(),
+                ControlValue::Name("manual".into()),
+            ),
+            (
+                "white_balance_automatic".to_string(),
+                ControlValue::Bool(false),
+            ),
         ];
         let order: Vec<&str> = plan(dev, &cs, &settings)
             .unwrap()
@@ -592,7 +646,12 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            ["auto_exposure", "white_balance_automatic", "exposure_time_absolute", "brightness"]
+            [
+                "auto_exposure",
+                "white_balance_automatic",
+                "exposure_time_absolute",
+                "brightness"
+            ]
         );
         let missing = vec![("gain".to_string(), ControlValue::Int(8))];
         let e = plan(dev, &cs, &missing).unwrap_err().to_string();
@@ -604,11 +663,22 @@ mod tests {
 
     #[test]
     fn differences_name_each_control() {
-        let a: ControlsInForce = [("gain".into(), "8".into()), ("brightness".into(), "40".into())].into();
-        let b: ControlsInForce = [("gain".into(), "8".into()), ("focus_absolute".into(), "30".into())].into();
+        let a: ControlsInForce = [
+            ("gain".into(), "8".into()),
+            ("brightness".into(), "40".into()),
+        ]
+        .into();
+        let b: ControlsInForce = [
+            ("gain".into(), "8".into()),
+            ("focus_absolute".into(), "30".into()),
+        ]
+        .into();
         assert_eq!(
             differences(&a, &b),
-            ["brightness: now 40, was not set", "focus_absolute: now not set, was 30"]
+            [
+                "brightness: now 40, was not set",
+                "focus_absolute: now not set, was 30"
+            ]
         );
         assert!(differences(&a, &a).is_empty());
     }

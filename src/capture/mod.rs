@@ -142,11 +142,13 @@ pub enum CaptureError {
         control: String,
         offered: String,
     },
-    #[error("camera {device}: control {control} = {value} {problem}; it takes {range}. Fix [camera.controls]")]
+    #[error(
+        "camera {device}: control {control} {problem}; it takes {range}. Fix [camera.controls]"
+    )]
     BadControlValue {
         device: PathBuf,
         control: String,
-        value: String,
+        /// The value given and what is wrong with it.
         problem: String,
         range: String,
     },
@@ -201,7 +203,7 @@ pub enum CaptureError {
 
 /// A region of interest in the camera frame, in pixels: only this rectangle is resized into the
 /// model's input (e.g. the part's square inside a 16:9 frame, so it is not squashed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Roi {
     pub x: u32,

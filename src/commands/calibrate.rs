@@ -44,7 +44,6 @@ pub fn calibrate(
     opts: &CalibrateArgs,
     stop: &AtomicBool,
 ) -> Result<Calibration, Error> {
-    use std::io::Write as _;
     let Some(out) = opts
         .out
         .clone()
@@ -68,6 +67,7 @@ pub fn calibrate(
     let mut scores = Vec::new();
     let (mut skipped_defects, mut faults) = (0u64, 0u64);
     let total = opts.frames;
+    let progress = crate::commands::report::Progress::new(total, "good parts");
     while !stop.load(std::sync::atomic::Ordering::Relaxed)
         && total.is_none_or(|n| (scores.len() as u64) < n)
     {
@@ -85,17 +85,10 @@ pub fn calibrate(
         scores.push(o.score);
         let n = scores.len() as u64;
         if n.is_multiple_of(10) || total == Some(n) {
-            match total {
-                Some(t) => {
-                    let done = (n * 30 / t.max(1)).min(30) as usize;
-                    eprint!("\r[{:<30}] {n}/{t} good parts", "#".repeat(done));
-                }
-                None => eprint!("\r{n} good parts (Ctrl-C to finish)"),
-            }
-            let _ = std::io::stderr().flush();
+            progress.show(n);
         }
     }
-    eprintln!();
+    progress.finish();
     if skipped_defects > 0 {
         println!("skipped {skipped_defects} frames labelled as defects (replay folder names)");
     }

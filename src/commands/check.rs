@@ -130,7 +130,11 @@ fn print_camera_controls(cfg: &Config, source: &dyn FrameSource) -> Result<(), E
         all.len()
     );
     for (c, value) in &all {
-        let mark = if in_force.contains_key(&c.key) { "*" } else { " " };
+        let mark = if in_force.contains_key(&c.key) {
+            "*"
+        } else {
+            " "
+        };
         let now = value.map_or_else(|| "-".to_string(), |v| c.show(v));
         println!(
             "  {mark} {:<32} {:>12}   {} (default {}){}",

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_line;
 pub mod calibrate;
 pub mod check;
+pub mod collect;
 pub mod eval;
 pub mod report;
 pub mod run;

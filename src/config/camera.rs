@@ -16,9 +16,7 @@ pub struct CameraConfig {
 }
 
 /// A TOML table as its keys and values in the order the file gives them.
-fn in_file_order<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<(String, ControlValue)>, D::Error> {
+fn in_file_order<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, ControlValue)>, D::Error> {
     struct Ordered;
     impl<'de> Visitor<'de> for Ordered {
         type Value = Vec<(String, ControlValue)>;
