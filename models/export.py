@@ -27,6 +27,9 @@ from train import list_images, load_rgb  # noqa: E402
 MODEL_VERSION = "3"
 
 
+MVTEC_LICENSE = "MVTec AD, CC BY-NC-SA 4.0 (non-commercial)"
+
+
 def content_hash(model: onnx.ModelProto) -> str:
     """sha256 of the serialized graph (weights and ops), independent of the metadata."""
     return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
@@ -48,7 +51,7 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         "partguard.model_version": MODEL_VERSION,
         "partguard.precision": precision,
         "partguard.training_data": f"{cfg.get('data', '?')} ({cfg.get('n_images', '?')} good images)",
-        "partguard.data_license": "MVTec AD, CC BY-NC-SA 4.0 (non-commercial)",
+        "partguard.data_license": cfg.get("data_license", MVTEC_LICENSE),
         "partguard.architecture": (
             f"DRAEM-style recon width {cfg['recon_width']} / discr width {cfg['discr_width']}, "
             f"params {cfg.get('params')}, MACs {cfg.get('macs')}"
@@ -58,8 +61,12 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
             if cfg["sspcab"] else "enabled=false"
         ),
         "partguard.score": "max of 21x21 mean-filtered anomaly map",
-        "partguard.training_config": json.dumps({k: cfg[k] for k in sorted(cfg) if k != "data"}),
+        "partguard.training_config": json.dumps(
+            {k: cfg[k] for k in sorted(cfg) if k not in ("data", "camera_controls", "data_license")}),
     }
+    if cfg.get("camera_controls"):
+        # From the collect manifest of the training images; `partguard run` compares the camera's.
+        meta["partguard.camera_controls"] = json.dumps(cfg["camera_controls"], sort_keys=True)
     del model.metadata_props[:]
     meta["partguard.content_hash"] = content_hash(model)
     for k, v in meta.items():
@@ -67,9 +74,9 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         p.key, p.value = k, v
 
 
-def export_f32(ckpt: Path, out: Path, name: str) -> tuple[Path, dict]:
+def export_f32(ckpt: Path, out: Path, name: str, data_license: str) -> tuple[Path, dict]:
     ck = torch.load(ckpt, weights_only=False, map_location="cpu")
-    cfg = ck["config"]
+    cfg = dict(ck["config"], data_license=data_license)
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
     model.load_state_dict(ck["model"])
     model.eval()
@@ -151,9 +158,11 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--calib", type=Path, required=True, help="folder of good images for int8 calibration")
     ap.add_argument("--n-calib", type=int, default=64)
+    ap.add_argument("--data-license", default=MVTEC_LICENSE,
+                    help="the training images' license, recorded in the model (your own parts: e.g. 'proprietary')")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    f32, cfg = export_f32(args.run / "final.pt", args.out, args.name)
+    f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license)
     q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib)
     for p in (f32, q):
         print(f"{p}: {p.stat().st_size} bytes")

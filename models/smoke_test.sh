@@ -28,8 +28,41 @@ if "$PYTHON" models/train.py --config "$out/type.json" --data examples/samples/b
     echo "smoke: a config with a string for epochs was accepted" >&2; exit 1
 fi
 grep -q "type.json: epochs is '10'; it must be of type int" "$out/type.txt"
-"$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
+# The training folder comes from `partguard collect` (the samples replayed as a camera); its
+# manifest's camera controls end up in the model and `run` warns when the camera's differ. A replay
+# has no controls, so a camera's are written into the manifest here (the VM test records real ones).
+cat > "$out/collect.toml" <<EOF
+[source]
+kind = "replay"
+path = "$PWD/examples/samples/bottle/good"
+[model]
+path = "$PWD/models/bottle_sspcab_f32.onnx"
+[decision]
+threshold = 0.2
+[reject]
+kind = "simulated"
+pulse_ms = 50
+EOF
+cargo run --release --quiet -- --config "$out/collect.toml" collect --out "$out/parts" --frames 4
+"$PYTHON" - "$out/parts/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert [i["file"] for i in m["sessions"][0]["images"]] == [f"00000{k}.png" for k in range(1, 5)], m
+m["sessions"][0]["camera_controls"] = {"brightness": "40", "auto_exposure": '"Manual Mode"'}
+json.dump(m, open(sys.argv[1], "w"))
+m["label"] = "scratch"
+json.dump(m, open(sys.argv[1] + ".scratch", "w"))
+PY
+mkdir "$out/scratch" && cp "$out"/parts/*.png "$out/scratch/"
+mv "$out/parts/manifest.json.scratch" "$out/scratch/manifest.json"
+if "$PYTHON" models/train.py --config models/configs/smoke.json --data "$out/scratch" --out "$out/no" \
+    2> "$out/scratch.txt"; then
+    echo "smoke: training on parts collected as defects was accepted" >&2; exit 1
+fi
+grep -q "collected as 'scratch'" "$out/scratch.txt"
+"$PYTHON" models/train.py --config models/configs/smoke.json --data "$out/parts" \
     --out "$out/run" --precise-bn-batches 4
+grep -q '"brightness": "40"' "$out/run/config.json"
 test -f "$out/run/last.pt" && test -f "$out/run/final.pt"
 # resume: one more epoch from the checkpoint
 "$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
@@ -79,4 +112,11 @@ assert len(float_relu) - len(after_conv) <= 1, [n.name for n in float_relu]
 assert meta["partguard.precision"] == "int8" and meta["partguard.input_shape"] == "1,3,64,64", meta
 print("smoke: int8 model has QLinearConv and partguard metadata")
 PY
+# run on a source whose controls differ from the training images' (a replay: none) warns, naming them
+sed "s#$PWD/models/bottle_sspcab_f32.onnx#$out/smoke_f32.onnx#" "$out/collect.toml" > "$out/run.toml"
+RUST_LOG=warn cargo run --release --quiet -- --config "$out/run.toml" run --frames 2 \
+    > /dev/null 2> "$out/run_warn.txt"
+grep -q 'trained under: auto_exposure: now not set, was "Manual Mode"; brightness: now not set, was 40' \
+    "$out/run_warn.txt" \
+    || { cat "$out/run_warn.txt" >&2; echo "smoke: run did not warn about the camera controls" >&2; exit 1; }
 echo "models smoke test: OK"

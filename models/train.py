@@ -62,7 +62,7 @@ class TrainConfig:
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
 # What train.py adds to OUT/config.json about the run; ignored when such a file is read back.
-RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config"}
+RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config", "camera_controls"}
 
 
 def load_config(path: Path) -> dict:
@@ -99,6 +99,28 @@ def load_config(path: Path) -> dict:
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
     return cfg
+
+
+def collect_manifest_controls(data: Path) -> dict:
+    """The camera controls in force while `partguard collect` took the images in `data` (its
+    manifest.json), so the exported model carries them and `partguard run` can warn when the line's
+    camera differs. Refuses a folder collected as defects; warns when sessions used different
+    settings. Empty without a manifest."""
+    path = data / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        label, sessions = manifest["label"], manifest["sessions"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: {path} is not a partguard collect manifest ({e}); move it away or re-collect")
+    if label != "good":
+        sys.exit(f"error: {data} holds parts collected as '{label}' ({path}); train on good parts only")
+    settings = [s.get("camera_controls", {}) for s in sessions if s.get("images")]
+    if any(c != settings[-1] for c in settings):
+        print(f"warning: the sessions in {path} were collected under different camera controls: "
+              f"{settings}; the model learns all of them, the line should use one", file=sys.stderr)
+    return settings[-1] if settings else {}
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -373,6 +395,7 @@ def main() -> None:
     test = load_set(args.test, size, "test") if args.test else None
     cfg["data"] = str(args.data) + (" (packed by --pack)" if args.data.suffix == ".npz" else "")
     cfg["n_images"] = len(images)
+    cfg["camera_controls"] = collect_manifest_controls(args.data)
 
     torch.manual_seed(cfg["seed"])
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])

@@ -26,6 +26,20 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 cd /e2e
 ./partguard check --config e2e.toml >/results/check.txt 2>&1
 echo $? >/results/check.rc
+# Camera controls: the same scene collected at brightness 40 and 220 (the host compares the
+# images), then a control vivid lacks and a value out of range (check must name them).
+sed 's/^brightness = 40$/brightness = 220/' collect.toml >bright.toml
+sed 's/^brightness = 40$/exposure_time_absolute = 100/' collect.toml >missing.toml
+sed 's/^brightness = 40$/brightness = 300/' collect.toml >range.toml
+for c in collect:dark bright:bright; do
+    ./partguard collect --config ${c%%:*}.toml --out /results/${c##*:} --frames 3 \
+        >/results/${c##*:}.txt 2>&1
+    echo $? >/results/${c##*:}.rc
+done
+for c in missing range; do
+    ./partguard check --config $c.toml >/results/$c.txt 2>&1
+    echo $? >/results/$c.rc
+done
 # The feeder sets vivid's loop controls, starts the HDMI output, and waits until partguard's
 # capture is open before its first trigger.
 ./vivid_feed --trigger /tmp/partguard-trigger --decisions /results/run.txt \

@@ -48,7 +48,7 @@ for i in $images; do files+=("e2e/$i=examples/samples/bottle/$i"); done
 echo $images >"$run/images.txt"
 python3 cross/e2e/initramfs.py "$run/initramfs.cpio.gz" "$cache/kernel" "$cache/busybox/bin/busybox" \
     vivid 9p 9pnet_virtio virtio_mmio -- \
-    init=cross/e2e/init.sh e2e/partguard="$bin" e2e/vivid_feed="$feed" e2e/e2e.toml=cross/e2e/e2e.toml \
+    init=cross/e2e/init.sh e2e/partguard="$bin" e2e/vivid_feed="$feed" e2e/e2e.toml=cross/e2e/e2e.toml e2e/collect.toml=cross/e2e/collect.toml \
     e2e/bottle_sspcab_f32.onnx=models/bottle_sspcab_f32.onnx e2e/images.txt="$run/images.txt" "${files[@]}"
 
 start=$(date +%s)
@@ -65,7 +65,7 @@ wall=$(( $(date +%s) - start ))
 fail() {
     echo "e2e FAILED: $*" >&2
     echo "---- guest console ----" >&2; cat "$run/console.log" >&2
-    for f in guest-env.txt check.txt feed.log feed.txt run.txt run.log busy.txt; do
+    for f in guest-env.txt check.txt dark.txt bright.txt missing.txt range.txt feed.log feed.txt run.txt run.log busy.txt; do
         [ -f "$run/results/$f" ] && { echo "---- $f ----" >&2; cat "$run/results/$f" >&2; }
     done
     exit 1

@@ -13,9 +13,12 @@ observer of the GPIO, stamped with the host's clock. The reject line (PL061 line
   so (pulse time - trigger time) must be the same for every pulse within TIMING_TOL_MS;
 - last the configured width (PULSE_MS, up to WIDTH_TOL_MS longer under emulation).
 """
+import glob
 import json
 import re
+import struct
 import sys
+import zlib
 
 LINE = 3
 PULSE_MS = 200.0
@@ -35,6 +38,77 @@ def line_edges(path):
         if not edges or edges[-1][1] != level:
             edges.append((t, level))
     return edges
+
+
+def png_mean(path):
+    """Mean sample value of an 8-bit grey or RGB PNG (what partguard collect writes)."""
+    data = open(path, "rb").read()
+    pos, idat, (w, h, depth, ctype) = 8, b"", (0, 0, 0, 0)
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    assert depth == 8 and ctype in (0, 2), f"{path}: depth {depth} colour type {ctype}"
+    bpp = 1 if ctype == 0 else 3
+    raw, stride = zlib.decompress(idat), w * bpp
+    prev, total = bytearray(stride), 0
+    for y in range(h):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        total += sum(line)
+        prev = line
+    return total / (w * h * bpp)
+
+
+def camera_controls(run):
+    """[camera.controls] on vivid: check lists the controls, collect saves frames that show the
+    brightness set, a missing control and an out-of-range value fail check with their names."""
+    problems = []
+    check = open(f"{run}/results/check.txt").read()
+    # (vivid moves brightness's range with the input: 0-255 on the webcam, 384-639 on HDMI)
+    if not re.search(r"\n\s+brightness\s+\d+\s+\d+ to \d+ \(default \d+\)", check):
+        problems.append("check does not list vivid's brightness control with its range")
+    if not re.search(r"\* osd_text_mode\s+\"None\"", check):
+        problems.append("check does not mark osd_text_mode as set by [camera.controls]")
+    means = {}
+    for name, value in [("dark", "40"), ("bright", "220")]:
+        rc = open(f"{run}/results/{name}.rc").read().strip()
+        images = sorted(glob.glob(f"{run}/results/{name}/*.png"))
+        if rc != "0" or len(images) != 3:
+            problems.append(f"collect at brightness {value}: exit {rc}, {len(images)} images")
+            continue
+        manifest = json.load(open(f"{run}/results/{name}/manifest.json"))
+        recorded = manifest["sessions"][0]["camera_controls"]
+        if recorded.get("brightness") != value or recorded.get("osd_text_mode") != '"None"':
+            problems.append(f"the manifest records controls {recorded}, brightness {value} was set")
+        means[name] = [round(png_mean(p), 1) for p in images]
+    print(f"collected at brightness 40 / 220, mean sample value per image: {means}")
+    if len(means) == 2 and min(means["bright"]) < max(means["dark"]) + 40:
+        problems.append(f"brightness 220 did not brighten the frames: {means}")
+    for name, words in [("missing", ["exposure_time_absolute", "has no control", "brightness"]),
+                        ("range", ["brightness", "300", "0 to 255"])]:
+        rc = open(f"{run}/results/{name}.rc").read().strip()
+        text = open(f"{run}/results/{name}.txt").read()
+        print(f"check with a {name} control: exit {rc}: {text.strip().splitlines()[-1][:400]}")
+        if rc == "0" or not all(w in text for w in words):
+            problems.append(f"check with a {name} control: exit {rc}, does not name {words}: {text!r}")
+    return problems
 
 
 def main(run):
@@ -119,6 +193,7 @@ def main(run):
         problems.append("a second process could take the reject line while partguard held it")
     if "reject: GPIO line 3 on" not in busy or "is already in use" not in busy:
         problems.append(f"the busy-line error does not name the line and the cause: {busy!r}")
+    problems += camera_controls(run)
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0

@@ -202,35 +202,35 @@ impl CameraControl {
                     .collect();
                 match (exact.as_slice(), prefix.as_slice()) {
                     ([(i, _)], _) | ([], [(i, _)]) => *i,
-                    _ => return Err(format!("has no single entry named \"{name}\"")),
+                    _ => return Err("is not one of its entries (or matches several)".into()),
                 }
             }
             (ControlKind::Menu(items), ControlValue::Int(i)) => {
                 if !items.iter().any(|(j, _)| j == i) {
-                    return Err(format!("has no entry {i}"));
+                    return Err("is not one of its entries".into());
                 }
                 *i
             }
             (ControlKind::IntegerMenu(items), ControlValue::Int(v)) => {
                 match items.iter().find(|(_, x)| x == v) {
                     Some((i, _)) => *i,
-                    None => return Err(format!("has no entry {v}")),
+                    None => return Err("is not one of its entries".into()),
                 }
             }
             (ControlKind::Integer | ControlKind::Integer64, ControlValue::Int(i)) => {
                 let step = i64::try_from(self.step.max(1)).unwrap_or(1);
                 if *i < self.minimum || *i > self.maximum {
-                    return Err(format!("{i} is out of range"));
+                    return Err("is out of range".into());
                 }
                 if (*i - self.minimum) % step != 0 {
-                    return Err(format!("{i} is not on its step"));
+                    return Err("is not on its step".into());
                 }
                 *i
             }
             (ControlKind::Other(_), _) => {
                 return Err("cannot be set by partguard (not a single value)".into())
             }
-            (_, v) => return Err(format!("cannot take {v}")),
+            (_, _) => return Err("is not a value of this kind of control".into()),
         };
         Ok(raw)
     }
@@ -450,7 +450,7 @@ pub fn plan<'a>(
                 device: device.to_owned(),
                 control: key.clone(),
                 problem: format!(
-                    "= {value} is refused: it is read-only or disabled on this camera"
+                    "= {value} is refused: the control is read-only or disabled on this camera"
                 ),
                 range: c.range(),
             });
@@ -460,7 +460,7 @@ pub fn plan<'a>(
             .map_err(|problem| CaptureError::BadControlValue {
                 device: device.to_owned(),
                 control: key.clone(),
-                problem: format!("= {value}: {problem}"),
+                problem: format!("= {value} {problem}"),
                 range: c.range(),
             })?;
         planned.push((c, raw));
