@@ -14,7 +14,8 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON=.venv-models/bin/python
 fi
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+echo "smoke: working in $out"
+trap '[ -n "${KEEP:-}" ] || rm -rf "$out"' EXIT
 # the training config is checked: a misspelt key or a wrong type is refused, naming file and key
 echo '{"epochs": 1, "lr_milstones": [0.5]}' > "$out/typo.json"
 if "$PYTHON" models/train.py --config "$out/typo.json" --data examples/samples/bottle/good \
@@ -65,7 +66,7 @@ grep -q "collected as 'scratch'" "$out/scratch.txt"
 grep -q '"brightness": "40"' "$out/run/config.json"
 test -f "$out/run/last.pt" && test -f "$out/run/final.pt"
 # resume: one more epoch from the checkpoint
-"$PYTHON" models/train.py --config models/configs/smoke.json --data examples/samples/bottle/good \
+"$PYTHON" models/train.py --config models/configs/smoke.json --data "$out/parts" \
     --out "$out/run" --epochs 3 --precise-bn-batches 4 > "$out/resume.txt"
 grep -q "start_epoch 2" "$out/resume.txt"
 # the packed form (what a GPU machine without the dataset trains from) gives the same tensors

@@ -27,6 +27,7 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
         "partguard.architecture",
         "partguard.sspcab",
         "partguard.data_license",
+        "partguard.camera_controls",
     ] {
         println!("  {key} = {}", i.meta(key));
     }
@@ -34,6 +35,9 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     let source = line.source(Pacing::Configured)?;
     println!("source: {} (opened)", source.describe());
     print_camera_controls(cfg, &*source)?;
+    for w in line.control_drift(&source.controls_in_force(), i, &line.decision(i)?) {
+        println!("WARNING: {w}");
+    }
     if let Some(roi) = cfg.roi {
         println!("region of interest: {roi} (only this rectangle goes to the model)");
     }
