@@ -469,6 +469,9 @@ def main() -> None:
             f"epoch {epoch + 1}/{cfg['epochs']} l2 {mean[0]:.4f} ssim {mean[1]:.4f} focal {mean[2]:.4f} "
             f"sspcab {mean[3]:.4f} lr {opt.param_groups[0]['lr']:.1e} {time.time() - t0:.2f}s"
         )
+        done, spent = epoch + 1 - start_epoch, time.time() - t_start
+        left = spent / done * (cfg["epochs"] - epoch - 1)
+        msg += f" | {spent / 60:.1f} min so far, ~{left / 60:.1f} min left"
         if test is not None and (epoch + 1) % int(cfg["eval_every"]) == 0:
             msg += f" test_image_auroc {evaluate(model, test, device):.4f}"
         say(msg)
