@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use partguard::capture::controls::ControlsInForce;
 use partguard::capture::{
     CaptureError, Frame, FrameSource, PixelFormat, ReopeningSource, ReplaySource,
 };
@@ -59,6 +60,10 @@ impl FrameSource for Scripted {
     fn describe(&self) -> String {
         "scripted".into()
     }
+    /// What a camera would read back; it tells the opens apart.
+    fn controls_in_force(&self) -> ControlsInForce {
+        [("brightness".to_string(), self.data[0].to_string())].into()
+    }
 }
 
 #[test]
@@ -91,6 +96,7 @@ fn a_failed_camera_is_reopened_with_doubling_backoff() {
         ms(20),
         ms(1000),
     );
+    assert_eq!(src.controls_in_force()["brightness"], "1");
     let mut events = String::new();
     let mut first_outage = None;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -110,6 +116,8 @@ fn a_failed_camera_is_reopened_with_doubling_backoff() {
     }
     assert_eq!(events, "aaaRbbb");
     assert_eq!(src.reopens(), 1);
+    // The controls read back at the reopen are the ones reported from then on.
+    assert_eq!(src.controls_in_force()["brightness"], "7");
     let msg = first_outage.unwrap();
     assert!(
         msg.contains("/dev/video0") && msg.contains("reopened"),
