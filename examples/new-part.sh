@@ -10,7 +10,13 @@
 # models/smoke_test.sh does). Each step prints a "== step" line; README shows this output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="$(realpath "${1:-../shared/data/mpdd/metal_plate}")"
+data="${1:-../shared/data/mpdd/metal_plate}"
+[ -d "$data/train/good" ] || {
+    echo "new-part: $data has no train/good folder; give a category folder (MVTec layout):" >&2
+    echo "  bash examples/new-part.sh ../shared/data/mpdd/metal_plate" >&2
+    exit 2
+}
+data="$(realpath "$data")"
 work="${2:-target/new-part}"
 epochs="${3:-40}"
 name="$(basename "$data")"
