@@ -305,19 +305,22 @@ fn thumbnail(crop: &Crop<'_>) -> [f32; THUMB * THUMB] {
     sum
 }
 
-/// Copies the `roi` rectangle of a packed RGB24 `width`-wide frame into `out` (RGB24, or one grey
-/// channel when `grey`); returns the crop's size.
-pub fn crop_region(rgb: &[u8], width: u32, roi: Roi, grey: bool, out: &mut Vec<u8>) {
+/// Copies the `roi` rectangle of a packed RGB24 `width`-wide frame into `out` (RGB24).
+pub fn crop_region(rgb: &[u8], width: u32, roi: Roi, out: &mut Vec<u8>) {
     out.clear();
     let (w, x0, y0) = (width as usize, roi.x as usize, roi.y as usize);
     for y in y0..y0 + roi.height as usize {
-        let row = &rgb[(y * w + x0) * 3..(y * w + x0 + roi.width as usize) * 3];
-        if grey {
-            out.extend(row.chunks_exact(3).map(|p| p[0]));
-        } else {
-            out.extend_from_slice(row);
-        }
+        out.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x0 + roi.width as usize) * 3]);
     }
+}
+
+/// Turns packed RGB24 with R = G = B ([`is_grey`]) into 8-bit grey, in place.
+pub fn keep_one_channel(rgb: &mut Vec<u8>) {
+    let n = rgb.len() / 3;
+    for i in 0..n {
+        rgb[i] = rgb[3 * i];
+    }
+    rgb.truncate(n);
 }
 
 /// Whether every pixel of a packed RGB24 buffer has R = G = B (a monochrome camera or a grey
@@ -424,33 +427,17 @@ mod tests {
         let (w, h) = (6u32, 4u32);
         let rgb: Vec<u8> = (0..w * h).flat_map(|i| [i as u8; 3]).collect();
         assert!(is_grey(&rgb));
+        let roi = Roi {
+            x: 2,
+            y: 1,
+            width: 3,
+            height: 2,
+        };
         let mut out = Vec::new();
-        crop_region(
-            &rgb,
-            w,
-            Roi {
-                x: 2,
-                y: 1,
-                width: 3,
-                height: 2,
-            },
-            true,
-            &mut out,
-        );
-        assert_eq!(out, [8, 9, 10, 14, 15, 16]);
-        crop_region(
-            &rgb,
-            w,
-            Roi {
-                x: 2,
-                y: 1,
-                width: 3,
-                height: 2,
-            },
-            false,
-            &mut out,
-        );
+        crop_region(&rgb, w, roi, &mut out);
         assert_eq!(out.len(), 18);
+        keep_one_channel(&mut out);
+        assert_eq!(out, [8, 9, 10, 14, 15, 16]);
         assert!(!is_grey(&[1, 2, 3]));
     }
 }

@@ -35,7 +35,8 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
     let source = line.source(Pacing::Configured)?;
     println!("source: {} (opened)", source.describe());
     print_camera_controls(cfg, &*source)?;
-    for w in line.control_drift(&source.controls_in_force(), i, &line.decision(i)?) {
+    let d = line.decision(i)?;
+    for w in line.control_drift(&source.controls_in_force(), i, &d) {
         println!("WARNING: {w}");
     }
     if let Some(roi) = cfg.roi {
@@ -88,7 +89,6 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
         "timing: {timing}; parts not judged in time: {:?}; queue {} parts",
         cfg.timing.policy, cfg.timing.queue_size
     );
-    let d = line.decision(i)?;
     println!("threshold: {} (from {})", d.threshold, d.origin);
     if let Some(h) = &cfg.http {
         let scope = match h.address() {

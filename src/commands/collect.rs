@@ -8,7 +8,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::capture::{to_rgb, CaptureError, PixelFormat, Roi};
-use crate::collect::{crop_region, is_grey, ChangeGate, CollectSession, Collection, Crop};
+use crate::collect::{
+    crop_region, is_grey, keep_one_channel, ChangeGate, CollectSession, Collection, Crop,
+};
 use crate::commands::report::Progress;
 use crate::config::{Config, ConfigError};
 use crate::gpio::{Debouncer, EdgeInput};
@@ -87,12 +89,9 @@ fn check_args(args: &CollectArgs) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Microseconds since the epoch, as RFC 3339 UTC.
+/// The wall-clock time now, RFC 3339 UTC with milliseconds.
 fn now_utc() -> String {
-    let us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    crate::clock::utc_from_unix_us(us)
+    crate::clock::utc_from_unix_us(crate::clock::unix_now_us())
 }
 
 /// Runs `collect`; stops after `args.frames` images, when the source ends, or on `stop`.
@@ -304,10 +303,10 @@ fn collect_frames(
         }
         let (sequence, timestamp) = (frame.sequence, frame.timestamp);
         let mono = frame.format == PixelFormat::Grey;
-        crop_region(&rgb, w, region, false, &mut crop);
+        crop_region(&rgb, w, region, &mut crop);
         let grey = mono || is_grey(&crop);
         if grey {
-            crop_region(&rgb, w, region, true, &mut crop);
+            keep_one_channel(&mut crop);
         }
         let image = Crop {
             pixels: &crop,

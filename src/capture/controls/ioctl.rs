@@ -129,23 +129,24 @@ pub fn list_device(device: &Path) -> Result<Vec<(CameraControl, Option<i64>)>, C
         .collect())
 }
 
-/// The current value of a single-value control.
-pub fn read(fd: i32, control: &CameraControl) -> io::Result<i64> {
-    // SAFETY: zeroed is valid for these structs.
-    let mut c: v4l2_ext_control = unsafe { mem::zeroed() };
-    c.id = control.id;
+/// VIDIOC_G_EXT_CTRLS or VIDIOC_S_EXT_CTRLS on one control, `c` (which =
+/// V4L2_CTRL_WHICH_CUR_VAL).
+fn ext_ctrl(fd: i32, request: vidioc::_IOC_TYPE, c: &mut v4l2_ext_control) -> io::Result<()> {
+    // SAFETY: zeroed is valid for this struct; which = 0 is V4L2_CTRL_WHICH_CUR_VAL.
     let mut cs: v4l2_ext_controls = unsafe { mem::zeroed() };
     cs.count = 1;
-    cs.controls = &mut c;
-    // SAFETY: VIDIOC_G_EXT_CTRLS fills the one v4l2_ext_control `cs` points at, which outlives the
-    // call (which = V4L2_CTRL_WHICH_CUR_VAL, 0 from zeroed).
-    unsafe {
-        v4l::v4l2::ioctl(
-            fd,
-            vidioc::VIDIOC_G_EXT_CTRLS,
-            &mut cs as *mut _ as *mut c_void,
-        )
-    }?;
+    cs.controls = c;
+    // SAFETY: the kernel reads or fills the one v4l2_ext_control `cs` points at, which outlives
+    // the call.
+    unsafe { v4l::v4l2::ioctl(fd, request, &mut cs as *mut _ as *mut c_void) }
+}
+
+/// The current value of a single-value control.
+pub fn read(fd: i32, control: &CameraControl) -> io::Result<i64> {
+    // SAFETY: zeroed is valid for this struct.
+    let mut c: v4l2_ext_control = unsafe { mem::zeroed() };
+    c.id = control.id;
+    ext_ctrl(fd, vidioc::VIDIOC_G_EXT_CTRLS, &mut c)?;
     // SAFETY: the union holds value64 for 64-bit controls and value otherwise.
     Ok(unsafe {
         if control.kind == ControlKind::Integer64 {
@@ -156,8 +157,9 @@ pub fn read(fd: i32, control: &CameraControl) -> io::Result<i64> {
     })
 }
 
+/// Sets a single-value control to `raw`.
 pub(super) fn write(fd: i32, control: &CameraControl, raw: i64) -> io::Result<()> {
-    // SAFETY: zeroed is valid for these structs.
+    // SAFETY: zeroed is valid for this struct.
     let mut c: v4l2_ext_control = unsafe { mem::zeroed() };
     c.id = control.id;
     if control.kind == ControlKind::Integer64 {
@@ -166,17 +168,7 @@ pub(super) fn write(fd: i32, control: &CameraControl, raw: i64) -> io::Result<()
         // resolve() kept it within the control's 32-bit range.
         c.__bindgen_anon_1.value = raw as i32;
     }
-    let mut cs: v4l2_ext_controls = unsafe { mem::zeroed() };
-    cs.count = 1;
-    cs.controls = &mut c;
-    // SAFETY: as in `read`; the kernel reads the one control.
-    unsafe {
-        v4l::v4l2::ioctl(
-            fd,
-            vidioc::VIDIOC_S_EXT_CTRLS,
-            &mut cs as *mut _ as *mut c_void,
-        )
-    }
+    ext_ctrl(fd, vidioc::VIDIOC_S_EXT_CTRLS, &mut c)
 }
 
 pub(super) fn control_io(device: &Path, operation: &'static str, e: io::Error) -> CaptureError {
