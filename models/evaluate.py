@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import auroc, image_scores, load_set  # noqa: E402
+from train import auroc, image_scores, input_hw, load_set  # noqa: E402
 
 
 def torch_scorer(path: Path):
@@ -40,7 +40,7 @@ def torch_scorer(path: Path):
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
     model.load_state_dict(ck["model"])
     model.eval()
-    return (lambda images: image_scores(model, images, torch.device("cpu"))), int(cfg["input_size"])
+    return (lambda images: image_scores(model, images, torch.device("cpu"))), input_hw(cfg, [])
 
 
 def onnx_scorer(path: Path):
@@ -48,7 +48,7 @@ def onnx_scorer(path: Path):
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
-    size = int(inp.shape[-1])
+    size = (int(inp.shape[-2]), int(inp.shape[-1]))
 
     def score(images: np.ndarray) -> np.ndarray:
         return np.array([
@@ -72,7 +72,7 @@ def main() -> None:
 
         test_dir = args.data / "test"
         names = [str(p.relative_to(test_dir)) for p in list_images(test_dir)]
-    cache: dict[int, tuple] = {}
+    cache: dict[tuple, tuple] = {}
     for path in args.models:
         if not path.is_file():
             sys.exit(f"error: {path} does not exist (a train.py checkpoint or an exported .onnx)")

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet  # noqa: E402
-from train import list_images, load_rgb  # noqa: E402
+from train import input_hw, list_images, load_rgb  # noqa: E402
 
 MODEL_VERSION = "3"
 
@@ -36,11 +36,11 @@ def content_hash(model: onnx.ModelProto) -> str:
 
 
 def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -> None:
-    size = int(cfg["input_size"])
+    h, w = input_hw(cfg, [])
     meta = {
         "partguard.contract": "1",
         "partguard.input_name": "image",
-        "partguard.input_shape": f"1,3,{size},{size}",
+        "partguard.input_shape": f"1,3,{h},{w}",
         "partguard.input_layout": "NCHW",
         "partguard.colour_order": "RGB",
         "partguard.pixel_scale": "0.00392156862745098",  # 1/255
@@ -80,10 +80,10 @@ def export_f32(ckpt: Path, out: Path, name: str, data_license: str) -> tuple[Pat
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
     model.load_state_dict(ck["model"])
     model.eval()
-    size = int(cfg["input_size"])
+    h, w = input_hw(cfg, [])
     path = out / f"{name}_f32.onnx"
     torch.onnx.export(
-        model, torch.zeros(1, 3, size, size), str(path), opset_version=17, dynamo=False,
+        model, torch.zeros(1, 3, h, w), str(path), opset_version=17, dynamo=False,
         input_names=["image"], output_names=["anomaly_map", "score"], do_constant_folding=True,
     )
     m = onnx.load(str(path))
@@ -106,7 +106,7 @@ def first_convs(model: onnx.ModelProto) -> list[str]:
 def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    size = int(cfg["input_size"])
+    h, w = input_hw(cfg, [])
     paths = list_images(calib)[:n_calib]
     if not paths:
         sys.exit(f"error: no calibration images under {calib}")
@@ -119,7 +119,7 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
             p = next(self.it, None)
             if p is None:
                 return None
-            return {"image": load_rgb(p, size).transpose(2, 0, 1)[None].astype(np.float32)}
+            return {"image": load_rgb(p, (h, w)).transpose(2, 0, 1)[None].astype(np.float32)}
 
     out = f32.with_name(f"{name}_int8.onnx")
     first = first_convs(onnx.load(str(f32)))

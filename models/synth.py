@@ -43,20 +43,34 @@ def perlin(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Generato
     return np.sqrt(2) * (a + tx * (b - a))
 
 
-def perlin_mask(size: int, rng: np.random.Generator, threshold: float = 0.5) -> np.ndarray:
+def _square(shape: tuple[int, int]) -> int:
+    """The side of the square the noise is drawn on for an image of `shape` (H, W): the longer side
+    rounded up to a multiple of 32 (Perlin needs its grid to divide the side); the result is cropped."""
+    return -(-max(shape) // 32) * 32
+
+
+def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, threshold: float = 0.5) -> np.ndarray:
+    h, w = shape
+    side = _square(shape)
     for _ in range(8):
         sy = 2 ** int(rng.integers(0, 6))
         sx = 2 ** int(rng.integers(0, 6))
-        noise = perlin((size, size), (sy, sx), rng)
+        noise = perlin((side, side), (sy, sx), rng)
         k = int(rng.integers(0, 4))
-        noise = np.rot90(noise, k)
+        noise = np.rot90(noise, k)[:h, :w]
         mask = (noise > threshold).astype(np.float32)
         if mask.sum() > 0:
             return np.ascontiguousarray(mask)
-    return mask
+    return np.ascontiguousarray(mask)
 
 
-def procedural_texture(size: int, rng: np.random.Generator) -> np.ndarray:
+def procedural_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A texture of `shape` (H, W, 3 float32 in [0,1])."""
+    h, w = shape
+    return np.ascontiguousarray(_square_texture(_square(shape), rng)[:h, :w])
+
+
+def _square_texture(size: int, rng: np.random.Generator) -> np.ndarray:
     kind = int(rng.integers(0, 3))
     if kind == 0:  # multi-octave colour noise
         tex = np.zeros((size, size, 3), np.float64)
@@ -94,36 +108,37 @@ def _augment(tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         lambda t: np.floor(t * 2 ** int(rng.integers(1, 5))) / 2 ** int(rng.integers(1, 5)),  # posterize
         lambda t: np.where(t > rng.uniform(0.3, 0.9), 1 - t, t),  # solarize
         lambda t: 1 - t,  # invert
-        lambda t: np.rot90(t, int(rng.integers(1, 4))),  # rotate
+        # rotate (a quarter turn only where it keeps the shape)
+        lambda t: np.rot90(t, int(rng.integers(1, 4)) if t.shape[0] == t.shape[1] else 2),
     ]
     for i in rng.choice(len(ops), 3, replace=False):
         tex = np.clip(ops[i](tex), 0, 1)
     return np.clip(np.ascontiguousarray(tex), 0, 1).astype(np.float32)
 
 
-def make_texture_bank(size: int, n: int, seed: int) -> np.ndarray | None:
+def make_texture_bank(shape: tuple[int, int], n: int, seed: int) -> np.ndarray | None:
     """n procedural textures made once (they cost ~20 ms each; the 3 random augmentations applied
     per sample keep the variety). None for n = 0: a fresh texture per sample."""
     if n <= 0:
         return None
     rng = np.random.default_rng([seed, 0x7E57])
-    return np.stack([procedural_texture(size, rng) for _ in range(n)])
+    return np.stack([procedural_texture(shape, rng) for _ in range(n)])
 
 
 def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
                  textures: np.ndarray | None = None):
     """img: HxWx3 float32 in [0,1]. Returns (augmented image, mask HxW, has_anomaly)."""
-    size = img.shape[0]
+    shape = img.shape[:2]
     if rng.random() < 0.5:
-        return img, np.zeros((size, size), np.float32), 0.0
+        return img, np.zeros(shape, np.float32), 0.0
     if rng.random() < 0.5:
         tex = others[int(rng.integers(0, len(others)))]
     elif textures is not None:
         tex = textures[int(rng.integers(0, len(textures)))]
     else:
-        tex = procedural_texture(size, rng)
+        tex = procedural_texture(shape, rng)
     tex = _augment(tex, rng)
-    mask = perlin_mask(size, rng)
+    mask = perlin_mask(shape, rng)
     beta = rng.uniform(0.0, 0.8)
     m = mask[..., None]
     out = img * (1 - m) + (1 - beta) * tex * m + beta * img * m
@@ -145,11 +160,12 @@ def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator,
     dark surfaces keep their brightness. Measured on bottle (models/README.md): only the brightness
     change on grey surfaces moves good/019, and it also raises the score floor of good parts.
     """
-    size = img.shape[0]
+    h, w = img.shape[:2]
+    side = _square((h, w))
 
     def field() -> np.ndarray:
         r = 2 ** int(rng.integers(0, 3))
-        return np.clip((perlin((size, size), (r, r), rng) + 1) / 2, 0, 1)
+        return np.clip((perlin((side, side), (r, r), rng)[:h, :w] + 1) / 2, 0, 1)
 
     sat = 1 - strength * rng.uniform(0.5, 1.0) * field()
     scale = 1 + gain * strength * (2 * field() - 1)

@@ -28,6 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet, count_macs  # noqa: E402
 from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
+from verdict import holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -36,12 +37,14 @@ class TrainConfig:
     """The training recipe (a JSON object in `configs/`). Every key is one of these fields, with this
     type; `load_config` refuses unknown keys and wrong types, naming the file and the key."""
 
-    input_size: int = 128
+    input_size: int = 128  # the longer side of the model's input (the shorter: see keep_aspect)
+    keep_aspect: bool = True  # input shape follows the images' aspect ratio (sides multiples of 16)
     recon_width: int = 16
     discr_width: int = 16
     sspcab: bool = True
     sspcab_lambda: float = 0.1
     epochs: int = 150
+    steps: int = 0  # when > 0: the optimizer-step budget (epochs follow from the image count)
     batch_size: int = 8
     lr: float = 5e-4
     lr_milestones: list = dataclasses.field(default_factory=lambda: [0.8, 0.9])
@@ -58,11 +61,13 @@ class TrainConfig:
     eval_every: int = 10
     workers: int = 0
     texture_bank: int = 0
+    holdout: float = 0.15  # share of the good images held back for the verdict (verdict.py)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
 # What train.py adds to OUT/config.json about the run; ignored when such a file is read back.
-RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config", "camera_controls"}
+RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config", "camera_controls",
+            "input_hw", "holdout_files", "verdict"}
 
 
 def load_config(path: Path) -> dict:
@@ -127,7 +132,25 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXT)
 
 
-def load_set(path: Path, size: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
+    """The model's input (height, width): `input_size` on the longer side and, with `keep_aspect`, the
+    shorter side in the images' aspect ratio (their median), both multiples of 16 (the networks pool 4
+    times), so a part is never squashed; a square otherwise. Recorded in the run's config."""
+    if "input_hw" in cfg and cfg["input_hw"]:
+        return int(cfg["input_hw"][0]), int(cfg["input_hw"][1])
+    long_side = int(cfg["input_size"])
+    if not paths or not cfg.get("keep_aspect", True):
+        return long_side, long_side
+    aspects = []
+    for p in paths:
+        with Image.open(p) as im:
+            aspects.append(im.width / im.height)
+    aspect = float(np.median(aspects))
+    short = max(16, int(round(long_side / max(aspect, 1 / aspect) / 16)) * 16)
+    return (short, long_side) if aspect >= 1 else (long_side, short)
+
+
+def load_set(path: Path, hw: tuple[int, int], key: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N,H,W,3 float32 in [0,1]) and labels (1 = defective) from a folder or a packed .npz.
 
     A folder is read with the firmware's resize (`load_rgb`); labels come from the parent folder name
@@ -137,20 +160,24 @@ def load_set(path: Path, size: int, key: str) -> tuple[np.ndarray, np.ndarray]:
     if path.suffix == ".npz":
         with np.load(path) as z:
             imgs, labels = z[f"{key}_images"], z[f"{key}_labels"]
-        if imgs.shape[1:3] != (size, size):
-            sys.exit(f"error: {path} holds {imgs.shape[1]}x{imgs.shape[2]} images, the config wants {size}")
+        if tuple(imgs.shape[1:3]) != tuple(hw):
+            sys.exit(f"error: {path} holds {imgs.shape[1]}x{imgs.shape[2]} images (HxW), the config wants "
+                     f"{hw[0]}x{hw[1]}")
         return imgs.astype(np.float32) / 255.0, labels
     paths = list_images(path)
     if not paths:
         sys.exit(f"error: no images under {path}")
     labels = np.array([0 if p.parent.name == "good" else 1 for p in paths])
-    return np.stack([load_rgb(p, size) for p in paths]), labels
+    return np.stack([load_rgb(p, hw) for p in paths]), labels
 
 
-def load_rgb(path: Path, size: int) -> np.ndarray:
-    """The same resize the firmware does: whole frame, bilinear (PIL), RGB, scaled to [0,1]."""
+def load_rgb(path: Path, hw) -> np.ndarray:
+    """The same resize the firmware does: whole frame to `hw` (height, width; an int: square),
+    bilinear (PIL), RGB (a grey image's one channel three times, as the firmware converts GREY),
+    scaled to [0,1]."""
+    h, w = (hw, hw) if isinstance(hw, int) else hw
     with Image.open(path) as im:
-        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+        im = im.convert("RGB").resize((w, h), Image.BILINEAR)
         return np.asarray(im, dtype=np.float32) / 255.0
 
 
@@ -329,22 +356,22 @@ def precise_bn(model: AnomalyNet, ds: SyntheticAnomalies, cfg: dict, batches: in
         bn.momentum = 0.1
 
 
-def pack(args, size: int) -> None:
+def pack(args, hw: tuple[int, int]) -> None:
     """Writes the training (and test) images, resized as the firmware does, to one .npz (uint8)."""
-    train, train_labels = load_set(args.data, size, "train")
+    train, train_labels = load_set(args.data, hw, "train")
     arrays = {"train_images": np.round(train * 255).astype(np.uint8), "train_labels": train_labels}
     if args.test:
-        test, test_labels = load_set(args.test, size, "test")
+        test, test_labels = load_set(args.test, hw, "test")
         arrays |= {"test_images": np.round(test * 255).astype(np.uint8), "test_labels": test_labels}
     np.savez_compressed(args.pack, **arrays)
     print(f"packed {len(train)} training and {len(arrays.get('test_images', []))} test images "
-          f"at {size}x{size} into {args.pack}")
+          f"at {hw[0]}x{hw[1]} (HxW) into {args.pack}")
 
 
 def load_compatible(path: Path, cfg: dict, device: torch.device) -> dict:
     """A checkpoint whose network (SSPCAB on/off, input size) matches `cfg`; exits naming it if not."""
     ck = torch.load(path, weights_only=False, map_location=device)
-    if ck["config"]["sspcab"] != cfg["sspcab"] or ck["config"]["input_size"] != cfg["input_size"]:
+    if ck["config"]["sspcab"] != cfg["sspcab"] or input_hw(ck["config"], []) != input_hw(cfg, []):
         sys.exit(f"error: {path} was trained with another network config (sspcab, input_size); "
                  "use another --out or init_from")
     return ck
@@ -365,6 +392,7 @@ def main() -> None:
     ap.add_argument("--time-limit-min", type=float,
                     help="stop after the epoch that crosses this wall time (logged; the run stays resumable)")
     ap.add_argument("--workers", type=int, help="override the config's loader workers (0: in-process)")
+    ap.add_argument("--seed", type=int, help="override the config's seed")
     ap.add_argument("--threads", type=int,
                     help="override the config's CPU threads (e.g. when resuming with a core freed)")
     ap.add_argument("--pack", type=Path, help="write --data (and --test) as one .npz and exit")
@@ -377,9 +405,12 @@ def main() -> None:
         cfg["workers"] = args.workers
     if args.threads is not None:
         cfg["threads"] = args.threads
-    size = int(cfg["input_size"])
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    paths = list_images(args.data) if args.data.is_dir() else []
+    hw = input_hw(cfg, paths)
     if args.pack:
-        pack(args, size)
+        pack(args, hw)
         return
     if args.out is None:
         sys.exit("error: --out is required")
@@ -389,18 +420,30 @@ def main() -> None:
                           else "cpu" if args.device == "auto" else args.device)
     torch.backends.cudnn.benchmark = True
 
-    images, _ = load_set(args.data, size, "train")
+    all_images, _ = load_set(args.data, hw, "train")
     if args.max_images:
-        images = images[: args.max_images]
-    test = load_set(args.test, size, "test") if args.test else None
+        all_images = all_images[: args.max_images]
+        paths = paths[: args.max_images]
+    # The held-out good images: drawn across the whole collection, never trained on (verdict.py).
+    held = holdout_indices(len(all_images), float(cfg["holdout"]), int(cfg["seed"]))
+    keep = np.setdiff1d(np.arange(len(all_images)), held)
+    images, holdout = all_images[keep], all_images[held]
+    test = load_set(args.test, hw, "test") if args.test else None
     cfg["data"] = str(args.data) + (" (packed by --pack)" if args.data.suffix == ".npz" else "")
     cfg["n_images"] = len(images)
+    cfg["input_hw"] = list(hw)
+    cfg["holdout_files"] = [str(paths[i].relative_to(args.data)) if paths else f"#{i}" for i in held]
+    steps_per_epoch = max(1, math.ceil(len(images) / int(cfg["batch_size"])))
+    if int(cfg["steps"]) > 0:
+        cfg["epochs"] = max(1, math.ceil(int(cfg["steps"]) / steps_per_epoch))
+        if args.epochs is not None:
+            cfg["epochs"] = args.epochs
     cfg["camera_controls"] = collect_manifest_controls(args.data)
 
     torch.manual_seed(cfg["seed"])
     model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model, size, size)
+    macs = count_macs(model, hw[0], hw[1])
     cfg["params"], cfg["macs"] = params, macs
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -438,12 +481,13 @@ def main() -> None:
         log.write(msg + "\n")
         log.flush()
 
-    textures = make_texture_bank(size, int(cfg["texture_bank"]), int(cfg["seed"]))
+    textures = make_texture_bank(hw, int(cfg["texture_bank"]), int(cfg["seed"]))
     ds = SyntheticAnomalies(images, cfg, textures)
     bs = int(cfg["batch_size"])
     sampler = EpochBatches(len(images), bs, int(cfg["seed"]), start_epoch, int(cfg["epochs"]))
     steps = sampler.steps_per_epoch()
-    say(f"params {params} MACs {macs / 1e9:.3f} G images {len(images)} start_epoch {start_epoch} "
+    say(f"params {params} MACs {macs / 1e9:.3f} G input {hw[0]}x{hw[1]} (HxW) images {len(images)} "
+        f"(+{len(holdout)} held out) epochs {cfg['epochs']} x {steps} steps start_epoch {start_epoch} "
         f"device {device} workers {cfg['workers']} texture_bank {cfg['texture_bank']}")
     t_start = time.time()
     model.train()
@@ -496,6 +540,31 @@ def main() -> None:
         torch.save({"model": state, "epoch": cfg["epochs"] - 1, "config": cfg}, tmp)
         os.replace(tmp, final)
     say(f"done in {time.time() - t_start:.0f} s")
+    verdict = judge_run(model, all_images, images, holdout, cfg, device)
+    for line in verdict.lines():
+        say(line)
+    cfg["verdict"] = dataclasses.asdict(verdict)
+    (args.out / "config.json").write_text(json.dumps(cfg, indent=2))
+    if paths and len(held):
+        # the held-out good images, for `partguard calibrate` (parts the model has not seen); in a
+        # `good` folder, as replay labels images by their folder's name
+        hold_dir = args.out / "holdout" / "good"
+        hold_dir.mkdir(parents=True, exist_ok=True)
+        for i in held:
+            link = hold_dir / paths[i].name
+            if not link.exists():
+                link.symlink_to(paths[i].resolve())
+
+
+def judge_run(model: AnomalyNet, all_images: np.ndarray, images: np.ndarray, holdout: np.ndarray,
+              cfg: dict, device: torch.device):
+    """verdict.judge on the final model (eval mode): training, held-out and validation-defect scores."""
+    model.eval()
+    train_scores = image_scores(model, images, device)
+    hold_scores = image_scores(model, holdout, device) if len(holdout) else np.zeros(0)
+    defects = validation_set(holdout, int(cfg["seed"])) if len(holdout) else holdout
+    defect_scores = image_scores(model, defects, device) if len(holdout) else np.zeros(0)
+    return judge(all_images, train_scores, hold_scores, defect_scores)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,169 @@
+"""Is a trained model usable? Judged the way a user without defect samples can judge it.
+
+`train.py` holds back a share of the good images (drawn across the whole collection, see
+`holdout_indices`), trains on the rest, and at the end scores:
+
+- the training images and the held-out good images (never seen in training);
+- the held-out good images with *validation defects*: scratches (thin lines, 1-2 px at the model's
+  input size) and spots (small discs, radius 2-5 px), lighter or darker than the part. They are a
+  different family from the Perlin-texture anomalies the network is trained on, so the network has
+  not learnt them, and they are small like the defects a line cares about. They are drawn on the part
+  where the part can be told from the background (pixels that differ from the border's median colour),
+  anywhere otherwise.
+
+The verdict, with its rules fixed before any test image was scored (2026-12-02):
+
+- "check the camera": the images themselves are a problem: on average more than 20% of a frame's
+  pixels clipped (a channel at 0-1 or 254-255 of 255), or the frames' mean brightness varies across
+  the collection by a standard deviation over 0.08 (0-1 scale): lighting or exposure not locked.
+- "retrain with more images": the model does not tell good from small defects on good parts it has
+  not seen: validation AUROC (held-out good vs held-out good with a validation defect) below 0.90, or
+  fewer than half the validation defects above the highest held-out good score (the threshold
+  `partguard calibrate` picks from so few parts), or more than a quarter of the held-out good images
+  scoring above every training image (the model learnt its training images, not the part).
+- "usable" otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLIPPED_SHARE_MAX = 0.20
+BRIGHTNESS_STD_MAX = 0.08
+VALIDATION_AUROC_MIN = 0.90
+DETECTED_MIN = 0.5
+UNSEEN_ABOVE_TRAINING_MAX = 0.25
+
+
+def holdout_indices(n: int, share: float, seed: int) -> np.ndarray:
+    """Indices of the held-out images among `n` files sorted by name: the sorted list is cut into
+    k = round(n * share) equal runs and one image is drawn at random from each. Collections are named
+    in the order they were taken (`partguard collect` numbers them), so every day, shift and lighting
+    is represented, and neither the first nor the last files are favoured. At least 4 images, at most
+    n // 2; none for share 0."""
+    if share <= 0 or n < 8:
+        return np.zeros(0, dtype=int)
+    k = min(max(4, round(n * share)), n // 2)
+    rng = np.random.default_rng([seed, 0x401D])
+    edges = np.linspace(0, n, k + 1)
+    return np.array([int(rng.integers(int(edges[i]), max(int(edges[i]) + 1, int(edges[i + 1]))))
+                     for i in range(k)])
+
+
+def part_mask(img: np.ndarray) -> np.ndarray:
+    """Pixels that differ from the border's median colour by more than 0.1 (the part on a plain
+    background); all pixels when fewer than 5% qualify (the part fills the frame)."""
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    diff = np.abs(img - np.median(border, axis=0)).max(-1)
+    mask = diff > 0.1
+    return mask if mask.mean() >= 0.05 else np.ones(mask.shape, bool)
+
+
+def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch" or "spot") on the part."""
+    h, w = img.shape[:2]
+    ys, xs = np.nonzero(part_mask(img))
+    i = int(rng.integers(0, len(ys)))
+    cy, cx = float(ys[i]), float(xs[i])
+    up = 4  # drawn at 4x and averaged down: anti-aliased edges
+    canvas = Image.new("L", (w * up, h * up), 0)
+    draw = ImageDraw.Draw(canvas)
+    if kind == "scratch":
+        length = rng.uniform(0.1, 0.3) * min(h, w)
+        points = [(cx, cy)]
+        angle = rng.uniform(0, np.pi)
+        for _ in range(2):  # two segments, slightly bent
+            angle += rng.uniform(-0.4, 0.4)
+            y, x = points[-1]
+            points.append((y + np.sin(angle) * length / 2, x + np.cos(angle) * length / 2))
+        width = rng.uniform(1.0, 2.0)
+        draw.line([(x * up, y * up) for y, x in points], fill=255, width=max(1, round(width * up)))
+    else:
+        r = rng.uniform(2.0, 5.0)
+        ry = r * rng.uniform(0.6, 1.0)
+        draw.ellipse([(cx - r) * up, (cy - ry) * up, (cx + r) * up, (cy + ry) * up], fill=255)
+    alpha = np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
+    # lighter or darker by 0.25-0.5, towards a grey or a colour
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    shift = sign * rng.uniform(0.25, 0.5) * (np.ones(3) if rng.random() < 0.5 else rng.uniform(0.3, 1.0, 3))
+    return np.clip(img + alpha * shift, 0, 1).astype(np.float32)
+
+
+def validation_set(images: np.ndarray, seed: int) -> np.ndarray:
+    """Each of `images` with a scratch and with a spot (2n images, same seed -> same defects)."""
+    rng = np.random.default_rng([seed, 0x7A1D])
+    return np.stack([validation_defect(img, kind, rng) for img in images for kind in ("scratch", "spot")])
+
+
+def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """P(positive > negative), ties counted half."""
+    neg, pos = np.asarray(negatives)[None, :], np.asarray(positives)[:, None]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (neg.size * pos.size))
+
+
+@dataclasses.dataclass
+class Verdict:
+    verdict: str
+    reasons: list
+    clipped_share: float
+    brightness_std: float
+    validation_auroc: float
+    detected: float
+    unseen_above_training: float
+    threshold: float
+    n_holdout: int
+
+    def lines(self) -> list[str]:
+        out = [
+            f"held-out good images: {self.n_holdout}; validation defects: {2 * self.n_holdout} "
+            "(a scratch and a spot on each)",
+            f"validation AUROC {self.validation_auroc:.4f} (held-out good vs with a defect; rule: >= "
+            f"{VALIDATION_AUROC_MIN})",
+            f"validation defects above the highest held-out good score ({self.threshold:.4f}): "
+            f"{100 * self.detected:.0f}% (rule: >= {100 * DETECTED_MIN:.0f}%)",
+            f"held-out good above every training image: {100 * self.unseen_above_training:.0f}% "
+            f"(rule: <= {100 * UNSEEN_ABOVE_TRAINING_MAX:.0f}%)",
+            f"clipped pixels per frame {100 * self.clipped_share:.1f}% (rule: <= "
+            f"{100 * CLIPPED_SHARE_MAX:.0f}%); frame brightness std {self.brightness_std:.3f} "
+            f"(rule: <= {BRIGHTNESS_STD_MAX})",
+        ]
+        verdict = f"verdict: {self.verdict}"
+        if self.reasons:
+            verdict += " (" + "; ".join(self.reasons) + ")"
+        return out + [verdict]
+
+
+def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.ndarray,
+          defect_scores: np.ndarray) -> Verdict:
+    """The verdict from the collection's pixels (N,H,W,3 in [0,1]) and the model's scores."""
+    clipped = float(((all_images <= 1 / 255) | (all_images >= 254 / 255)).any(-1).mean())
+    brightness_std = float(all_images.mean((1, 2, 3)).std())
+    if len(holdout_scores) == 0:
+        return Verdict("retrain with more images", ["fewer than 8 images: nothing could be held out"],
+                       clipped, brightness_std, float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    threshold = float(holdout_scores.max())
+    v = Verdict("usable", [], clipped, brightness_std, auroc(holdout_scores, defect_scores),
+                float((defect_scores > threshold).mean()),
+                float((holdout_scores > train_scores.max()).mean()), threshold, len(holdout_scores))
+    camera = []
+    if clipped > CLIPPED_SHARE_MAX:
+        camera.append(f"{100 * clipped:.0f}% of the pixels clipped: lower the exposure or gain")
+    if brightness_std > BRIGHTNESS_STD_MAX:
+        camera.append(f"brightness varies across the images (std {brightness_std:.3f}): lock exposure, "
+                      "gain and white balance ([camera.controls]) and shield the light")
+    more = []
+    if v.validation_auroc < VALIDATION_AUROC_MIN:
+        more.append(f"validation AUROC {v.validation_auroc:.3f} < {VALIDATION_AUROC_MIN}")
+    if v.detected < DETECTED_MIN:
+        more.append(f"only {100 * v.detected:.0f}% of the validation defects detected")
+    if v.unseen_above_training > UNSEEN_ABOVE_TRAINING_MAX:
+        more.append(f"{100 * v.unseen_above_training:.0f}% of the held-out good parts score above "
+                    "every training image")
+    if camera:
+        v.verdict, v.reasons = "check the camera", camera + more
+    elif more:
+        v.verdict, v.reasons = "retrain with more images", more
+    return v
