@@ -120,4 +120,42 @@ RUST_LOG=warn cargo run --release --quiet -- --config "$out/run.toml" run --fram
 grep -q 'trained under: auto_exposure: now not set, was "Manual Mode"; brightness: now not set, was 40' \
     "$out/run_warn.txt" \
     || { cat "$out/run_warn.txt" >&2; echo "smoke: run did not warn about the camera controls" >&2; exit 1; }
+# verdict.py's rules, the held-out split and the synthesis at a non-square shape
+"$PYTHON" models/test_verdict.py
+# four images: nothing can be held out, and the verdict says so
+grep -q "verdict: retrain with more images (fewer than 8 images" "$out/run/train.log"
+# a grey camera with a wide frame (GREY, 3:2): grey PNGs, the model's input keeps the aspect ratio
+# (96x64 at input_size 96), the held-out images get a verdict, and the firmware runs the model
+"$PYTHON" - "$out/grey" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+out = Path(sys.argv[1])
+for folder in ["good", "contamination"]:
+    (out / folder).mkdir(parents=True)
+src = sorted(Path("examples/samples/bottle").glob("*/*.png"))
+good = [p for p in src if p.parent.name == "good"]
+for i in range(12):  # 12 grey 3:2 crops of the good samples
+    with Image.open(good[i % len(good)]) as im:
+        x = 40 * (i // len(good))
+        im.convert("L").crop((x, 100, x + 600, 500)).save(out / "good" / f"{i:03d}.png")
+for i, p in enumerate(q for q in src if q.parent.name != "good"):
+    with Image.open(p) as im:
+        im.convert("L").crop((0, 100, 600, 500)).save(out / "contamination" / f"{i:03d}.png")
+PY
+echo '{"input_size": 96, "recon_width": 8, "discr_width": 8, "steps": 3, "batch_size": 4, "texture_bank": 4}' \
+    > "$out/grey.json"
+"$PYTHON" models/train.py --config "$out/grey.json" --data "$out/grey/good" --out "$out/grey_run" \
+    --precise-bn-batches 1 > "$out/grey_train.txt"
+grep -q "input 64x96 (HxW) images 8 (+4 held out)" "$out/grey_train.txt"
+grep -q "^validation AUROC " "$out/grey_train.txt"
+grep -q "^verdict: " "$out/grey_train.txt"
+test "$(ls "$out/grey_run/holdout/good" | wc -l)" = 4
+"$PYTHON" models/export.py --run "$out/grey_run" --out "$out" --name grey --calib "$out/grey/good" --n-calib 4
+"$PYTHON" -c "import onnx, sys; m = onnx.load(sys.argv[1]); \
+assert {p.key: p.value for p in m.metadata_props}['partguard.input_shape'] == '1,3,64,96'" "$out/grey_int8.onnx"
+cargo run --release --quiet -- eval --model "$out/grey_int8.onnx" --data "$out/grey" --no-pixel \
+    | tee "$out/eval_grey.txt"
+grep -q "16 images (12 good, 4 defective)" "$out/eval_grey.txt"
+grep -q "image AUROC: " "$out/eval_grey.txt"
 echo "models smoke test: OK"

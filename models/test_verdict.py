@@ -1,0 +1,91 @@
+"""Tests of verdict.py and the non-square synthesis (run by smoke_test.sh: `python models/test_verdict.py`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import verdict  # noqa: E402
+from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
+
+
+def test_holdout_spreads_over_the_whole_collection() -> None:
+    held = verdict.holdout_indices(200, 0.15, seed=1)
+    assert len(held) == 30 and len(set(held)) == 30, held
+    # one image from each of 30 equal runs of the name-sorted list: every run is represented
+    edges = np.linspace(0, 200, 31).astype(int)
+    runs = sorted(int(np.searchsorted(edges, i, side="right")) - 1 for i in held)
+    assert runs == list(range(30)), runs
+    assert list(held) == list(verdict.holdout_indices(200, 0.15, seed=1))  # reproducible
+    assert list(held) != list(verdict.holdout_indices(200, 0.15, seed=2))
+    assert len(verdict.holdout_indices(7, 0.15, seed=1)) == 0  # too few to hold any back
+    assert len(verdict.holdout_indices(10, 0.15, seed=1)) == 4  # at least 4
+    assert len(verdict.holdout_indices(10, 0.9, seed=1)) == 5  # at most half
+    assert len(verdict.holdout_indices(100, 0.0, seed=1)) == 0
+
+
+def test_validation_defects_are_small_and_on_the_part() -> None:
+    img = np.full((80, 128, 3), 0.8, np.float32)  # plain light background...
+    img[20:60, 30:100] = 0.3  # ...and a dark part
+    out = verdict.validation_set(img[None], seed=5)
+    assert out.shape == (2, 80, 128, 3)
+    for defect in out:
+        changed = np.abs(defect - img).max(-1) > 0.02
+        assert 0 < changed.sum() < 0.05 * changed.size, changed.sum()  # a few pixels, not a region
+        ys, xs = np.nonzero(changed)
+        # starts on the part (a scratch may run off it by its length)
+        assert ((ys >= 20) & (ys < 60) & (xs >= 30) & (xs < 100)).any()
+    assert np.array_equal(out, verdict.validation_set(img[None], seed=5))
+
+
+def scores(rng, n, lo, hi):
+    return rng.uniform(lo, hi, n)
+
+
+def test_rules() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.2, 0.8, (10, 16, 16, 3)).astype(np.float32)
+    train = scores(rng, 50, 0.1, 0.2)
+    good = scores(rng, 8, 0.1, 0.2)
+    v = verdict.judge(images, train, good, scores(rng, 16, 0.5, 0.9))
+    assert v.verdict == "usable" and v.validation_auroc == 1.0 and v.detected == 1.0, v
+    # defects score like good parts: the model does not see them
+    v = verdict.judge(images, train, good, scores(rng, 16, 0.1, 0.2))
+    assert v.verdict == "retrain with more images", v
+    assert any("validation AUROC" in r for r in v.reasons), v.reasons
+    # unseen good parts score above every training image: it learnt its images, not the part
+    v = verdict.judge(images, train, scores(rng, 8, 0.3, 0.4), scores(rng, 16, 0.5, 0.9))
+    assert v.verdict == "retrain with more images" and "above every training image" in v.reasons[-1], v
+    # over-exposed frames
+    clipped = images.copy()
+    clipped[:, :8] = 1.0
+    v = verdict.judge(clipped, train, good, scores(rng, 16, 0.5, 0.9))
+    assert v.verdict == "check the camera" and "clipped" in v.reasons[0], v
+    # brightness drifting across the collection (exposure not locked)
+    drift = images * np.linspace(0.4, 1.2, 10)[:, None, None, None].astype(np.float32)
+    v = verdict.judge(drift, train, good, scores(rng, 16, 0.5, 0.9))
+    assert v.verdict == "check the camera" and "lock exposure" in v.reasons[0], v
+    v = verdict.judge(images, train, np.zeros(0), np.zeros(0))
+    assert v.verdict == "retrain with more images" and "fewer than 8" in v.reasons[0], v
+    assert v.lines()[-1].startswith("verdict: retrain with more images")
+
+
+def test_synthesis_keeps_a_non_square_shape() -> None:
+    rng = np.random.default_rng(3)
+    imgs = rng.uniform(0, 1, (3, 48, 80, 3)).astype(np.float32)
+    bank = make_texture_bank((48, 80), 2, seed=1)
+    assert bank.shape == (2, 48, 80, 3)
+    for _ in range(20):
+        out, mask, _ = make_anomaly(imgs[0], imgs, rng, bank)
+        assert out.shape == (48, 80, 3) and mask.shape == (48, 80)
+    assert random_relight(imgs[0], 1.0, rng).shape == (48, 80, 3)
+
+
+if __name__ == "__main__":
+    for name, fn in list(globals().items()):
+        if name.startswith("test_"):
+            fn()
+            print(f"ok {name}")
