@@ -120,8 +120,8 @@ RUST_LOG=warn cargo run --release --quiet -- --config "$out/run.toml" run --fram
 grep -q 'trained under: auto_exposure: now not set, was "Manual Mode"; brightness: now not set, was 40' \
     "$out/run_warn.txt" \
     || { cat "$out/run_warn.txt" >&2; echo "smoke: run did not warn about the camera controls" >&2; exit 1; }
-# verdict.py's rules, the held-out split and the synthesis at a non-square shape
-"$PYTHON" models/test_verdict.py
+# verdict.py's rules, the held-out split, the input shape and the synthesis at a non-square shape
+"$PYTHON" models/test_recipe.py
 # four images: nothing can be held out, and the verdict says so
 grep -q "verdict: retrain with more images (fewer than 8 images" "$out/run/train.log"
 # a grey camera with a wide frame (GREY, 3:2): grey PNGs, the model's input keeps the aspect ratio

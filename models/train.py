@@ -133,9 +133,12 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
-    """The model's input (height, width): `input_size` on the longer side and, with `keep_aspect`, the
-    shorter side in the images' aspect ratio (their median), both multiples of 16 (the networks pool 4
-    times), so a part is never squashed; a square otherwise. Recorded in the run's config."""
+    """The model's input (height, width). Without `keep_aspect`: `input_size` square. With it, the
+    sides follow the images' median aspect ratio, both multiples of 16 (the networks pool 4 times):
+    the longer side is `input_size` or, where no multiple of 16 for the shorter side comes within 7%
+    of the aspect ratio, the largest of `input_size` - 16 or - 32 that does (else the closest), so a
+    part is never visibly squashed (a 16:9 camera: 64x112; 3:2: 80x128; 4:3: 96x128). Recorded in
+    the run's config (`input_hw`), which wins when present."""
     if "input_hw" in cfg and cfg["input_hw"]:
         return int(cfg["input_hw"][0]), int(cfg["input_hw"][1])
     long_side = int(cfg["input_size"])
@@ -146,8 +149,15 @@ def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
         with Image.open(p) as im:
             aspects.append(im.width / im.height)
     aspect = float(np.median(aspects))
-    short = max(16, int(round(long_side / max(aspect, 1 / aspect) / 16)) * 16)
-    return (short, long_side) if aspect >= 1 else (long_side, short)
+    wide = max(aspect, 1 / aspect)
+    candidates = []  # (error of the aspect ratio, long side, short side)
+    for long_ in (long_side, long_side - 16, long_side - 32):
+        for short in {max(16, int(long_ / wide // 16) * 16), max(16, -(-int(long_ / wide) // 16) * 16)}:
+            if 16 <= short <= long_:
+                candidates.append((abs(math.log(long_ / short / wide)), long_, short))
+    good = [c for c in candidates if c[0] <= math.log(1.07)]
+    _, long_, short = max(good, key=lambda c: (c[1], -c[0])) if good else min(candidates)
+    return (short, long_) if aspect >= 1 else (long_, short)
 
 
 def load_set(path: Path, hw: tuple[int, int], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,19 @@
-"""Tests of verdict.py and the non-square synthesis (run by smoke_test.sh: `python models/test_verdict.py`)."""
+"""Tests of the recipe's parts without training: verdict.py, the input shape, the non-square synthesis
+(run by smoke_test.sh: `python models/test_recipe.py`)."""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import verdict  # noqa: E402
 from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
+from train import input_hw  # noqa: E402
 
 
 def test_holdout_spreads_over_the_whole_collection() -> None:
@@ -82,6 +86,22 @@ def test_synthesis_keeps_a_non_square_shape() -> None:
         out, mask, _ = make_anomaly(imgs[0], imgs, rng, bank)
         assert out.shape == (48, 80, 3) and mask.shape == (48, 80)
     assert random_relight(imgs[0], 1.0, rng).shape == (48, 80, 3)
+
+
+def test_input_shape_keeps_the_aspect_ratio() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        for (w, h), want in {(1280, 720): (64, 112), (600, 400): (80, 128), (640, 480): (96, 128),
+                             (900, 900): (128, 128), (720, 1280): (112, 64)}.items():
+            path = Path(d) / f"{w}x{h}.png"
+            Image.new("L", (w, h)).save(path)
+            got = input_hw({"input_size": 128, "keep_aspect": True}, [path])
+            assert got == want, (w, h, got)
+            assert got[0] % 16 == 0 and got[1] % 16 == 0
+            assert input_hw({"input_size": 128, "keep_aspect": False}, [path]) == (128, 128)
+    # a run's recorded shape wins (resume, export)
+    assert input_hw({"input_size": 128, "input_hw": [64, 112]}, []) == (64, 112)
+    # configs from before keep_aspect existed: square
+    assert input_hw({"input_size": 128}, []) == (128, 128)
 
 
 if __name__ == "__main__":
