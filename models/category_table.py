@@ -21,6 +21,7 @@ resumes where it stopped (finished steps are skipped). OUT/table.md is rewritten
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models"))
 
 
 def categories(data: Path) -> list[Path]:
@@ -68,11 +70,11 @@ status_interval_s = 0
 
 
 def measure(pg: Path, cat: Path, run_dir: Path, model: Path, prec: str, log: Path) -> dict:
-    station = run_dir / f"station_{prec}.toml"
-    cal = run_dir / f"{prec}.cal.toml"
+    station = model.parent / f"station_{prec}.toml"
+    cal = model.parent / f"{prec}.cal.toml"
     station.write_text(STATION.format(holdout=run_dir / "run" / "holdout", model=model, cal=cal))
     run([pg, "--config", station, "calibrate", "--alpha", "0.01"], log)
-    args = [pg, "--config", station, "eval", "--data", cat, "--csv", run_dir / f"eval_{prec}.csv"]
+    args = [pg, "--config", station, "eval", "--data", cat, "--csv", model.parent / f"eval_{prec}.csv"]
     if not (cat / "ground_truth").is_dir():
         args.append("--no-pixel")
     out = run(args, log)
@@ -110,15 +112,23 @@ def one(args, cat: Path, seed: int, pg: Path) -> dict:
              "--out", run_dir / "run", "--seed", seed, "--threads", args.threads], log)
         (run_dir / "train_seconds").write_text(f"{time.time() - t0:.0f}\n")
     cfg = json.loads(cfg_path.read_text())
-    model_dir = run_dir / "model"
+    model_dir = run_dir / ("model" if args.score_window is None else f"model_w{args.score_window}")
     if not (model_dir / f"{name}_int8.onnx").is_file():
+        window = [] if args.score_window is None else ["--score-window", args.score_window]
         run([sys.executable, ROOT / "models/export.py", "--run", run_dir / "run", "--out", model_dir,
              "--name", name, "--calib", cat / "train/good",
-             "--data-license", data_license(cat)], log)
+             "--data-license", data_license(cat)] + window, log)
+    verdict = cfg["verdict"]
+    if args.score_window is not None:
+        # the verdict through the re-exported score head (train.py printed the trained one's)
+        from score_window import RunMaps
+
+        verdict = dataclasses.asdict(RunMaps(run_dir / "run").verdict(args.score_window))
     row = {"category": str(cat.relative_to(args.data)), "seed": seed,
            "train_seconds": int((run_dir / "train_seconds").read_text()) if (run_dir / "train_seconds").is_file() else None,
            "n_train": cfg["n_images"], "n_holdout": len(cfg["holdout_files"]), "input_hw": cfg["input_hw"],
-           "macs": cfg["macs"], "verdict": cfg["verdict"]}
+           "macs": cfg["macs"], "score_window": args.score_window or cfg.get("score_window", 21),
+           "verdict": verdict}
     for prec in ("f32", "int8"):
         row[prec] = measure(pg, cat, run_dir, model_dir / f"{name}_{prec}.onnx", prec, log)
     return row
@@ -162,6 +172,9 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="category folder names to run (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--partguard", type=Path, default=ROOT / "target/release/partguard")
+    ap.add_argument("--score-window", type=int,
+                    help="re-export every run with this score window (no retraining; score_window.py) "
+                         "and measure it: results_wN.jsonl, table_wN.md")
     args = ap.parse_args()
     args.data, args.out = args.data.resolve(), args.out.resolve()
     pg = args.partguard.resolve()
@@ -171,7 +184,8 @@ def main() -> None:
     if not cats:
         sys.exit(f"error: no category (a folder with train/good and test) under {args.data}")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = args.out / "results.jsonl"
+    suffix = "" if args.score_window is None else f"_w{args.score_window}"
+    results = args.out / f"results{suffix}.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     finished = {(r["category"], r["seed"]) for r in rows}
     for seed in args.seeds:
@@ -184,7 +198,7 @@ def main() -> None:
             rows.append(row)
             with open(results, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            (args.out / "table.md").write_text(table(rows))
+            (args.out / f"table{suffix}.md").write_text(table(rows))
     print(table(rows))
 
 

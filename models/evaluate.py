@@ -37,7 +37,7 @@ def torch_scorer(path: Path):
 
     ck = torch.load(path, weights_only=False, map_location="cpu")
     cfg = ck["config"]
-    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
+    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21))
     model.load_state_dict(ck["model"])
     model.eval()
     return (lambda images: image_scores(model, images, torch.device("cpu"))), input_hw(cfg, [])

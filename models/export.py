@@ -60,7 +60,7 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
             f"enabled=true,kernel=1,dilation=1,reduction=8,lambda={cfg['sspcab_lambda']},placement=recon-encoder-last"
             if cfg["sspcab"] else "enabled=false"
         ),
-        "partguard.score": "max of 21x21 mean-filtered anomaly map",
+        "partguard.score": "max of {k}x{k} mean-filtered anomaly map".format(k=cfg.get("score_window", 21)),
         "partguard.training_config": json.dumps(
             {k: cfg[k] for k in sorted(cfg) if k not in ("data", "camera_controls", "data_license")}),
     }
@@ -74,10 +74,16 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         p.key, p.value = k, v
 
 
-def export_f32(ckpt: Path, out: Path, name: str, data_license: str) -> tuple[Path, dict]:
+def export_f32(ckpt: Path, out: Path, name: str, data_license: str,
+               score_window: int | None = None) -> tuple[Path, dict]:
     ck = torch.load(ckpt, weights_only=False, map_location="cpu")
     cfg = dict(ck["config"], data_license=data_license)
-    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
+    if score_window is not None:
+        # the score head only (no weights): chosen after training, e.g. by models/score_window.py
+        if score_window < 1 or score_window % 2 == 0:
+            sys.exit(f"error: --score-window {score_window}: use an odd number of pixels (21, 7, 3...)")
+        cfg["score_window"] = score_window
+    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21))
     model.load_state_dict(ck["model"])
     model.eval()
     h, w = input_hw(cfg, [])
@@ -158,11 +164,14 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--calib", type=Path, required=True, help="folder of good images for int8 calibration")
     ap.add_argument("--n-calib", type=int, default=64)
+    ap.add_argument("--score-window", type=int,
+                    help="the score's mean-filter window (odd; default: the run's score_window, 21)")
     ap.add_argument("--data-license", default=MVTEC_LICENSE,
                     help="the training images' license, recorded in the model (your own parts: e.g. 'proprietary')")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license)
+    f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license,
+                          args.score_window)
     q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib)
     for p in (f32, q):
         print(f"{p}: {p.stat().st_size} bytes")

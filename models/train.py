@@ -62,6 +62,7 @@ class TrainConfig:
     workers: int = 0
     texture_bank: int = 0
     holdout: float = 0.15  # share of the good images held back for the verdict (verdict.py)
+    score_window: int = 21  # the image score: max of the anomaly map after this mean filter (odd)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -100,6 +101,9 @@ def load_config(path: Path) -> dict:
         if not ok[types[key]](value):
             sys.exit(f"error: training config {path}: {key} is {value!r}; it must be of type {types[key]}")
         cfg[key] = value
+    if cfg["score_window"] < 1 or cfg["score_window"] % 2 == 0:
+        sys.exit(f"error: training config {path}: score_window is {cfg['score_window']}; use an odd "
+                 "number of pixels (21, 7, 3...)")
     if cfg["relight_target"] not in ("relit", "original"):
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
@@ -451,7 +455,7 @@ def main() -> None:
     cfg["camera_controls"] = collect_manifest_controls(args.data)
 
     torch.manual_seed(cfg["seed"])
-    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
+    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21))
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, hw[0], hw[1])
     cfg["params"], cfg["macs"] = params, macs

@@ -1,0 +1,101 @@
+"""The image score's mean-filter window, judged like the verdict: held-out good images and validation
+defects only (no test image).
+
+    python models/score_window.py runs/table/*/run
+
+The score is the maximum of the anomaly map after a WxW mean filter (the graph's head; 21 in DRAEM).
+A wide window averages a scratch 1-2 px wide away (a 21-px line covers ~7% of a 21x21 window); a
+narrow one follows single noisy pixels of good parts. For each run (a train.py output folder with
+final.pt, config.json and its held-out split), this computes the anomaly maps of the training
+images, the held-out good images and the same validation defects as verdict.py once, then for every
+window: validation AUROC, share of validation defects above the highest held-out good score, and
+share of held-out good images above every training image. The last lines give each window's mean
+over the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from net import AnomalyNet  # noqa: E402
+from train import input_hw, list_images, load_rgb  # noqa: E402
+from verdict import Verdict, auroc, judge, validation_set  # noqa: E402
+
+WINDOWS = [21, 15, 11, 7, 5, 3]
+
+
+def maps(model: AnomalyNet, images: np.ndarray) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), 16):
+            amap, _ = model(torch.from_numpy(images[i : i + 16]).permute(0, 3, 1, 2))
+            out.append(amap)
+    return torch.cat(out)
+
+
+def score(amaps: torch.Tensor, k: int) -> np.ndarray:
+    pooled = F.avg_pool2d(amaps, k, stride=1, padding=k // 2, count_include_pad=False)
+    return pooled.amax(dim=(1, 2, 3)).numpy()
+
+
+class RunMaps:
+    """A run's anomaly maps (final.pt, f32, PyTorch) for its training images, its held-out good images
+    and their validation defects; the scores for any window follow without another forward pass."""
+
+    def __init__(self, run: Path):
+        cfg = json.loads((run / "config.json").read_text())
+        ck = torch.load(run / "final.pt", weights_only=False, map_location="cpu")
+        model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
+        model.load_state_dict(ck["model"])
+        model.eval()
+        hw = input_hw(cfg, [])
+        data = Path(cfg["data"])
+        held = set(cfg["holdout_files"])
+        paths = list_images(data)
+        train = np.stack([load_rgb(p, hw) for p in paths if str(p.relative_to(data)) not in held])
+        hold = np.stack([load_rgb(data / f, hw) for f in cfg["holdout_files"]])
+        self.all_images = np.concatenate([train, hold])
+        self.train, self.hold = maps(model, train), maps(model, hold)
+        self.defect = maps(model, validation_set(hold, int(cfg["seed"])))
+
+    def verdict(self, k: int) -> Verdict:
+        """verdict.judge with the score taken through a k x k window."""
+        return judge(self.all_images, score(self.train, k), score(self.hold, k), score(self.defect, k))
+
+
+def judge_run(run: Path) -> dict[int, tuple[float, float, float]]:
+    m = RunMaps(run)
+    out = {}
+    for k in WINDOWS:
+        v = m.verdict(k)
+        out[k] = (v.validation_auroc, v.detected, v.unseen_above_training)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path, nargs="+", help="train.py output folders")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    for run in args.runs:
+        results[run] = judge_run(run)
+        row = "  ".join(f"{k}: {a:.3f} {100 * d:.0f}% {100 * u:.0f}%" for k, (a, d, u) in results[run].items())
+        print(f"{run}: {row}", flush=True)
+    print("window: mean validation AUROC, mean defects detected, mean held-out good above training max")
+    for k in WINDOWS:
+        a, d, u = (np.mean([r[k][i] for r in results.values()]) for i in range(3))
+        print(f"{k:>3}x{k:<3} {a:.4f}  {100 * d:.0f}%  {100 * u:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
