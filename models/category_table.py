@@ -99,6 +99,14 @@ def data_license(cat: Path) -> str:
     return f"{cat.parent.name}: {found[0][:160]}" if found else f"{cat.parent.name}: see its SOURCE.txt"
 
 
+def rejudge(run: Path, window: int) -> dict:
+    """verdict.py's verdict on the run's final model through a `window` score head: what train.py
+    printed for its own window, recomputed with the current rules (the same numbers otherwise)."""
+    from score_window import RunMaps
+
+    return dataclasses.asdict(RunMaps(run).verdict(window))
+
+
 def one(args, cat: Path, seed: int, pg: Path) -> dict:
     name = f"{cat.name}_s{seed}"
     run_dir = args.out / name
@@ -118,12 +126,7 @@ def one(args, cat: Path, seed: int, pg: Path) -> dict:
         run([sys.executable, ROOT / "models/export.py", "--run", run_dir / "run", "--out", model_dir,
              "--name", name, "--calib", cat / "train/good",
              "--data-license", data_license(cat)] + window, log)
-    verdict = cfg["verdict"]
-    if args.score_window is not None:
-        # the verdict through the re-exported score head (train.py printed the trained one's)
-        from score_window import RunMaps
-
-        verdict = dataclasses.asdict(RunMaps(run_dir / "run").verdict(args.score_window))
+    verdict = rejudge(run_dir / "run", args.score_window or cfg.get("score_window", 21))
     row = {"category": str(cat.relative_to(args.data)), "seed": seed,
            "train_seconds": int((run_dir / "train_seconds").read_text()) if (run_dir / "train_seconds").is_file() else None,
            "n_train": cfg["n_images"], "n_holdout": len(cfg["holdout_files"]), "input_hw": cfg["input_hw"],
@@ -172,6 +175,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="category folder names to run (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--partguard", type=Path, default=ROOT / "target/release/partguard")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="recompute the verdict of the finished runs with the current verdict.py")
     ap.add_argument("--score-window", type=int,
                     help="re-export every run with this score window (no retraining; score_window.py) "
                          "and measure it: results_wN.jsonl, table_wN.md")
@@ -187,6 +192,11 @@ def main() -> None:
     suffix = "" if args.score_window is None else f"_w{args.score_window}"
     results = args.out / f"results{suffix}.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+    if args.rejudge:
+        for r in rows:
+            run_dir = args.out / f"{Path(r['category']).name}_s{r['seed']}" / "run"
+            r["verdict"] = rejudge(run_dir, r.get("score_window", 21))
+        results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     finished = {(r["category"], r["seed"]) for r in rows}
     for seed in args.seeds:
         for cat in cats:

@@ -158,4 +158,12 @@ cargo run --release --quiet -- eval --model "$out/grey_int8.onnx" --data "$out/g
     | tee "$out/eval_grey.txt"
 grep -q "16 images (12 good, 4 defective)" "$out/eval_grey.txt"
 grep -q "image AUROC: " "$out/eval_grey.txt"
+# the score head's window, judged on held-out good images and validation defects, then re-exported
+"$PYTHON" models/score_window.py "$out/grey_run" | tee "$out/window.txt"
+grep -q "^  3x3 " "$out/window.txt"
+"$PYTHON" models/export.py --run "$out/grey_run" --out "$out/w5" --name grey --calib "$out/grey/good" \
+    --n-calib 4 --score-window 5
+"$PYTHON" -c "import onnx, sys; m = onnx.load(sys.argv[1]); \
+assert {p.key: p.value for p in m.metadata_props}['partguard.score'] == 'max of 5x5 mean-filtered anomaly map'" \
+    "$out/w5/grey_int8.onnx"
 echo "models smoke test: OK"

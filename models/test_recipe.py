@@ -67,7 +67,11 @@ def test_rules() -> None:
     clipped = images.copy()
     clipped[:, :8] = 1.0
     v = verdict.judge(clipped, train, good, scores(rng, 16, 0.5, 0.9))
-    assert v.verdict == "check the camera" and "clipped" in v.reasons[0], v
+    assert v.verdict == "check the camera" and "saturated" in v.reasons[0], v
+    # a black background is not over-exposure
+    dark = images.copy()
+    dark[:, :8] = 0.0
+    assert verdict.judge(dark, train, good, scores(rng, 16, 0.5, 0.9)).verdict == "usable"
     # brightness drifting across the collection (exposure not locked)
     drift = images * np.linspace(0.4, 1.2, 10)[:, None, None, None].astype(np.float32)
     v = verdict.judge(drift, train, good, scores(rng, 16, 0.5, 0.9))
