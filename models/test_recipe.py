@@ -63,12 +63,22 @@ def test_rules() -> None:
     # unseen good parts score above every training image: it learnt its images, not the part
     v = verdict.judge(images, train, scores(rng, 8, 0.3, 0.4), scores(rng, 16, 0.5, 0.9))
     assert v.verdict == "retrain with more images" and "above every training image" in v.reasons[-1], v
-    # over-exposed frames
-    clipped = images.copy()
-    clipped[:, :8] = 1.0
+    # an over-exposed part: half of it saturated, on a dark background
+    clipped = np.full_like(images, 0.05)
+    clipped[:, 4:12, 4:12] = images[:, 4:12, 4:12]
+    clipped[:, 4:8, 4:12] = 1.0
     v = verdict.judge(clipped, train, good, scores(rng, 16, 0.5, 0.9))
     assert v.verdict == "check the camera" and "saturated" in v.reasons[0], v
-    # a black background is not over-exposure
+    assert abs(v.clipped_share - 0.5) < 0.01, v
+    # a frame over-exposed all over (the part fills it)
+    v = verdict.judge(np.ones_like(images), train, good, scores(rng, 16, 0.5, 0.9))
+    assert v.verdict == "check the camera" and v.clipped_share == 1.0, v
+    # a saturated plain white background (a backlight, MVTec bottle) hides nothing of the part
+    backlit = np.ones_like(images)
+    backlit[:, 4:12, 4:12] = images[:, 4:12, 4:12]
+    v = verdict.judge(backlit, train, good, scores(rng, 16, 0.5, 0.9))
+    assert v.verdict == "usable" and v.clipped_share == 0.0, v
+    # a black background is not over-exposure either
     dark = images.copy()
     dark[:, :8] = 0.0
     assert verdict.judge(dark, train, good, scores(rng, 16, 0.5, 0.9)).verdict == "usable"

@@ -13,12 +13,16 @@
 
 The verdict, with its rules fixed before any test image was scored (2026-12-02):
 
-- "check the camera": the images themselves are a problem: on average more than 20% of a frame's
-  pixels saturated (a channel at 254-255 of 255: over-exposed, detail lost), or the frames' mean
-  brightness varies across the collection by a standard deviation over 0.08 (0-1 scale): lighting or
-  exposure not locked. (First written with black pixels counted as clipped too; MVTec bottle's
-  training images, on a black background, have 34% of them, so dark pixels were dropped from the
-  rule on 2026-12-02. That was seen on training images, which a user also has, not on test images.)
+- "check the camera": the images themselves are a problem: on average more than 20% of the part's
+  pixels saturated (a channel at 254-255 of 255: over-exposed, detail lost; the part is what
+  `part_mask` finds, the whole frame when the part fills it), or the frames' mean brightness varies
+  across the collection by a standard deviation over 0.08 (0-1 scale): lighting or exposure not
+  locked. The saturation rule was changed twice on 2026-12-02, both times from training images,
+  which a user also has: first written over the whole frame with black pixels counted too, then
+  over the whole frame with saturated pixels only, and now over the part only, because MVTec
+  bottle's training images stand on a plain white background that is saturated (34% of a frame's
+  pixels at 255). A saturated plain background hides nothing of the part. models/HISTORY.md
+  lists every run's verdict under each version.
 - "retrain with more images": the model does not tell good from small defects on good parts it has
   not seen: validation AUROC (held-out good vs held-out good with a validation defect) below 0.90, or
   fewer than half the validation defects above the highest held-out good score (the threshold
@@ -129,7 +133,7 @@ class Verdict:
             f"{100 * self.detected:.0f}% (rule: >= {100 * DETECTED_MIN:.0f}%)",
             f"held-out good above every training image: {100 * self.unseen_above_training:.0f}% "
             f"(rule: <= {100 * UNSEEN_ABOVE_TRAINING_MAX:.0f}%)",
-            f"saturated pixels per frame {100 * self.clipped_share:.1f}% (rule: <= "
+            f"saturated pixels of the part {100 * self.clipped_share:.1f}% (rule: <= "
             f"{100 * CLIPPED_SHARE_MAX:.0f}%); frame brightness std {self.brightness_std:.3f} "
             f"(rule: <= {BRIGHTNESS_STD_MAX})",
         ]
@@ -139,10 +143,19 @@ class Verdict:
         return out + [verdict]
 
 
+def saturated_share(all_images: np.ndarray) -> float:
+    """The mean share of the part's pixels (`part_mask`) with a channel at 254-255 of 255."""
+    shares = []
+    for img in all_images:
+        part = part_mask(img)
+        shares.append(float(((img >= 254 / 255).any(-1) & part).sum() / part.sum()))
+    return float(np.mean(shares)) if shares else 0.0
+
+
 def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.ndarray,
           defect_scores: np.ndarray) -> Verdict:
     """The verdict from the collection's pixels (N,H,W,3 in [0,1]) and the model's scores."""
-    clipped = float((all_images >= 254 / 255).any(-1).mean())
+    clipped = saturated_share(all_images)
     brightness_std = float(all_images.mean((1, 2, 3)).std())
     if len(holdout_scores) == 0:
         return Verdict("retrain with more images", ["fewer than 8 images: nothing could be held out"],
@@ -153,7 +166,7 @@ def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.n
                 float((holdout_scores > train_scores.max()).mean()), threshold, len(holdout_scores))
     camera = []
     if clipped > CLIPPED_SHARE_MAX:
-        camera.append(f"{100 * clipped:.0f}% of the pixels saturated: lower the exposure or gain")
+        camera.append(f"{100 * clipped:.0f}% of the part's pixels saturated: lower the exposure or gain")
     if brightness_std > BRIGHTNESS_STD_MAX:
         camera.append(f"brightness varies across the images (std {brightness_std:.3f}): lock exposure, "
                       "gain and white balance ([camera.controls]) and shield the light")
