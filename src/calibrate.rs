@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Calibration faults: each names the file and what to do.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
     #[error("no good-part scores to calibrate from; run the source over good parts")]
     NoScores,
@@ -20,16 +20,25 @@ pub enum CalibrationError {
     BadAlpha(f64),
     #[error("a good-part score is not finite ({0}); the model produced NaN/inf, fix the model before calibrating")]
     NonFiniteScore(f32),
-    #[error("cannot read calibration file {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    #[error("calibration file {path} does not exist; run `partguard calibrate --config FILE` first, or set decision.threshold")]
+    Missing { path: PathBuf },
+    #[error("cannot read calibration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "calibration file {path} is not valid: {reason}; recalibrate with `partguard calibrate`"
     )]
     Parse { path: PathBuf, reason: String },
+    /// `path` is the file that failed: the calibration, its temporary file or its `.prev` copy.
     #[error(
-        "cannot write calibration file {path}: {reason}; the previous calibration is unchanged"
+        "cannot write calibration file {path}: {source}; the previous calibration is unchanged"
     )]
-    Write { path: PathBuf, reason: String },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("calibration file {path} was made for another model (sha256 {calibrated}…), but {model} has sha256 {actual}…; recalibrate with `partguard calibrate` for this model")]
     ModelMismatch {
         path: PathBuf,
@@ -191,9 +200,9 @@ pub struct Calibration {
 
 impl Calibration {
     pub fn load(path: &Path) -> Result<Calibration, CalibrationError> {
-        let text = std::fs::read_to_string(path).map_err(|e| CalibrationError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| CalibrationError::Read {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
         Self::parse(&text, path)
     }
@@ -235,27 +244,26 @@ impl Calibration {
     /// Writes atomically: a temporary file beside the target, synced, then renamed over it. The
     /// previous calibration is kept as `FILE.prev`. A failed write leaves the old file intact.
     pub fn save(&self, path: &Path) -> Result<(), CalibrationError> {
-        let err = |reason: String| CalibrationError::Write {
-            path: path.to_owned(),
-            reason,
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CalibrationError::Write { path, source }
         };
-        let text = toml::to_string(self).map_err(|e| err(e.to_string()))?;
+        let text = toml::to_string(self).map_err(|e| err(path)(std::io::Error::other(e)))?;
         let tmp = sibling(path, "tmp");
-        let mut f =
-            std::fs::File::create(&tmp).map_err(|e| err(format!("{}: {e}", tmp.display())))?;
+        let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
         let written = f
             .write_all(b"# partguard calibration: written by `partguard calibrate`; `run` refuses it for any other model\n")
             .and_then(|_| f.write_all(text.as_bytes()))
             .and_then(|_| f.sync_all());
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(err(e.to_string()));
+            return Err(err(&tmp)(e));
         }
         if path.exists() {
-            std::fs::copy(path, sibling(path, "prev"))
-                .map_err(|e| err(format!("keeping the previous file: {e}")))?;
+            let prev = sibling(path, "prev");
+            std::fs::copy(path, &prev).map_err(err(&prev))?;
         }
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(err(path))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
@@ -346,7 +354,7 @@ pub fn plot_histogram(
     }
     img.save(path).map_err(|e| CalibrationError::Write {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source: std::io::Error::other(e),
     })
 }
 

@@ -18,10 +18,16 @@ use tract_onnx::prelude::*;
 use crate::preprocess::InputSpec;
 
 /// Model faults: each names the file and what to do.
-#[derive(Debug, thiserror::Error, PartialEq)]
+///
+/// `reason` in `Corrupt`, `Prepare`, `Run` and `Engine` is the engine's whole error chain on one
+/// line: tract's and ONNX Runtime's error types differ, and the line logs one message per fault.
+#[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    #[error("cannot read model {path}: {source}; check model.path")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("model {path} is not a valid ONNX file ({reason}); re-export it (models/README.md) or restore the shipped file")]
     Corrupt { path: PathBuf, reason: String },
     #[error("model {path} does not follow the partguard model contract: {problem}; see models/README.md, section \"Model contract\"")]
@@ -231,9 +237,9 @@ fn meta_f32(path: &Path, meta: &BTreeMap<String, String>, key: &str) -> Result<f
 fn read_contract(
     path: &Path,
 ) -> Result<(Vec<u8>, tract_onnx::pb::ModelProto, ModelInfo), ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })?;
     contract_of(path, bytes)
 }

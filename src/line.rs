@@ -175,11 +175,7 @@ impl<'c> Line<'c> {
         match (&d.calibration, d.threshold) {
             (Some(path), _) => {
                 if !path.exists() {
-                    return Err(CalibrationError::Read {
-                        path: path.clone(),
-                        reason: "no such file; run `partguard calibrate --config FILE` first, or set decision.threshold".into(),
-                    }
-                    .into());
+                    return Err(CalibrationError::Missing { path: path.clone() }.into());
                 }
                 let cal = Calibration::load_for_model(path, &model.path, &model.file_sha256)?;
                 Ok(Decision {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::schedule::ScheduleCounts;
+
 const WINDOW: usize = 4096;
 
 /// The last `WINDOW` samples of one stage's latency, in microseconds.
@@ -189,27 +191,18 @@ mod tests {
     }
 }
 
-/// What a run did. Every part ends in exactly one of ok / ng / late / missed / faults / overflows.
+/// What a run did: the reject scheduler's counts per part (every part ends in exactly one of ok /
+/// ng / late / missed / faults / overflows) and the line's counts around them. Serialized flat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunSummary {
     /// Frames inspected by the model.
     pub frames: u64,
-    pub parts: u64,
-    pub ok: u64,
-    pub ng: u64,
-    pub late: u64,
-    pub missed: u64,
-    pub faults: u64,
-    pub overflows: u64,
-    pub failsafe_rejected: u64,
-    pub failsafe_passed: u64,
+    #[serde(flatten)]
+    pub counts: ScheduleCounts,
     /// Unreadable replay images, frames with no trigger, camera stalls.
     pub skipped: u64,
     pub untriggered: u64,
     pub stalls: u64,
-    pub pulses: u64,
-    pub merged: u64,
-    pub gap_delayed: u64,
     pub output_errors: u64,
     /// Messages to the actuator that found its queue full.
     pub lost_messages: u64,

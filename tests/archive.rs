@@ -50,8 +50,15 @@ fn rejected_parts_are_archived_with_their_heatmap_in_a_bounded_ring() {
     let stop = AtomicBool::new(false);
     let (summary, _) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
 
-    // The four defective samples are rejected and archived; the ring keeps the newest three.
-    assert_eq!((summary.ok, summary.ng), (4, 4), "{summary:?}");
+    // The four defective samples are judged NG and archived when judged; the ring keeps the
+    // newest three. Whether their decisions reach the ejector in time does not matter here (on a
+    // starved machine some come late and the policy rejects them): the scheduler's tests own that.
+    assert_eq!(summary.frames, 8, "{summary:?}");
+    assert_eq!(
+        summary.counts.ok + summary.counts.ng + summary.counts.late,
+        8,
+        "{summary:?}"
+    );
     assert_eq!(summary.archived, 4, "{summary:?}");
     assert_eq!((summary.archive_dropped, summary.archive_failed), (0, 0));
     let files = ring(dir.path());

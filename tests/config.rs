@@ -146,7 +146,14 @@ fn gpio_line_by_offset_or_name() {
 #[test]
 fn unreadable_file_says_so() {
     let err = Config::load(Path::new("/nonexistent/partguard.toml")).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }));
+    // The cause is kept (`source()`), and the message names the file.
+    match &err {
+        ConfigError::Read { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+        }
+        other => panic!("expected a read error, got {other}"),
+    }
+    assert!(std::error::Error::source(&err).is_some());
     assert!(err.to_string().contains("/nonexistent/partguard.toml"));
 }
 

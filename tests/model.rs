@@ -104,7 +104,14 @@ fn corrupt_model_file_is_a_clear_error() {
     let err = TractEngine::load(Path::new("/nonexistent/model.onnx"))
         .err()
         .unwrap();
-    assert!(matches!(err, ModelError::Read { .. }), "{err}");
+    match &err {
+        ModelError::Read { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("expected a read error, got {other}"),
+    }
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is kept"
+    );
 }
 
 #[test]

@@ -171,8 +171,20 @@ fn a_paced_run_rejects_each_defective_part_at_capture_plus_delay() {
     // 2-core CI machine does not turn a part late (it did once at 400 ms).
     let opts = options(time_schedule(800, 50, 15, Policy::Reject));
     let (s, lat) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
-    assert_eq!((s.frames, s.parts, s.ok, s.ng), (8, 8, 4, 4), "{s:?}");
-    assert_eq!((s.late, s.faults, s.missed, s.overflows), (0, 0, 0, 0));
+    assert_eq!(
+        (s.frames, s.counts.parts, s.counts.ok, s.counts.ng),
+        (8, 8, 4, 4),
+        "{s:?}"
+    );
+    assert_eq!(
+        (
+            s.counts.late,
+            s.counts.faults,
+            s.counts.missed,
+            s.counts.overflows
+        ),
+        (0, 0, 0, 0)
+    );
     // Samples in path order: broken_large/000, broken_small/000, contamination/000,
     // contamination/001, good x4; frames every 200 ms.
     let pulses = line.reject.pulses();
@@ -202,9 +214,17 @@ fn overrun_run(policy: Policy) -> (partguard::pipeline::RunSummary, SimLine) {
     let stop = AtomicBool::new(false);
     let opts = options(time_schedule(600, 50, 5, policy));
     let (s, _) = run(&mut insp, line.io(), opts, &stop, None).unwrap();
-    assert_eq!(s.parts, 8);
-    assert!(s.faults >= 3, "overruns expected: {s:?}");
-    assert_eq!(s.ok + s.ng + s.late + s.faults + s.missed + s.overflows, 8);
+    assert_eq!(s.counts.parts, 8);
+    assert!(s.counts.faults >= 3, "overruns expected: {s:?}");
+    assert_eq!(
+        s.counts.ok
+            + s.counts.ng
+            + s.counts.late
+            + s.counts.faults
+            + s.counts.missed
+            + s.counts.overflows,
+        8
+    );
     assert!(line.alarm.edges().iter().any(|e| e.level == Level::Active));
     (s, line)
 }
@@ -213,8 +233,11 @@ fn overrun_run(policy: Policy) -> (partguard::pipeline::RunSummary, SimLine) {
 fn a_line_faster_than_inference_overruns_into_fail_safe_rejects() {
     let _serial = serial();
     let (s, line) = overrun_run(Policy::Reject);
-    assert_eq!(s.failsafe_rejected, s.faults + s.late);
-    assert!(s.pulses >= 1 && s.pulses + s.merged >= s.ng + s.failsafe_rejected);
+    assert_eq!(s.counts.failsafe_rejected, s.counts.faults + s.counts.late);
+    assert!(
+        s.counts.pulses >= 1
+            && s.counts.pulses + s.counts.merged >= s.counts.ng + s.counts.failsafe_rejected
+    );
     assert_eq!(line.alarm.level(), Some(Level::Inactive));
 }
 
@@ -222,9 +245,13 @@ fn a_line_faster_than_inference_overruns_into_fail_safe_rejects() {
 fn the_pass_policy_lets_overruns_through_with_the_alarm() {
     let _serial = serial();
     let (s, _) = overrun_run(Policy::Pass);
-    assert_eq!(s.failsafe_passed, s.faults + s.late);
-    assert_eq!(s.failsafe_rejected, 0);
-    assert_eq!(s.pulses + s.merged, s.ng, "only real NG parts are rejected");
+    assert_eq!(s.counts.failsafe_passed, s.counts.faults + s.counts.late);
+    assert_eq!(s.counts.failsafe_rejected, 0);
+    assert_eq!(
+        s.counts.pulses + s.counts.merged,
+        s.counts.ng,
+        "only real NG parts are rejected"
+    );
 }
 
 fn rising(at: Duration) -> InputEdge {
@@ -263,11 +290,15 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     });
     let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     assert_eq!(
-        (s.parts, s.frames, s.untriggered, s.missed),
+        (s.counts.parts, s.frames, s.untriggered, s.counts.missed),
         (8, 7, 1, 1),
         "{s:?}"
     );
-    assert_eq!((s.ng, s.ok, s.late), (4, 3, 0), "{s:?}");
+    assert_eq!(
+        (s.counts.ng, s.counts.ok, s.counts.late),
+        (4, 3, 0),
+        "{s:?}"
+    );
     // Rejects at trigger + 800 ms: broken_large (k=0), broken_small (k=1), contamination x2
     // (k=2, 3), the missed part.
     let pulses = line.reject.pulses();
@@ -299,7 +330,11 @@ fn encoder_delays_fire_when_the_part_has_travelled_its_ticks() {
         margin: 30,
     };
     let (s, lat) = run(&mut insp, io, options(sched), &stop, None).unwrap();
-    assert_eq!((s.parts, s.ng, s.ok, s.late), (8, 4, 4, 0), "{s:?}");
+    assert_eq!(
+        (s.counts.parts, s.counts.ng, s.counts.ok, s.counts.late),
+        (8, 4, 4, 0),
+        "{s:?}"
+    );
     assert_eq!(lat.onset.count, 0, "onset errors are a time-mode figure");
     let pulses = line.reject.pulses();
     assert_eq!(pulses.len(), 4, "{pulses:?}");

@@ -25,7 +25,7 @@ fn enodev() -> CaptureError {
     CaptureError::Io {
         device: PathBuf::from("/dev/video0"),
         operation: "VIDIOC_DQBUF",
-        reason: "No such device (os error 19)".into(),
+        source: std::io::Error::from_raw_os_error(19), // ENODEV
     }
 }
 
@@ -208,11 +208,20 @@ fn parts_triggered_while_the_camera_is_down_are_fail_safe_and_inspection_resumes
     let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
     // 3 + 8 inspected (samples: 4 defective first, then 4 good), 2 missed -> rejected.
     assert_eq!(
-        (s.parts, s.frames, s.missed, s.failsafe_rejected),
+        (
+            s.counts.parts,
+            s.frames,
+            s.counts.missed,
+            s.counts.failsafe_rejected
+        ),
         (13, 11, 2, 2),
         "{s:?}"
     );
-    assert_eq!((s.ng, s.ok, s.late, s.stalls), (7, 4, 0, 1), "{s:?}");
+    assert_eq!(
+        (s.counts.ng, s.counts.ok, s.counts.late, s.stalls),
+        (7, 4, 0, 1),
+        "{s:?}"
+    );
     assert_eq!(line.reject.pulses().len(), 9);
     assert!(
         line.alarm.edges().iter().any(|e| e.level == Level::Active),

@@ -113,7 +113,7 @@ impl Frame<'_> {
 }
 
 /// Camera and replay faults. Each names the device or file and what to do.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error("camera {device} does not exist; check the cable and `v4l2-ctl --list-devices`, then fix source.device")]
     DeviceMissing { device: PathBuf },
@@ -130,11 +130,11 @@ pub enum CaptureError {
         height: u32,
         offered: String,
     },
-    #[error("camera {device}: {operation} failed: {reason}")]
+    #[error("camera {device}: {operation} failed: {source}")]
     Io {
         device: PathBuf,
         operation: &'static str,
-        reason: String,
+        source: std::io::Error,
     },
     #[error("camera {device} has no control \"{control}\"; fix [camera.controls] (`partguard check` lists every control with its range). It offers: {offered}")]
     UnknownControl {
@@ -193,8 +193,12 @@ pub enum CaptureError {
     },
     #[error("replay folder {path} holds no readable PNG or JPEG images; point source.path at a folder of part images")]
     ReplayEmpty { path: PathBuf },
-    #[error("cannot read replay folder {path}: {reason}")]
-    ReplayRead { path: PathBuf, reason: String },
+    /// `path` is the folder (or entry) that could not be read.
+    #[error("cannot read replay folder {path}: {source}; check source.path")]
+    ReplayRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the model's input tensor holds {got} values, the preprocessor writes {expected}; the engine and the model disagree (a bug: report it)")]
     InputSize { expected: usize, got: usize },
     #[error("the region of interest {roi} does not fit the {width}x{height} frame; fix [roi] (x + width <= {width}, y + height <= {height})")]

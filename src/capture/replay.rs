@@ -34,9 +34,9 @@ pub struct ReplaySource {
 
 /// All images under `root` (recursively), sorted by path. `root` may also be a single image.
 pub fn list_images(root: &Path) -> Result<Vec<PathBuf>, CaptureError> {
-    let err = |reason: String| CaptureError::ReplayRead {
-        path: root.to_owned(),
-        reason,
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CaptureError::ReplayRead { path, source }
     };
     if root.is_file() {
         return Ok(vec![root.to_owned()]);
@@ -44,10 +44,9 @@ pub fn list_images(root: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(&dir).map_err(err(&dir))?;
         for entry in entries {
-            let path = entry.map_err(|e| err(e.to_string()))?.path();
+            let path = entry.map_err(err(&dir))?.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path

@@ -52,7 +52,7 @@ fn io_err(device: &Path, operation: &'static str, e: io::Error) -> CaptureError 
         _ => CaptureError::Io {
             device: device.to_owned(),
             operation,
-            reason: e.to_string(),
+            source: e,
         },
     }
 }

@@ -16,10 +16,14 @@ pub use camera::CameraConfig;
 pub use plant::{broker_address, HttpConfig, MqttConfig};
 
 /// What went wrong reading or checking a config file.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {reason}; check the path given to --config")]
-    Read { path: PathBuf, reason: String },
+    #[error("cannot read config file {path}: {source}; check the path given to --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `reason` is the TOML parser's message on one line (it points at the line and column).
     #[error("config file {path} is not valid: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("config file {path}: field `{field}` {problem}")]
@@ -28,8 +32,11 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
-    #[error("cannot write config file {path}: {reason}; the file is unchanged")]
-    Write { path: PathBuf, reason: String },
+    #[error("cannot write config file {path}: {source}; the file is unchanged")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What `bench --pick` writes into `[model]`: the engine, its threads and, when another model won,
@@ -46,9 +53,9 @@ pub struct ModelChoice {
 /// the file (written to a temporary file beside it, then renamed), so a failure leaves the file as
 /// it was.
 pub fn write_model_choice(path: &Path, choice: &ModelChoice) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })?;
     let mut doc: toml_edit::DocumentMut =
         text.parse()
@@ -72,9 +79,9 @@ pub fn write_model_choice(path: &Path, choice: &ModelChoice) -> Result<(), Confi
     let new_text = doc.to_string();
     let base = path.parent().unwrap_or(Path::new("."));
     Config::parse(&new_text, path, base)?;
-    let write_err = |e: std::io::Error| ConfigError::Write {
+    let write_err = |source: std::io::Error| ConfigError::Write {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     };
     let tmp = path.with_extension("toml.partguard-tmp");
     std::fs::write(&tmp, new_text).map_err(write_err)?;
@@ -481,9 +488,9 @@ pub const BUILTIN_DEFAULT: &str = include_str!("../../examples/partguard.toml");
 impl Config {
     /// Reads and checks a config file; relative paths become relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)

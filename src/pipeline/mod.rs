@@ -17,6 +17,7 @@ use std::time::Duration;
 use heapless::spsc::Queue;
 
 mod capture;
+mod inference;
 mod inspect;
 mod report;
 
@@ -25,25 +26,21 @@ use capture::{
     PENDING_TRIGGERS,
 };
 pub use capture::{TriggerMatcher, FRAME_BUFFERS};
-use inspect::{InspectStep, Rgb};
+use inference::{InferenceLoop, PartSinks};
 pub use inspect::{Inspector, Outcome};
-use report::{
-    latency_of, live_counts, print_outcome, publish_live, status_line, summarize, write_json,
-    LiveSources,
-};
+use report::{latency_of, live_counts, summarize, write_json, LiveSources};
 pub use report::{RunLatency, RunSummary};
 
-use crate::archive::{Archive, ArchiveReason, ArchivedPart};
-use crate::capture::{CaptureError, Label};
-use crate::decide::Verdict;
+use crate::archive::Archive;
+use crate::capture::CaptureError;
 use crate::drift::DriftMonitor;
 use crate::gpio::GpioError;
 use crate::gpio::{EdgeInput, EncoderPosition};
 use crate::infer::ModelError;
-use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs};
+use crate::reject::{spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Outputs};
 use crate::schedule::PartStamp;
-use crate::stats::{LatencyWindow, LogThrottle, Stage};
-use crate::telemetry::{FrameOffer, PartRecord, Telemetry};
+use crate::stats::{LatencyWindow, LogThrottle, Stage, Stats};
+use crate::telemetry::Telemetry;
 
 /// The telemetry's counts are refreshed at least this often (and after every part).
 const LIVE_PERIOD: Duration = Duration::from_millis(200);
@@ -132,10 +129,14 @@ pub struct RunOptions {
 
 /// Runs the line until the source ends, `max_frames` frames are inspected or `stop` is set. Parts
 /// still between camera and ejector are tracked to the end; every output is left in its safe state.
+///
+/// The steps: spawn the reject actuator, the input threads (encoder, trigger) and the capture
+/// thread; run the [`InferenceLoop`] on this thread; then wind down ([`wind_down`]): join every
+/// thread, keep the first failure, and report the counts.
 pub fn run(
     inspector: &mut Inspector,
     io: LineIo,
-    mut opts: RunOptions,
+    opts: RunOptions,
     stop: &AtomicBool,
     reload: Option<&Reloader<'_>>,
 ) -> Result<(RunSummary, RunLatency), StageError> {
@@ -154,6 +155,18 @@ pub fn run(
         trigger,
         encoder,
     } = io;
+    let RunOptions {
+        actuator: actuator_settings,
+        trigger: trigger_settings,
+        inference_cpu,
+        print_decisions,
+        status_interval,
+        max_frames,
+        stats_json,
+        archive,
+        archive_faults,
+        telemetry,
+    } = opts;
     let mut capture_q = LinkQueue::new();
     let mut infer_q = LinkQueue::new();
     let mut trigger_q = LinkQueue::new();
@@ -171,15 +184,14 @@ pub fn run(
         input_error: Mutex::new(None),
         stalls: AtomicU64::new(0),
     };
-    let trigger_settings = opts.trigger;
-    let fifo_priority = opts.actuator.fifo_priority;
+    let fifo_priority = actuator_settings.fifo_priority;
     std::thread::scope(|scope| {
-        let ([capture_link, mut infer_link, trigger_link], actuator) = spawn_actuator(
+        let ([capture_link, infer_link, trigger_link], actuator) = spawn_actuator(
             scope,
             [&mut capture_q, &mut infer_q, &mut trigger_q],
             outputs,
             clock.clone(),
-            opts.actuator,
+            actuator_settings,
             position.as_ref(),
             &shared,
         )
@@ -253,8 +265,8 @@ pub fn run(
             _ => None,
         };
 
-        let (ticket_tx, mut ticket_rx) = tickets.split();
-        let (mut free_tx, free_rx) = free.split();
+        let (ticket_tx, ticket_rx) = tickets.split();
+        let (free_tx, free_rx) = free.split();
         let inference_thread = std::thread::current();
         let capture = {
             let clock = clock.clone();
@@ -263,7 +275,7 @@ pub fn run(
             let shared = &shared;
             let position = position.as_ref();
             let window = trigger_settings.map(|t| t.window);
-            let telemetry = opts.telemetry.as_ref();
+            let telemetry = telemetry.as_ref();
             std::thread::Builder::new()
                 .name("capture".into())
                 .spawn_scoped(scope, move || {
@@ -289,7 +301,7 @@ pub fn run(
                         flags,
                         shared,
                         inference: inference_thread,
-                        max_frames: opts.max_frames,
+                        max_frames,
                         overrun_log: LogThrottle::new(Duration::from_secs(1)),
                         telemetry,
                         end: CaptureEnd {
@@ -313,193 +325,43 @@ pub fn run(
         // The inference loop, on this thread. A panic in it (a bug in a stage) ends the run like a
         // fault: the outputs go to their safe state at once, and the final counts are still
         // written and logged.
-        let mut frames = 0u64;
-        let looped = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), StageError> {
-            crate::realtime::apply("inference", 0, opts.inference_cpu);
-            let mut next_status = opts.status_interval.map(|i| clock.now() + i);
-            // The telemetry's counts also move while no frame comes (parts reaching the ejector).
-            let mut next_live = clock.now();
-            let mut stopping = false;
-            crate::service::ready();
-            loop {
-                // A sign of life for systemd's watchdog: this loop turns at least every 20 ms, or
-                // once per inference.
-                crate::service::watchdog(crate::clock::monotonic_now());
-                if stop.load(Ordering::Relaxed) || opts.max_frames.is_some_and(|m| frames >= m) {
-                    flags.capture_stop.store(true, Ordering::Release);
-                    if !stopping {
-                        stopping = true;
-                        crate::service::stopping();
-                    }
-                }
-                let asked_over_http = opts
-                    .telemetry
-                    .as_ref()
-                    .is_some_and(Telemetry::take_reload_request);
-                if let Some(r) =
-                    reload.filter(|r| r.flag.swap(false, Ordering::AcqRel) || asked_over_http)
-                {
-                    match (r.load)() {
-                        Ok((t, p99, origin)) => {
-                            log::info!("reloaded: threshold {} -> {t} from {origin}", *threshold);
-                            *threshold = t;
-                            *drift = p99.map(|p| DriftMonitor::new(p, 0.01));
-                            if let Some(tm) = &opts.telemetry {
-                                tm.set_threshold_origin(&origin);
-                            }
-                        }
-                        Err(e) => log::error!("reload failed, threshold stays {}: {e}", *threshold),
-                    }
-                }
-                if let Some(t) = &opts.telemetry {
-                    let now = clock.now();
-                    if now >= next_live {
-                        publish_live(
-                            t,
-                            LiveSources {
-                                stats,
-                                shared: &shared,
-                                frames,
-                                stalls: flags.stalls.load(Ordering::Relaxed),
-                                archive: opts.archive.as_ref(),
-                                drift: drift.as_ref(),
-                                threshold: *threshold,
-                                ended: false,
-                            },
-                        );
-                        next_live = now + LIVE_PERIOD;
-                    }
-                }
-                if let (Some(due), Some(interval)) = (next_status, opts.status_interval) {
-                    let now = clock.now();
-                    if now >= due {
-                        status_line(stats, &shared, frames);
-                        if let Some(p) = &opts.stats_json {
-                            write_json(
-                                p,
-                                &summarize(stats, &shared, frames, (0, 0)),
-                                stats,
-                                &shared,
-                            );
-                        }
-                        next_status = Some(now + interval);
-                    }
-                }
-                if actuator.is_finished() {
-                    return Err(StageError::ActuatorStopped);
-                }
-                let Some(ticket) = ticket_rx.dequeue() else {
-                    if flags.capture_done.load(Ordering::Acquire) && !ticket_rx.ready() {
-                        break;
-                    }
-                    std::thread::park_timeout(Duration::from_millis(20));
-                    continue;
-                };
-                let Ok(slot) = slots[ticket.slot].lock() else {
-                    return Err(StageError::FrameBufferPoisoned);
-                };
-                let seq = ticket.stamp.seq;
-                let roi = pre.roi();
-                let judged = InspectStep {
-                    pre: &mut *pre,
-                    engine: &mut **engine,
-                    threshold: *threshold,
-                    clock: &*clock,
-                    stats: &mut *stats,
-                    drift: &mut *drift,
-                }
-                .judge(
-                    Rgb::Buffer {
-                        rgb: &slot.rgb,
-                        width: slot.width,
-                        height: slot.height,
-                    },
-                    seq,
-                    ticket.frame_time,
-                );
-                let (score, verdict, decided) = (judged.score, judged.verdict, judged.decided);
-                infer_link.send(Msg::Decide {
-                    seq,
-                    verdict,
-                    at: decided,
-                    count: position.as_ref().map_or(0, |p| p.count_at(decided)),
-                });
-                // The archive never waits: a busy writer drops the part (counted).
-                let reason = match verdict {
-                    Verdict::Pass => None,
-                    Verdict::Reject => Some(ArchiveReason::Reject),
-                    Verdict::Fault(_) => opts.archive_faults.then_some(ArchiveReason::Fault),
-                };
-                // The anomaly map, for the archive's heatmap and the page's.
-                let map = judged
-                    .inference
-                    .as_ref()
-                    .map(|i| (i.map, i.width, i.height));
-                let mut archived = false;
-                if let (Some(a), Some(reason)) = (&opts.archive, reason) {
-                    archived = a.submit(&ArchivedPart {
-                        seq,
-                        reason,
-                        score,
-                        frame: &slot.rgb,
-                        width: slot.width,
-                        height: slot.height,
-                        roi,
-                        map,
-                    });
-                }
-                frames += 1;
-                if let Some(t) = &opts.telemetry {
-                    t.record(PartRecord::judged(
-                        seq,
-                        (score, *threshold, verdict),
-                        [
-                            ticket.convert,
-                            judged.preprocess_time,
-                            judged.inference_time,
-                            decided.saturating_sub(ticket.frame_time),
-                        ],
-                        archived,
-                    ));
-                    if t.wants_frame() {
-                        t.offer_frame(&FrameOffer {
-                            seq,
-                            score,
-                            threshold: *threshold,
-                            verdict,
-                            rgb: &slot.rgb,
-                            width: slot.width,
-                            height: slot.height,
-                            roi,
-                            map,
-                        });
-                    }
-                    // The counts go out at the top of the next turn, right after this part.
-                    next_live = Duration::ZERO;
-                }
-                if opts.print_decisions {
-                    let origin =
-                        (!slot.origin.as_os_str().is_empty()).then_some(slot.origin.as_path());
-                    print_outcome(&Outcome {
-                        sequence: ticket.stamp.seq,
-                        captured: ticket.frame_time,
-                        decided,
-                        score,
-                        verdict,
-                        label: origin.and_then(Label::from_path),
-                        origin,
-                    });
-                }
-                drop(slot);
-                // Cannot fail: there are as many places as frame buffers.
-                let _ = free_tx.enqueue(ticket.slot);
-                // An unpaced replay's capture thread waits for a free buffer.
-                capture.thread().unpark();
-                shared.mark_alive(decided);
-            }
-            Ok(())
+        let actuator_finished = || actuator.is_finished();
+        let mut inference = InferenceLoop {
+            pre: &mut *pre,
+            engine: &mut **engine,
+            threshold: &mut *threshold,
+            drift: &mut *drift,
+            stats: &mut *stats,
+            clock: &*clock,
+            sinks: PartSinks {
+                telemetry: telemetry.as_ref(),
+                archive: archive.as_ref(),
+                archive_faults,
+                print_decisions,
+                status_interval,
+                stats_json: stats_json.as_deref(),
+                max_frames,
+            },
+            stop,
+            reload,
+            shared: &shared,
+            flags: &flags,
+            slots: &slots,
+            tickets: ticket_rx,
+            free: free_tx,
+            link: infer_link,
+            position: position.as_ref(),
+            capture: capture.thread().clone(),
+            actuator_finished: &actuator_finished,
+            frames: 0,
+        };
+        let looped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::realtime::apply("inference", 0, inference_cpu);
+            inference.run()
         }));
-        let mut failure = match looped {
+        let frames = inference.frames;
+        drop(inference);
+        let failure = match looped {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
             Err(payload) => Some(StageError::Panicked {
@@ -518,82 +380,133 @@ pub fn run(
         for t in input_threads {
             let _ = t.join();
         }
-        let mut counts_of_capture = (0, 0);
-        match end {
-            Ok(CaptureEnd {
-                error,
-                skipped,
-                convert,
-                untriggered,
-                stalls,
-            }) => {
-                stats.set_window(Stage::Convert, convert);
-                stats.skipped = skipped;
-                counts_of_capture = (untriggered, stalls);
-                if let Some(e) = error {
-                    failure.get_or_insert(StageError::Capture(e));
-                }
-            }
-            Err(payload) => {
-                failure.get_or_insert(StageError::Panicked {
-                    stage: "capture",
-                    message: panic_message(payload.as_ref()),
-                });
+        wind_down(
+            Ended {
+                failure,
+                capture: end,
+                actuator: outputs_back.map(|_| ()),
+                frames,
+            },
+            WindDown {
+                stats,
+                drift: drift.as_ref(),
+                threshold: *threshold,
+                shared: &shared,
+                flags: &flags,
+                archive,
+                telemetry: telemetry.as_ref(),
+                stats_json: stats_json.as_deref(),
+            },
+        )
+    })
+}
+
+/// How the run's threads ended.
+struct Ended {
+    /// The inference loop's failure, if any.
+    failure: Option<StageError>,
+    capture: std::thread::Result<CaptureEnd>,
+    actuator: std::thread::Result<()>,
+    frames: u64,
+}
+
+/// What the wind-down reports to.
+struct WindDown<'a> {
+    stats: &'a mut Stats,
+    drift: Option<&'a DriftMonitor>,
+    threshold: f32,
+    shared: &'a ActuatorShared,
+    flags: &'a RunFlags,
+    archive: Option<Archive>,
+    telemetry: Option<&'a Telemetry>,
+    stats_json: Option<&'a std::path::Path>,
+}
+
+/// After every thread has ended: the first failure (inference, capture, actuator, inputs) is the
+/// run's; the final counts are summarized, published, written and, after a failure, logged.
+fn wind_down(ended: Ended, w: WindDown<'_>) -> Result<(RunSummary, RunLatency), StageError> {
+    let Ended {
+        mut failure,
+        capture,
+        actuator,
+        frames,
+    } = ended;
+    let mut counts_of_capture = (0, 0);
+    match capture {
+        Ok(CaptureEnd {
+            error,
+            skipped,
+            convert,
+            untriggered,
+            stalls,
+        }) => {
+            w.stats.set_window(Stage::Convert, convert);
+            w.stats.skipped = skipped;
+            counts_of_capture = (untriggered, stalls);
+            if let Some(e) = error {
+                failure.get_or_insert(StageError::Capture(e));
             }
         }
-        if let Err(payload) = outputs_back {
+        Err(payload) => {
             failure.get_or_insert(StageError::Panicked {
-                stage: "reject actuator",
+                stage: "capture",
                 message: panic_message(payload.as_ref()),
             });
         }
-        if let Some(e) = flags.input_error.lock().ok().and_then(|mut e| e.take()) {
-            failure.get_or_insert(StageError::Input(e));
+    }
+    if let Err(payload) = actuator {
+        failure.get_or_insert(StageError::Panicked {
+            stage: "reject actuator",
+            message: panic_message(payload.as_ref()),
+        });
+    }
+    if let Some(e) = w.flags.input_error.lock().ok().and_then(|mut e| e.take()) {
+        failure.get_or_insert(StageError::Input(e));
+    }
+    let mut summary = summarize(w.stats, w.shared, frames, counts_of_capture);
+    if let Some(a) = w.archive {
+        let c = a.finish();
+        (
+            summary.archived,
+            summary.archive_dropped,
+            summary.archive_failed,
+        ) = (c.archived, c.dropped, c.failed);
+    }
+    let latency = latency_of(w.stats, w.shared);
+    if let Some(t) = w.telemetry {
+        let final_counts = live_counts(LiveSources {
+            stats: w.stats,
+            shared: w.shared,
+            frames,
+            stalls: summary.stalls,
+            archive: None,
+            drift: w.drift,
+            threshold: w.threshold,
+            ended: true,
+        });
+        if let Some(mut live) = final_counts {
+            live.summary = summary;
+            t.publish(&live);
         }
-        let mut summary = summarize(stats, &shared, frames, counts_of_capture);
-        if let Some(a) = opts.archive.take() {
-            let c = a.finish();
-            (
-                summary.archived,
-                summary.archive_dropped,
-                summary.archive_failed,
-            ) = (c.archived, c.dropped, c.failed);
-        }
-        let latency = latency_of(stats, &shared);
-        if let Some(t) = &opts.telemetry {
-            let final_counts = live_counts(LiveSources {
-                stats,
-                shared: &shared,
-                frames,
-                stalls: summary.stalls,
-                archive: None,
-                drift: drift.as_ref(),
-                threshold: *threshold,
-                ended: true,
-            });
-            if let Some(mut live) = final_counts {
-                live.summary = summary;
-                t.publish(&live);
-            }
-        }
-        if let Some(p) = &opts.stats_json {
-            write_json(p, &summary, stats, &shared);
-        }
-        if let Some(e) = failure {
-            log::error!(
-                "run ended by a fault ({e}); final counts: frames {} parts {} OK {} NG {} late {} missed {} faults {} overflows {} pulses {}",
-                summary.frames,
-                summary.parts,
-                summary.ok,
-                summary.ng,
-                summary.late,
-                summary.missed,
-                summary.faults,
-                summary.overflows,
-                summary.pulses
-            );
-            return Err(e);
-        }
-        Ok((summary, latency))
-    })
+    }
+    if let Some(p) = w.stats_json {
+        write_json(p, &summary, w.stats, w.shared);
+    }
+    if let Some(e) = failure {
+        let c = &summary.counts;
+        log::error!(
+            "run ended by a fault ({e}); final counts: frames {} parts {} OK {} NG {} late {} missed {} faults {} overflows {} pulses {}",
+            summary.frames,
+            c.parts,
+            c.ok,
+            c.ng,
+            c.late,
+            c.missed,
+            c.faults,
+            c.overflows,
+            c.pulses
+        );
+        return Err(e);
+    }
+    Ok((summary, latency))
 }

@@ -48,20 +48,9 @@ fn summary_of(
 ) -> RunSummary {
     RunSummary {
         frames,
-        parts: c.parts,
-        ok: c.ok,
-        ng: c.ng,
-        late: c.late,
-        missed: c.missed,
-        faults: c.faults,
-        overflows: c.overflows,
-        failsafe_rejected: c.failsafe_rejected,
-        failsafe_passed: c.failsafe_passed,
+        counts: *c,
         skipped: stats.skipped,
         stalls,
-        pulses: c.pulses,
-        merged: c.merged,
-        gap_delayed: c.gap_delayed,
         output_errors,
         lost_messages: shared.lost.load(Ordering::Relaxed),
         ..RunSummary::default()

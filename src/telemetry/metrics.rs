@@ -124,12 +124,12 @@ impl Collector for StationCollector {
                 MetricType::Counter,
             )?;
             for (verdict, n) in [
-                ("ok", s.ok),
-                ("ng", s.ng),
-                ("late", s.late),
-                ("missed", s.missed),
-                ("fault", s.faults),
-                ("overflow", s.overflows),
+                ("ok", s.counts.ok),
+                ("ng", s.counts.ng),
+                ("late", s.counts.late),
+                ("missed", s.counts.missed),
+                ("fault", s.counts.faults),
+                ("overflow", s.counts.overflows),
             ] {
                 m.encode_family(&[("verdict", verdict)])?
                     .encode_counter::<NoLabelSet, u64, f64>(&n, None)?;
@@ -143,8 +143,8 @@ impl Collector for StationCollector {
                 MetricType::Counter,
             )?;
             for (action, n) in [
-                ("rejected", s.failsafe_rejected),
-                ("passed", s.failsafe_passed),
+                ("rejected", s.counts.failsafe_rejected),
+                ("passed", s.counts.failsafe_passed),
             ] {
                 m.encode_family(&[("action", action)])?
                     .encode_counter::<NoLabelSet, u64, f64>(&n, None)?;
@@ -168,12 +168,17 @@ impl Collector for StationCollector {
             "Camera stalls and outages (each reopen counts once).",
             s.stalls,
         )?;
-        counter(&mut e, "reject_pulses", "Reject pulses fired.", s.pulses)?;
+        counter(
+            &mut e,
+            "reject_pulses",
+            "Reject pulses fired.",
+            s.counts.pulses,
+        )?;
         counter(
             &mut e,
             "reject_pulses_merged",
             "Rejects merged into a pulse already on.",
-            s.merged,
+            s.counts.merged,
         )?;
         counter(
             &mut e,

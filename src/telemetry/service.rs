@@ -208,7 +208,7 @@ async fn serve(
         let live = telemetry.hub.live.lock().map(|l| *l).unwrap_or_default();
         if now >= next_rate {
             if let Ok(mut v) = view.lock() {
-                v.tick(live.summary.parts, now);
+                v.tick(live.summary.counts.parts, now);
             }
             next_rate = now + Duration::from_secs(1);
         }

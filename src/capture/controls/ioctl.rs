@@ -175,6 +175,6 @@ pub(super) fn control_io(device: &Path, operation: &'static str, e: io::Error) -
     CaptureError::Io {
         device: device.to_owned(),
         operation,
-        reason: e.to_string(),
+        source: e,
     }
 }
