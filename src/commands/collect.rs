@@ -13,7 +13,7 @@ use crate::collect::{
 };
 use crate::commands::report::Progress;
 use crate::config::{Config, ConfigError};
-use crate::gpio::{Debouncer, EdgeInput};
+use crate::gpio::{watch_trigger, EdgeInput};
 use crate::line::{Line, Pacing};
 use crate::pipeline::TriggerMatcher;
 use crate::Error;
@@ -221,21 +221,19 @@ fn trigger_edges(
     inputs_stop: &AtomicBool,
     stop: &AtomicBool,
 ) {
-    let mut debouncer = Debouncer::new(debounce);
-    while !inputs_stop.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed) {
-        match input.wait_edge(Duration::from_millis(50)) {
-            Ok(Some(e)) if e.rising && debouncer.accept(e.at) => {
-                if tx.try_send(e.at).is_err() {
-                    log::warn!("too many triggers waiting for frames: one part is not collected");
-                }
+    let watched = watch_trigger(
+        &mut *input,
+        debounce,
+        || !inputs_stop.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed),
+        |at| {
+            if tx.try_send(at).is_err() {
+                log::warn!("too many triggers waiting for frames: one part is not collected");
             }
-            Ok(_) => {}
-            Err(e) => {
-                log::error!("trigger input failed: {e}; collecting stops");
-                stop.store(true, Ordering::Relaxed);
-                break;
-            }
-        }
+        },
+    );
+    if let Err(e) = watched {
+        log::error!("trigger input failed: {e}; collecting stops");
+        stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -253,6 +253,26 @@ impl Debouncer {
     }
 }
 
+/// A photo-eye trigger's loop, shared by the line and `collect`: waits for edges 50 ms at a time
+/// while `keep_going()` holds and calls `on_part(at)` for each debounced rising edge. Returns the
+/// input's error when it fails (the caller stops what the trigger drives).
+pub fn watch_trigger(
+    input: &mut dyn EdgeInput,
+    debounce: Duration,
+    keep_going: impl Fn() -> bool,
+    mut on_part: impl FnMut(Duration),
+) -> Result<(), GpioError> {
+    let mut debouncer = Debouncer::new(debounce);
+    while keep_going() {
+        if let Some(e) = input.wait_edge(Duration::from_millis(50))? {
+            if e.rising && debouncer.accept(e.at) {
+                on_part(e.at);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Tick times kept to look up the count at a past moment (frame or trigger timestamp).
 const TICK_HISTORY: usize = 1024;
 

@@ -7,8 +7,8 @@ pub mod input;
 pub mod output;
 
 pub use input::{
-    CdevInput, Debouncer, EdgeInput, Edges, EncoderPosition, InputEdge, SimulatedInput,
-    SocketTrigger,
+    watch_trigger, CdevInput, Debouncer, EdgeInput, Edges, EncoderPosition, InputEdge,
+    SimulatedInput, SocketTrigger,
 };
 #[cfg(feature = "rpi")]
 pub use output::RpiLine;

@@ -14,7 +14,7 @@ use crate::capture::{to_rgb, CaptureError, FrameSource};
 use crate::clock::Clock;
 use crate::decide::Fault;
 use crate::gpio::GpioError;
-use crate::gpio::{Debouncer, EdgeInput, EncoderPosition};
+use crate::gpio::{watch_trigger, EdgeInput, EncoderPosition};
 use crate::reject::{ActuatorLink, ActuatorShared, Msg};
 use crate::schedule::PartStamp;
 use crate::stats::{suppressed, LatencyWindow, LogThrottle};
@@ -375,33 +375,31 @@ pub(super) fn trigger_thread(
     position: Option<&EncoderPosition>,
     flags: &RunFlags,
 ) {
-    let mut debounce = Debouncer::new(settings.debounce);
     let mut seq = 0u64;
-    while !flags.capture_stop.load(Ordering::Acquire) {
-        match input.wait_edge(Duration::from_millis(50)) {
-            Ok(Some(e)) if e.rising && debounce.accept(e.at) => {
-                let stamp = PartStamp {
-                    seq,
-                    time: e.at,
-                    count: position.map_or(0, |p| p.count_at(e.at)),
-                };
-                seq += 1;
-                link.send(Msg::Register(stamp));
-                if to_capture.enqueue(stamp).is_err() {
-                    log::warn!("part {}: too many triggers waiting for frames", stamp.seq);
-                    link.fail_safe(stamp.seq, Fault::MissedFrame, e.at, stamp.count);
-                }
+    let watched = watch_trigger(
+        &mut *input,
+        settings.debounce,
+        || !flags.capture_stop.load(Ordering::Acquire),
+        |at| {
+            let stamp = PartStamp {
+                seq,
+                time: at,
+                count: position.map_or(0, |p| p.count_at(at)),
+            };
+            seq += 1;
+            link.send(Msg::Register(stamp));
+            if to_capture.enqueue(stamp).is_err() {
+                log::warn!("part {}: too many triggers waiting for frames", stamp.seq);
+                link.fail_safe(stamp.seq, Fault::MissedFrame, at, stamp.count);
             }
-            Ok(_) => {}
-            Err(e) => {
-                log::error!("trigger input failed: {e}; stopping");
-                if let Ok(mut slot) = flags.input_error.lock() {
-                    *slot = Some(e);
-                }
-                flags.capture_stop.store(true, Ordering::Release);
-                break;
-            }
+        },
+    );
+    if let Err(e) = watched {
+        log::error!("trigger input failed: {e}; stopping");
+        if let Ok(mut slot) = flags.input_error.lock() {
+            *slot = Some(e);
         }
+        flags.capture_stop.store(true, Ordering::Release);
     }
 }
 
