@@ -200,9 +200,12 @@ pub struct Calibration {
 
 impl Calibration {
     pub fn load(path: &Path) -> Result<Calibration, CalibrationError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CalibrationError::Read {
-            path: path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            let path = path.to_owned();
+            match source.kind() {
+                std::io::ErrorKind::NotFound => CalibrationError::Missing { path },
+                _ => CalibrationError::Read { path, source },
+            }
         })?;
         Self::parse(&text, path)
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::archive::Archive;
-use crate::calibrate::{Calibration, CalibrationError};
+use crate::calibrate::Calibration;
 use crate::capture::controls::{self, ControlsInForce};
 use crate::capture::V4l2Source;
 use crate::capture::{CaptureError, FrameSource, PixelFormat, ReopeningSource, ReplaySource};
@@ -174,9 +174,6 @@ impl<'c> Line<'c> {
         let d = &self.cfg.decision;
         match (&d.calibration, d.threshold) {
             (Some(path), _) => {
-                if !path.exists() {
-                    return Err(CalibrationError::Missing { path: path.clone() }.into());
-                }
                 let cal = Calibration::load_for_model(path, &model.path, &model.file_sha256)?;
                 Ok(Decision {
                     threshold: cal.threshold,

@@ -350,3 +350,18 @@ fn run_warns_when_the_camera_controls_differ_from_the_calibrations() {
         "{w:?}"
     );
 }
+
+#[test]
+fn a_missing_calibration_file_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("none.cal.toml");
+    let err = Calibration::load(&path).unwrap_err();
+    assert!(
+        matches!(&err, CalibrationError::Missing { path: p } if p == &path),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("run `partguard calibrate"),
+        "{err}"
+    );
+}
