@@ -26,6 +26,10 @@ from train import input_hw, list_images, load_rgb  # noqa: E402
 
 MODEL_VERSION = "3"
 
+# The model contract, shared with the firmware (src/infer/contract.rs reads the same file).
+CONTRACT = json.loads((Path(__file__).resolve().parent / "contract.json").read_text())
+INPUT = CONTRACT["input"]["name"]
+
 
 MVTEC_LICENSE = "MVTec AD, CC BY-NC-SA 4.0 (non-commercial)"
 
@@ -38,15 +42,15 @@ def content_hash(model: onnx.ModelProto) -> str:
 def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -> None:
     h, w = input_hw(cfg, [])
     meta = {
-        "partguard.contract": "1",
-        "partguard.input_name": "image",
-        "partguard.input_shape": f"1,3,{h},{w}",
-        "partguard.input_layout": "NCHW",
-        "partguard.colour_order": "RGB",
+        "partguard.contract": CONTRACT["version"],
+        "partguard.input_name": CONTRACT["input"]["name"],
+        "partguard.input_shape": f"1,{CONTRACT['input']['channels']},{h},{w}",
+        "partguard.input_layout": CONTRACT["input"]["layout"],
+        "partguard.colour_order": CONTRACT["input"]["colour_order"],
         "partguard.pixel_scale": "0.00392156862745098",  # 1/255
         "partguard.pixel_offset": "0",
         "partguard.resize": "bilinear,whole-frame",
-        "partguard.outputs": "anomaly_map,score",
+        "partguard.outputs": ",".join(CONTRACT["outputs"]),
         "partguard.model_name": name,
         "partguard.model_version": MODEL_VERSION,
         "partguard.precision": precision,
@@ -67,6 +71,9 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
     if cfg.get("camera_controls"):
         # From the collect manifest of the training images; `partguard run` compares the camera's.
         meta["partguard.camera_controls"] = json.dumps(cfg["camera_controls"], sort_keys=True)
+    missing = [k for k in CONTRACT["required_metadata"] if k not in meta]
+    if missing:
+        sys.exit(f"error: export.py does not write metadata {missing} that models/contract.json requires")
     del model.metadata_props[:]
     meta["partguard.content_hash"] = content_hash(model)
     for k, v in meta.items():
@@ -89,8 +96,8 @@ def export_f32(ckpt: Path, out: Path, name: str, data_license: str,
     h, w = input_hw(cfg, [])
     path = out / f"{name}_f32.onnx"
     torch.onnx.export(
-        model, torch.zeros(1, 3, h, w), str(path), opset_version=17, dynamo=False,
-        input_names=["image"], output_names=["anomaly_map", "score"], do_constant_folding=True,
+        model, torch.zeros(1, CONTRACT["input"]["channels"], h, w), str(path), opset_version=17, dynamo=False,
+        input_names=[INPUT], output_names=CONTRACT["outputs"], do_constant_folding=True,
     )
     m = onnx.load(str(path))
     set_metadata(m, cfg, "f32", name)
@@ -100,10 +107,10 @@ def export_f32(ckpt: Path, out: Path, name: str, data_license: str,
 
 def first_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the Conv nodes fed by the image itself or by a Concat that includes it."""
-    concat_with_image = {o for n in model.graph.node if n.op_type == "Concat" and "image" in n.input
+    concat_with_image = {o for n in model.graph.node if n.op_type == "Concat" and INPUT in n.input
                          for o in n.output}
     names = [n.name for n in model.graph.node if n.op_type == "Conv"
-             and any(i == "image" or i in concat_with_image for i in n.input)]
+             and any(i == INPUT or i in concat_with_image for i in n.input)]
     if not names:
         sys.exit("error: no Conv reads the input 'image' (a network export.py does not know)")
     return names
@@ -125,7 +132,7 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
             p = next(self.it, None)
             if p is None:
                 return None
-            return {"image": load_rgb(p, (h, w)).transpose(2, 0, 1)[None].astype(np.float32)}
+            return {INPUT: load_rgb(p, (h, w)).transpose(2, 0, 1)[None].astype(np.float32)}
 
     out = f32.with_name(f"{name}_int8.onnx")
     first = first_convs(onnx.load(str(f32)))
@@ -146,7 +153,7 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
         # The first convolution of each sub-network in float32: with one 7-bit weight scale per
         # tensor it cannot resolve the small colour differences (a reflection band's copper vs grey)
         # that the discriminative network compares between the image and its reconstruction.
-        # Measured on a relight-augmented model (models/README.md): image AUROC 0.9405 all-int8,
+        # Measured on a relight-augmented model (models/HISTORY.md): image AUROC 0.9405 all-int8,
         # 0.9746 with the discriminative network's first conv in f32, 0.9810 with both (f32 0.9865);
         # on the shipped weights int8 then tracks f32 at line thresholds. ~18 MMACs of 1,205, ~2% time.
         nodes_to_exclude=first,

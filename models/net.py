@@ -3,10 +3,10 @@
 Written for partguard from the published descriptions of SSPCAB (Ristea et al., CVPR 2022) and
 DRAEM (Zavrtanik et al., ICCV 2021); no code is copied from their implementations.
 
-Graph contract (see models/README.md):
+Graph contract (models/contract.json; see models/README.md):
   input  `image`       [1, 3, H, W] float32, RGB, pixels scaled to [0, 1]
   output `anomaly_map` [1, 1, H, W] float32, probability that a pixel is anomalous
-  output `score`       [1]          float32, max of the 21x21 mean-filtered anomaly map
+  output `score`       [1]          float32, max of the KxK mean-filtered anomaly map (K: score_window)
 """
 
 from __future__ import annotations

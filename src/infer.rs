@@ -3,15 +3,14 @@
 //! `onnxruntime` feature, [`onnxruntime::OrtEngine`] runs the same contract through ONNX Runtime
 //! (and, with `tensorrt`, TensorRT); [`load_engine`] picks what `model.engine` names.
 //!
-//! The contract (see `models/README.md`): input `image` [1, 3, H, W] f32 RGB; outputs
-//! `anomaly_map` [1, 1, H, W] f32 and `score` [1] f32; `partguard.*` metadata giving the input size
-//! and pixel scaling.
+//! The contract is defined once, in `models/contract.json` ([`contract`]): input `image`
+//! [1, 3, H, W] f32 RGB; outputs `anomaly_map` [1, 1, H, W] f32 and `score` [1] f32;
+//! `partguard.*` metadata giving the input size and pixel scaling.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
@@ -46,8 +45,12 @@ pub enum ModelError {
     },
 }
 
+pub mod contract;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
+
+pub use contract::model_info_from_bytes;
+use contract::read_contract;
 
 /// Which inference engine runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -220,112 +223,6 @@ pub struct TractEngine {
     staging: Vec<f32>,
     input: Arc<Tensor>,
     map: Vec<f32>,
-}
-
-fn meta_f32(path: &Path, meta: &BTreeMap<String, String>, key: &str) -> Result<f32, ModelError> {
-    let v = meta.get(key).ok_or_else(|| ModelError::Contract {
-        path: path.to_owned(),
-        problem: format!("metadata `{key}` is missing"),
-    })?;
-    v.trim().parse::<f32>().map_err(|_| ModelError::Contract {
-        path: path.to_owned(),
-        problem: format!("metadata `{key}` = \"{v}\" is not a number"),
-    })
-}
-
-/// Reads the model's bytes, metadata and I/O names, and checks them against the contract.
-fn read_contract(
-    path: &Path,
-) -> Result<(Vec<u8>, tract_onnx::pb::ModelProto, ModelInfo), ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    contract_of(path, bytes)
-}
-
-/// The model's metadata and contract from its file's bytes (`path` names it in errors). Never
-/// panics on any input (fuzzed: tests/fuzz).
-pub fn model_info_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelInfo, ModelError> {
-    contract_of(path, bytes).map(|(_, _, info)| info)
-}
-
-fn contract_of(
-    path: &Path,
-    bytes: Vec<u8>,
-) -> Result<(Vec<u8>, tract_onnx::pb::ModelProto, ModelInfo), ModelError> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| ModelError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
-    let contract = |problem: String| ModelError::Contract {
-        path: path.to_owned(),
-        problem,
-    };
-    let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Corrupt {
-        path: path.to_owned(),
-        reason: "no graph".into(),
-    })?;
-    let inits: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&str> = graph
-        .input
-        .iter()
-        .map(|i| i.name.as_str())
-        .filter(|n| !inits.contains(n))
-        .collect();
-    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    if inputs != ["image"] {
-        return Err(contract(format!(
-            "it has inputs {inputs:?}, expected exactly [\"image\"]"
-        )));
-    }
-    for want in ["anomaly_map", "score"] {
-        if !outputs.contains(&want) {
-            return Err(contract(format!(
-                "it has outputs {outputs:?}, expected \"anomaly_map\" and \"score\""
-            )));
-        }
-    }
-    let metadata: BTreeMap<String, String> = proto
-        .metadata_props
-        .iter()
-        .map(|p| (p.key.clone(), p.value.clone()))
-        .collect();
-    let shape = metadata
-        .get("partguard.input_shape")
-        .ok_or_else(|| contract("metadata `partguard.input_shape` is missing".into()))?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter_map(|d| d.trim().parse().ok())
-        .collect();
-    if dims.len() != 4 || dims[0] != 1 || dims[1] != 3 || dims[2] == 0 || dims[3] == 0 {
-        return Err(contract(format!(
-            "metadata `partguard.input_shape` = \"{shape}\", expected 1,3,H,W"
-        )));
-    }
-    if let Some(order) = metadata.get("partguard.colour_order") {
-        if order != "RGB" {
-            return Err(contract(format!(
-                "metadata `partguard.colour_order` = \"{order}\"; partguard feeds RGB"
-            )));
-        }
-    }
-    let input = InputSpec {
-        width: dims[3],
-        height: dims[2],
-        scale: meta_f32(path, &metadata, "partguard.pixel_scale")?,
-        offset: meta_f32(path, &metadata, "partguard.pixel_offset")?,
-    };
-    let file_sha256 = hex(&Sha256::digest(&bytes));
-    let info = ModelInfo {
-        path: path.to_owned(),
-        file_sha256,
-        input,
-        metadata,
-    };
-    Ok((bytes, proto, info))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
