@@ -235,24 +235,12 @@ impl Drop for Archive {
 fn copy_part(e: &mut Entry, part: &ArchivedPart<'_>) {
     let (fw, fh) = (part.width as usize, part.height as usize);
     let roi = Roi::or_whole_frame(part.roi, part.width, part.height);
-    let (x0, y0, w, h) = (
-        roi.x as usize,
-        roi.y as usize,
-        roi.width as usize,
-        roi.height as usize,
-    );
-    e.rgb.clear();
-    if part.frame.len() >= fw * fh * 3 {
-        for row in y0..y0 + h {
-            let start = (row * fw + x0) * 3;
-            e.rgb.extend_from_slice(&part.frame[start..start + w * 3]);
-        }
-        e.width = w;
-        e.height = h;
+    let size = (roi.width as usize, roi.height as usize);
+    (e.width, e.height) = if roi.copy_rgb(part.frame, (fw, fh), size, &mut e.rgb) {
+        size
     } else {
-        e.width = 0;
-        e.height = 0;
-    }
+        (0, 0)
+    };
     e.map.clear();
     match part.map {
         Some((m, mw, mh)) if m.len() >= mw * mh => {

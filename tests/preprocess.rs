@@ -171,3 +171,32 @@ fn a_short_input_tensor_is_an_error_not_a_panic() {
     pre.fill_tensor_from(&rgb, 16, 16, &mut input).unwrap();
     assert!(input.iter().all(|&v| (v - 128.0 / 255.0).abs() < 1e-6));
 }
+
+/// What the archive stores and the page shows of a part: the ROI's pixels, copied exactly at its
+/// own size and shrunk by nearest neighbour for the page; never a panic on a short frame.
+#[test]
+fn a_roi_copy_takes_the_region_exactly_and_refuses_a_short_frame() {
+    // 4x3 RGB frame whose pixel (x, y) holds (x, y, 7).
+    let (fw, fh) = (4usize, 3usize);
+    let frame: Vec<u8> = (0..fh)
+        .flat_map(|y| (0..fw).flat_map(move |x| [x as u8, y as u8, 7]))
+        .collect();
+    let roi = Roi {
+        x: 1,
+        y: 1,
+        width: 2,
+        height: 2,
+    };
+    let mut out = Vec::new();
+    assert!(roi.copy_rgb(&frame, (fw, fh), (2, 2), &mut out));
+    assert_eq!(out, [1, 1, 7, 2, 1, 7, 1, 2, 7, 2, 2, 7]);
+    // Shrunk to one pixel: the region's top-left.
+    assert!(roi.copy_rgb(&frame, (fw, fh), (1, 1), &mut out));
+    assert_eq!(out, [1, 1, 7]);
+    // A frame shorter than its size says, or a region outside it: nothing copied.
+    assert!(!roi.copy_rgb(&frame[..20], (fw, fh), (2, 2), &mut out));
+    assert!(out.is_empty());
+    let outside = Roi { x: 3, ..roi };
+    assert!(!outside.copy_rgb(&frame, (fw, fh), (2, 2), &mut out));
+    assert!(out.is_empty());
+}

@@ -239,6 +239,42 @@ impl Roi {
             })
     }
 
+    /// Copies this region of an RGB frame (`fw` x `fh`, 3 bytes a pixel) into `out`, shrunk by
+    /// nearest neighbour to `w` x `h` (the region's own size: a plain copy). `out` is cleared
+    /// first and stays empty, with `false` returned, when the frame is shorter than its size says
+    /// or the region does not fit it. Allocates nothing once `out` has the capacity.
+    pub fn copy_rgb(
+        &self,
+        frame: &[u8],
+        (fw, fh): (usize, usize),
+        (w, h): (usize, usize),
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        let (x0, y0, rw, rh) = (
+            self.x as usize,
+            self.y as usize,
+            self.width as usize,
+            self.height as usize,
+        );
+        if frame.len() < fw * fh * 3 || x0 + rw > fw || y0 + rh > fh || rw == 0 || rh == 0 {
+            return false;
+        }
+        for y in 0..h {
+            let row = (y0 + y * rh / h) * fw;
+            if w == rw {
+                let start = (row + x0) * 3;
+                out.extend_from_slice(&frame[start..start + w * 3]);
+            } else {
+                for x in 0..w {
+                    let i = (row + x0 + x * rw / w) * 3;
+                    out.extend_from_slice(&frame[i..i + 3]);
+                }
+            }
+        }
+        true
+    }
+
     /// Whether the region lies inside a `width` x `height` frame (and is not empty).
     pub fn check(&self, width: u32, height: u32) -> Result<(), CaptureError> {
         let fits = self.width > 0

@@ -283,26 +283,11 @@ fn ms(d: Duration) -> u64 {
 fn copy_frame(view: &mut FrameView, o: &FrameOffer<'_>) {
     let (fw, fh) = (o.width as usize, o.height as usize);
     let roi = Roi::or_whole_frame(o.roi, o.width, o.height);
-    let (x0, y0, rw, rh) = (
-        roi.x as usize,
-        roi.y as usize,
-        roi.width as usize,
-        roi.height as usize,
-    );
-    view.rgb.clear();
     view.map.clear();
     (view.width, view.height, view.map_width, view.map_height) = (0, 0, 0, 0);
-    if rw == 0 || rh == 0 || o.rgb.len() < fw * fh * 3 {
+    let (w, h) = fit(roi.width as usize, roi.height as usize, FRAME_VIEW_SIDE);
+    if !roi.copy_rgb(o.rgb, (fw, fh), (w, h), &mut view.rgb) {
         return;
-    }
-    let (w, h) = fit(rw, rh, FRAME_VIEW_SIDE);
-    for y in 0..h {
-        let sy = y0 + y * rh / h;
-        for x in 0..w {
-            let sx = x0 + x * rw / w;
-            let i = (sy * fw + sx) * 3;
-            view.rgb.extend_from_slice(&o.rgb[i..i + 3]);
-        }
     }
     (view.width, view.height) = (w, h);
     if let Some((m, mw, mh)) = o
