@@ -165,14 +165,12 @@ impl CaptureLoop<'_> {
     /// A part the model will not see goes to the fail-safe policy, and is reported.
     fn fail_part(&mut self, seq: u64, fault: Fault, part_time: Duration, count: u64) {
         let now = self.clock.now();
-        self.link.fail_safe(seq, fault, now, count);
-        if let Some(t) = self.telemetry {
-            t.record(PartRecord::fail_safe(
-                seq,
-                fault,
-                now.saturating_sub(part_time),
-            ));
-        }
+        fail_part(
+            &mut self.link,
+            self.telemetry,
+            now,
+            (seq, fault, part_time, count),
+        );
     }
 
     /// Takes new triggers and declares missed the ones whose window ended before `now`.
@@ -374,6 +372,7 @@ pub(super) fn trigger_thread(
     mut link: ActuatorLink<'_>,
     position: Option<&EncoderPosition>,
     flags: &RunFlags,
+    telemetry: Option<&Telemetry>,
 ) {
     let mut seq = 0u64;
     let watched = watch_trigger(
@@ -390,7 +389,12 @@ pub(super) fn trigger_thread(
             link.send(Msg::Register(stamp));
             if to_capture.enqueue(stamp).is_err() {
                 log::warn!("part {}: too many triggers waiting for frames", stamp.seq);
-                link.fail_safe(stamp.seq, Fault::MissedFrame, at, stamp.count);
+                fail_part(
+                    &mut link,
+                    telemetry,
+                    at,
+                    (stamp.seq, Fault::MissedFrame, at, stamp.count),
+                );
             }
         },
     );

@@ -199,28 +199,7 @@ pub fn run(
             thread: "reject actuator",
             source,
         })?;
-        // On every way out of this block (a panic included): stop the actuator (safe state) and
-        // the capture and input threads.
-        // On the normal way out the actuator lets pending parts reach the ejector; on an error or
-        // while unwinding from a panic it does not wait: the outputs go to their safe state at
-        // once and the input threads stop.
-        struct StopOnDrop<'a> {
-            shared: &'a ActuatorShared,
-            flags: &'a RunFlags,
-            actuator: std::thread::Thread,
-            completed: bool,
-        }
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.flags.capture_stop.store(true, Ordering::Release);
-                if !self.completed {
-                    self.shared.abort.store(true, Ordering::Release);
-                    self.flags.inputs_stop.store(true, Ordering::Release);
-                }
-                self.shared.stop.store(true, Ordering::Release);
-                self.actuator.unpark();
-            }
-        }
+        // On every way out of this block, a panic included.
         let mut stopper = StopOnDrop {
             shared: &shared,
             flags: &flags,
@@ -249,11 +228,20 @@ pub fn run(
             (Some(input), Some(ts)) => {
                 let pos = position.as_ref();
                 let flags = &flags;
+                let telemetry = telemetry.as_ref();
                 input_threads.push(
                     std::thread::Builder::new()
                         .name("trigger".into())
                         .spawn_scoped(scope, move || {
-                            trigger_thread(input, ts, trig_producer, trigger_link, pos, flags)
+                            trigger_thread(
+                                input,
+                                ts,
+                                trig_producer,
+                                trigger_link,
+                                pos,
+                                flags,
+                                telemetry,
+                            )
                         })
                         .map_err(|source| StageError::Spawn {
                             thread: "trigger",
@@ -280,13 +268,6 @@ pub fn run(
                 .name("capture".into())
                 .spawn_scoped(scope, move || {
                     // Also on a panic: inference must learn that no more frames come.
-                    struct DoneOnDrop<'a>(&'a RunFlags, std::thread::Thread);
-                    impl Drop for DoneOnDrop<'_> {
-                        fn drop(&mut self) {
-                            self.0.capture_done.store(true, Ordering::Release);
-                            self.1.unpark();
-                        }
-                    }
                     let _done = DoneOnDrop(flags, inference_thread.clone());
                     let mut c = CaptureLoop {
                         source: &mut **source,
@@ -399,6 +380,40 @@ pub fn run(
             },
         )
     })
+}
+
+/// Stops the actuator (safe state) and the capture and input threads when dropped, on every way
+/// out of the run. On the normal way out (`completed`) the actuator lets pending parts reach the
+/// ejector; on an error or while unwinding from a panic it does not wait: the outputs go to their
+/// safe state at once and the input threads stop.
+struct StopOnDrop<'a> {
+    shared: &'a ActuatorShared,
+    flags: &'a RunFlags,
+    actuator: std::thread::Thread,
+    completed: bool,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.flags.capture_stop.store(true, Ordering::Release);
+        if !self.completed {
+            self.shared.abort.store(true, Ordering::Release);
+            self.flags.inputs_stop.store(true, Ordering::Release);
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        self.actuator.unpark();
+    }
+}
+
+/// Tells the inference thread, when the capture thread ends (a panic included), that no more
+/// frames come.
+struct DoneOnDrop<'a>(&'a RunFlags, std::thread::Thread);
+
+impl Drop for DoneOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.capture_done.store(true, Ordering::Release);
+        self.1.unpark();
+    }
 }
 
 /// How the run's threads ended.
