@@ -33,9 +33,13 @@ pub enum CollectError {
     #[error("cannot encode {path} as PNG: {reason}")]
     Encode { path: PathBuf, reason: String },
     #[error(
-        "{path} is not a collect manifest ({reason}); move it away or collect into another folder"
+        "{path} is not a collect manifest ({source}); move it away or collect into another folder"
     )]
-    Manifest { path: PathBuf, reason: String },
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("collection folder {dir} holds images labelled \"{existing}\"; collect \"{label}\" parts into another folder (one label per folder)")]
     OtherLabel {
         dir: PathBuf,
@@ -120,12 +124,12 @@ impl Collection {
         }
         let path = dir.join(MANIFEST);
         let manifest = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                serde_json::from_str::<Manifest>(&text).map_err(|e| CollectError::Manifest {
+            Ok(text) => serde_json::from_str::<Manifest>(&text).map_err(|source| {
+                CollectError::Manifest {
                     path: path.clone(),
-                    reason: e.to_string(),
-                })?
-            }
+                    source,
+                }
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Manifest {
                 label: label.to_owned(),
                 sessions: Vec::new(),
@@ -236,11 +240,12 @@ impl Collection {
     pub fn write_manifest(&self) -> Result<(), CollectError> {
         let path = self.dir.join(MANIFEST);
         let tmp = self.dir.join(".manifest.json.tmp");
-        let text =
-            serde_json::to_string_pretty(&self.manifest).map_err(|e| CollectError::Manifest {
+        let text = serde_json::to_string_pretty(&self.manifest).map_err(|source| {
+            CollectError::Manifest {
                 path: path.clone(),
-                reason: e.to_string(),
-            })?;
+                source,
+            }
+        })?;
         std::fs::write(&tmp, text + "\n")
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| CollectError::Write { path, source: e })

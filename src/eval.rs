@@ -31,8 +31,20 @@ pub enum EvalError {
     Capture(#[from] crate::capture::CaptureError),
     #[error(transparent)]
     Model(#[from] crate::infer::ModelError),
-    #[error("cannot read mask {path}: {reason}")]
-    Mask { path: PathBuf, reason: String },
+    #[error("cannot read mask {path}: {source}")]
+    Mask {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("mask {path} is {width}x{height}, its image is {image_width}x{image_height}; the ground-truth mask must match its image")]
+    MaskSize {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        image_width: usize,
+        image_height: usize,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -126,9 +138,9 @@ fn layout(root: &Path) -> (PathBuf, Option<PathBuf>) {
 }
 
 fn load_mask(path: &Path) -> Result<(Vec<u8>, u32, u32), EvalError> {
-    let img = image::open(path).map_err(|e| EvalError::Mask {
+    let img = image::open(path).map_err(|source| EvalError::Mask {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })?;
     let g = img.into_luma8();
     let (w, h) = g.dimensions();
@@ -190,9 +202,12 @@ pub fn evaluate(
         } else if mask_path.is_file() {
             let (m, mwid, mhei) = load_mask(&mask_path)?;
             if (mwid as usize, mhei as usize) != (w, h) {
-                return Err(EvalError::Mask {
+                return Err(EvalError::MaskSize {
                     path: mask_path,
-                    reason: format!("{mwid}x{mhei}, the image is {w}x{h}"),
+                    width: mwid,
+                    height: mhei,
+                    image_width: w,
+                    image_height: h,
                 });
             }
             Some(m)

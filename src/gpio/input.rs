@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::{request_error, resolve_line, GpioError, LineId};
+use super::{request_error, resolve_line, Cause, GpioError, LineId};
 use crate::clock::Clock;
 
 /// One edge of an input, in logical terms (`rising` = to active, whatever the wiring polarity).
@@ -85,7 +85,7 @@ impl CdevInput {
             role: self.role,
             chip: self.chip.clone(),
             line: self.line.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         }
     }
 }
@@ -125,10 +125,10 @@ impl SocketTrigger {
     /// partguard: `check` must not steal its trigger).
     pub fn bind(path: &std::path::Path) -> Result<Self, GpioError> {
         use std::os::unix::fs::FileTypeExt;
-        let err = |reason: String| GpioError::Socket {
+        let err = |source: Cause| GpioError::Socket {
             role: "trigger",
             path: path.to_owned(),
-            reason,
+            source,
         };
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
@@ -140,12 +140,12 @@ impl SocketTrigger {
                     ));
                 }
                 std::fs::remove_file(path)
-                    .map_err(|e| err(format!("cannot remove the old socket: {e}")))?
+                    .map_err(|e| err(format!("cannot remove the old socket: {e}").into()))?
             }
             Ok(_) => return Err(err("exists and is not a socket".into())),
             Err(_) => {}
         }
-        let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(|e| err(e.to_string()))?;
+        let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(|e| err(e.into()))?;
         Ok(SocketTrigger {
             path: path.to_owned(),
             sock,
@@ -161,7 +161,7 @@ impl EdgeInput for SocketTrigger {
         let err = |e: std::io::Error| GpioError::Socket {
             role: "trigger",
             path: self.path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         };
         self.sock.set_read_timeout(Some(timeout)).map_err(err)?;
         match self.sock.recv(&mut self.buf) {

@@ -69,7 +69,7 @@ impl From<SafeState> for Level {
 
 /// GPIO faults: each names the config section (`role`: reject, alarm, ready, trigger, encoder), the
 /// chip and the line.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum GpioError {
     #[error(
         "{role}: GPIO chip {chip} not found; list the chips with `gpiodetect` and fix {role}.chip"
@@ -91,22 +91,29 @@ pub enum GpioError {
         /// The kernel's consumer label of the holder, e.g. `"partguard-reject"`.
         holder: String,
     },
-    #[error("{role}: GPIO line {line} on {chip}: {reason}")]
+    #[error("{role}: GPIO line {line} on {chip}: {source}")]
     Io {
         role: &'static str,
         chip: String,
         line: String,
-        reason: String,
+        /// The driver's error (gpiocdev, rppal), kept whole.
+        #[source]
+        source: Cause,
     },
-    #[error("{role}: socket {path}: {reason}; check that its folder exists and is writable by partguard's user, and that no other partguard uses it")]
+    #[error("{role}: socket {path}: {source}; check that its folder exists and is writable by partguard's user, and that no other partguard uses it")]
     Socket {
         role: &'static str,
         path: std::path::PathBuf,
-        reason: String,
+        /// The OS's error, or what was found at the path.
+        #[source]
+        source: Cause,
     },
     #[error("{role}: kind = \"rpi\" needs a build with the `rpi` feature")]
     RpiFeatureMissing { role: &'static str },
 }
+
+/// The cause inside [`GpioError::Io`] and [`GpioError::Socket`]: the driver's or the OS's error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 fn chip_path(chip: &str) -> std::path::PathBuf {
     if chip.starts_with('/') {
@@ -123,11 +130,11 @@ pub(super) fn resolve_line(
     line: &LineId,
 ) -> Result<(std::path::PathBuf, u32), GpioError> {
     let path = chip_path(chip);
-    let io = |reason: String| GpioError::Io {
+    let io = |source: gpiocdev::Error| GpioError::Io {
         role,
         chip: chip.to_owned(),
         line: line.to_string(),
-        reason,
+        source: source.into(),
     };
     if !path.exists() {
         return Err(GpioError::ChipMissing {
@@ -142,9 +149,9 @@ pub(super) fn resolve_line(
                 chip: chip.to_owned(),
             }
         }
-        other => io(other.to_string()),
+        other => io(other),
     })?;
-    let chip_info = c.info().map_err(|e| io(e.to_string()))?;
+    let chip_info = c.info().map_err(io)?;
     let no_line = || GpioError::NoSuchLine {
         role,
         chip: chip.to_owned(),
@@ -205,7 +212,7 @@ pub(super) fn request_error(
             role,
             chip: chip.to_owned(),
             line: line.to_string(),
-            reason: other.to_string(),
+            source: other.into(),
         },
     }
 }

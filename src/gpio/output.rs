@@ -169,7 +169,7 @@ impl OutputPin for CdevLine {
                 role: self.role,
                 chip: self.chip.clone(),
                 line: self.line.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })
     }
 
@@ -203,7 +203,7 @@ impl RpiLine {
             role,
             chip: chip.clone(),
             line: line.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         let pin = gpio.get(bcm).map_err(|e| match e {
             rppal::gpio::Error::PinUsed(_) => GpioError::Busy {
@@ -221,7 +221,7 @@ impl RpiLine {
                 role,
                 chip: chip.clone(),
                 line: line.clone(),
-                reason: other.to_string(),
+                source: other.into(),
             },
         })?;
         let high = (initial == Level::Active) != active_low;
@@ -291,7 +291,7 @@ pub fn open_output(
                     role,
                     chip: spec.chip.unwrap_or_default().to_owned(),
                     line: String::new(),
-                    reason: format!("{role}.chip and {role}.line are required"),
+                    source: format!("{role}.chip and {role}.line are required").into(),
                 });
             };
             Ok(Box::new(CdevLine::open(
