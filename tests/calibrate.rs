@@ -181,19 +181,15 @@ fn plot_is_a_decodable_png() {
 }
 
 fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
-    let p = dir.join("line.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = {looping}\nrate_hz = {}\n\n[model]\npath = \"{}\"\n\n[decision]\ncalibration = \"line.cal.toml\"\n\n[reject]\nkind = \"simulated\"\npulse_ms = 10\n\n[timing]\ndelay_ms = {}\n\n[log]\nstatus_interval_s = 0\n",
-            source.display(),
-            4.0 / common::scale() as f64,
-            common::f32_model().display(),
+    let rate = 4.0 / common::scale() as f64;
+    common::TestConfig::replay(source, &format!("loop = {looping}\nrate_hz = {rate}"))
+        .decision("calibration = \"line.cal.toml\"")
+        .reject("kind = \"simulated\"\npulse_ms = 10")
+        .sections(&format!(
+            "[timing]\ndelay_ms = {}\n\n[log]\nstatus_interval_s = 0\n",
             1000 * common::scale()
-        ),
-    )
-    .unwrap();
-    p
+        ))
+        .write(&dir.join("line.toml"))
 }
 
 #[test]

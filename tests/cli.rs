@@ -7,14 +7,10 @@ use std::process::Stdio;
 mod common;
 
 fn write_config(dir: &Path, source: &str, reject: &str) -> std::path::PathBuf {
-    let p = dir.join("line.toml");
-    let text = format!(
-        "[source]\n{source}\n\n[model]\npath = \"{}\"\n\n[decision]\nthreshold = {}\n\n[reject]\n{reject}\npulse_ms = 20\n\n[log]\nstatus_interval_s = 0.2\n",
-        common::f32_model().display(),
-        partguard::config::Config::builtin().unwrap().decision.threshold.unwrap(),
-    );
-    std::fs::write(&p, text).unwrap();
-    p
+    common::TestConfig::new(source)
+        .reject(&format!("{reject}\npulse_ms = 20"))
+        .sections("[log]\nstatus_interval_s = 0.2\n")
+        .write(&dir.join("line.toml"))
 }
 
 #[test]

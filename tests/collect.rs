@@ -6,21 +6,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::config::replay;
 use common::{partguard, samples};
 
 fn config(dir: &Path, source: &str, extra: &str) -> PathBuf {
-    let model = common::f32_model();
-    let text = format!(
-        "[source]\n{source}\n\n[model]\npath = \"{}\"\n\n[decision]\nthreshold = 0.2\n\n[reject]\nkind = \"simulated\"\npulse_ms = 50\n{extra}",
-        model.display()
-    );
-    let path = dir.join("collect.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn replay(path: &Path, extra: &str) -> String {
-    format!("kind = \"replay\"\npath = \"{}\"\n{extra}", path.display())
+    common::TestConfig::new(source)
+        .reject("kind = \"simulated\"\npulse_ms = 50")
+        .sections(extra)
+        .write(&dir.join("collect.toml"))
 }
 
 fn collect(config: &Path, args: &[&str]) -> std::process::Output {

@@ -41,17 +41,12 @@ fn padded_samples(dir: &Path, relabel_good_as: Option<&str>) -> (PathBuf, String
 
 /// A config replaying `folder` unpaced through the f32 model, with `extra` sections.
 fn config(dir: &Path, name: &str, folder: &Path, extra: &str, timing: &str) -> PathBuf {
-    let p = dir.join(name);
-    let text = format!(
-        "[source]\nkind = \"replay\"\npath = {:?}\nrate_hz = 0\n\n{extra}\n[model]\npath = {:?}\n\n\
-         [decision]\nthreshold = {}\n\n[reject]\nkind = \"simulated\"\npulse_ms = 5\n\n[timing]\n{timing}\n\n\
-         [log]\nstatus_interval_s = 0\n",
-        folder,
-        common::f32_model(),
-        common::threshold()
-    );
-    std::fs::write(&p, text).unwrap();
-    p
+    common::TestConfig::replay(folder, "rate_hz = 0")
+        .reject("kind = \"simulated\"\npulse_ms = 5")
+        .sections(&format!(
+            "{extra}\n[timing]\n{timing}\n\n[log]\nstatus_interval_s = 0\n"
+        ))
+        .write(&dir.join(name))
 }
 
 fn partguard(cfg: Option<&Path>, args: &[&str]) -> std::process::Output {

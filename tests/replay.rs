@@ -7,9 +7,8 @@ use std::time::Duration;
 use partguard::capture::{CaptureError, FrameSource, Label, ReplaySource};
 use partguard::clock::{Clock, SimClock};
 
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/samples/bottle")
-}
+mod common;
+use common::samples;
 
 fn names(src: &mut ReplaySource, n: usize) -> Vec<(String, Option<Label>)> {
     let mut out = Vec::new();

@@ -10,18 +10,12 @@ use std::time::{Duration, Instant};
 mod common;
 
 fn config(dir: &Path) -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let p = dir.join("line.toml");
-    let text = format!(
-        "[source]\nkind = \"replay\"\npath = \"{}\"\nloop = true\nrate_hz = 5\n\n\
-         [model]\npath = \"{}\"\n\n[decision]\nthreshold = 0.12\n\n\
-         [reject]\nkind = \"simulated\"\npulse_ms = 20\n\n[timing]\ndelay_ms = 300\n\n\
-         [log]\nstatus_interval_s = 0.2\nprint_decisions = false\n",
-        root.join("examples/samples/bottle").display(),
-        root.join("models/bottle_sspcab_f32.onnx").display(),
-    );
-    std::fs::write(&p, text).unwrap();
-    p
+    common::TestConfig::replay(&common::samples(), "loop = true\nrate_hz = 5")
+        .decision("threshold = 0.12")
+        .sections(
+            "[timing]\ndelay_ms = 300\n\n[log]\nstatus_interval_s = 0.2\nprint_decisions = false\n",
+        )
+        .write(&dir.join("line.toml"))
 }
 
 /// Every message received within `window`.
@@ -174,7 +168,7 @@ fn safe_state_after_a_sigkill_sets_every_output_and_says_so() {
 /// calibration (the reload itself: tests/calibrate.rs), and says how.
 #[test]
 fn the_unit_reloads_with_sighup_as_the_readme_says() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = common::root();
     let unit = std::fs::read_to_string(root.join("cross/partguard.service")).unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let reload: Vec<&str> = unit

@@ -2,7 +2,10 @@
 //! simulated outputs.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod station;
+
+pub use config::TestConfig;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
