@@ -8,7 +8,7 @@ for thresholds taken from the good training scores (the highest, the 99th and th
 `partguard calibrate` takes a conformal order statistic of good scores, which lands near these),
 how many good test parts are rejected and how many defective ones pass. AUROC alone hides that
 trade-off: a model can rank better overall and still pass more faint defects at every threshold a
-line would use (models/README.md, "Relight augmentation"). A model can also score its training
+line would use (models/HISTORY.md, "Relight augmentation"). A model can also score its training
 images lower than unseen good parts (the fine-tunes, the relight runs and the shipped v3 in
 models/README.md do; v2 did not), and then these thresholds understate its false
 rejects: on a line, calibrate on parts the model was not trained on.

@@ -157,7 +157,7 @@ def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator,
     anomaly, to the reconstruction target too, so neither sub-network learns such a change as a
     defect. With `colour_only` both changes are weighted by how coloured a pixel is (0 at chroma
     <= 0.06, full at >= 0.14; chroma = max - min channel): only the reflection band changes, grey and
-    dark surfaces keep their brightness. Measured on bottle (models/README.md): only the brightness
+    dark surfaces keep their brightness. Measured on bottle (models/HISTORY.md): only the brightness
     change on grey surfaces moves good/019, and it also raises the score floor of good parts.
     """
     h, w = img.shape[:2]

@@ -201,7 +201,7 @@ def random_warp(img: np.ndarray, max_px: float, rng: np.random.Generator) -> np.
     Displacements (up to `max_px` pixels each for the shift and for the local field, a 3x3 grid of
     random vectors bilinearly upsampled) move the inner parts of the part against its outline, as a
     part seated slightly off-centre or tilted in its fixture does. Edges are replicated. (Tried on
-    MVTec bottle for test/good/019; that image turned out not to be displaced: see models/README.md.)
+    MVTec bottle for test/good/019; that image turned out not to be displaced: see models/HISTORY.md.)
     """
     h, w, _ = img.shape
     shift = rng.uniform(-max_px, max_px, size=2)
