@@ -182,7 +182,7 @@ fn plot_is_a_decodable_png() {
 
 fn config(dir: &Path, source: &Path, looping: bool) -> PathBuf {
     let rate = 4.0 / common::scale() as f64;
-    common::TestConfig::replay(source, &format!("loop = {looping}\nrate_hz = {rate}"))
+    common::config::TestConfig::replay(source, &format!("loop = {looping}\nrate_hz = {rate}"))
         .decision("calibration = \"line.cal.toml\"")
         .reject("kind = \"simulated\"\npulse_ms = 10")
         .sections(&format!(

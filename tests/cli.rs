@@ -7,7 +7,7 @@ use std::process::Stdio;
 mod common;
 
 fn write_config(dir: &Path, source: &str, reject: &str) -> std::path::PathBuf {
-    common::TestConfig::new(source)
+    common::config::TestConfig::new(source)
         .reject(&format!("{reject}\npulse_ms = 20"))
         .sections("[log]\nstatus_interval_s = 0.2\n")
         .write(&dir.join("line.toml"))

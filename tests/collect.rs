@@ -10,7 +10,7 @@ use common::config::replay;
 use common::{partguard, samples};
 
 fn config(dir: &Path, source: &str, extra: &str) -> PathBuf {
-    common::TestConfig::new(source)
+    common::config::TestConfig::new(source)
         .reject("kind = \"simulated\"\npulse_ms = 50")
         .sections(extra)
         .write(&dir.join("collect.toml"))

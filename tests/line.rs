@@ -41,7 +41,7 @@ fn padded_samples(dir: &Path, relabel_good_as: Option<&str>) -> (PathBuf, String
 
 /// A config replaying `folder` unpaced through the f32 model, with `extra` sections.
 fn config(dir: &Path, name: &str, folder: &Path, extra: &str, timing: &str) -> PathBuf {
-    common::TestConfig::replay(folder, "rate_hz = 0")
+    common::config::TestConfig::replay(folder, "rate_hz = 0")
         .reject("kind = \"simulated\"\npulse_ms = 5")
         .sections(&format!(
             "{extra}\n[timing]\n{timing}\n\n[log]\nstatus_interval_s = 0\n"

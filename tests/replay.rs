@@ -1,6 +1,5 @@
 //! Replay source: order, looping, labels, pacing, and unreadable images skipped and counted.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 

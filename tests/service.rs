@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 fn config(dir: &Path) -> std::path::PathBuf {
-    common::TestConfig::replay(&common::samples(), "loop = true\nrate_hz = 5")
+    common::config::TestConfig::replay(&common::samples(), "loop = true\nrate_hz = 5")
         .decision("threshold = 0.12")
         .sections(
             "[timing]\ndelay_ms = 300\n\n[log]\nstatus_interval_s = 0.2\nprint_decisions = false\n",

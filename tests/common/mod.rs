@@ -5,8 +5,6 @@
 pub mod config;
 pub mod station;
 
-pub use config::TestConfig;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
