@@ -33,11 +33,11 @@ from train import auroc, image_scores, input_hw, load_set  # noqa: E402
 def torch_scorer(path: Path):
     import torch
 
-    from net import AnomalyNet
+    from net import build
 
     ck = torch.load(path, weights_only=False, map_location="cpu")
     cfg = ck["config"]
-    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21))
+    model = build(cfg)
     model.load_state_dict(ck["model"])
     model.eval()
     return (lambda images: image_scores(model, images, torch.device("cpu"))), input_hw(cfg, [])

@@ -21,7 +21,7 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import AnomalyNet  # noqa: E402
+from net import build  # noqa: E402
 from train import input_hw, list_images, load_rgb  # noqa: E402
 
 MODEL_VERSION = "3"
@@ -58,6 +58,7 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         "partguard.data_license": cfg.get("data_license", MVTEC_LICENSE),
         "partguard.architecture": (
             f"DRAEM-style recon width {cfg['recon_width']} / discr width {cfg['discr_width']}, "
+            f"{cfg.get('upsample', 'bilinear')} upsampling, {cfg.get('full_res_convs', 2)} conv(s) per full-resolution block, "
             f"params {cfg.get('params')}, MACs {cfg.get('macs')}"
         ),
         "partguard.sspcab": (
@@ -90,7 +91,7 @@ def export_f32(ckpt: Path, out: Path, name: str, data_license: str,
         if score_window < 1 or score_window % 2 == 0:
             sys.exit(f"error: --score-window {score_window}: use an odd number of pixels (21, 7, 3...)")
         cfg["score_window"] = score_window
-    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21))
+    model = build(cfg)
     model.load_state_dict(ck["model"])
     model.eval()
     h, w = input_hw(cfg, [])

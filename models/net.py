@@ -28,6 +28,22 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(conv_bn_relu(cin, cout), conv_bn_relu(cout, cout))
 
 
+def full_res_block(cin: int, cout: int, convs: int) -> nn.Sequential:
+    """The block at the input's full resolution: two 3x3 convolutions (DRAEM), or one, which halves
+    the largest maps' share of the MACs (and of tract's im2col)."""
+    return double_conv(cin, cout) if convs == 2 else conv_bn_relu(cin, cout)
+
+
+UPSAMPLE_MODES = ("bilinear", "nearest")
+
+
+def up2(t: torch.Tensor, mode: str) -> torch.Tensor:
+    """x2 upsampling: bilinear (DRAEM) or nearest (a cheaper Resize for the inference engine)."""
+    if mode == "nearest":
+        return F.interpolate(t, scale_factor=2.0, mode="nearest")
+    return F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class SSPCAB(nn.Module):
     """Self-supervised predictive convolutional attentive block.
 
@@ -66,10 +82,11 @@ class SSPCAB(nn.Module):
 class Reconstructive(nn.Module):
     """Encoder-decoder without skips; SSPCAB replaces the last encoder block when enabled."""
 
-    def __init__(self, base: int, sspcab: bool):
+    def __init__(self, base: int, sspcab: bool, upsample: str = "bilinear", full_res_convs: int = 2):
         super().__init__()
         b = base
-        self.enc1 = double_conv(3, b)
+        self.upsample = upsample
+        self.enc1 = full_res_block(3, b, full_res_convs)
         self.enc2 = double_conv(b, 2 * b)
         self.enc3 = double_conv(2 * b, 4 * b)
         self.enc4 = double_conv(4 * b, 8 * b)
@@ -78,7 +95,7 @@ class Reconstructive(nn.Module):
         self.dec4 = double_conv(8 * b, 8 * b)
         self.dec3 = double_conv(8 * b, 4 * b)
         self.dec2 = double_conv(4 * b, 2 * b)
-        self.dec1 = double_conv(2 * b, b)
+        self.dec1 = full_res_block(2 * b, b, full_res_convs)
         self.out = nn.Conv2d(b, 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +106,7 @@ class Reconstructive(nn.Module):
         x = self.enc5(F.max_pool2d(x, 2))
         if self.sspcab is not None:
             x = self.sspcab(x)
-        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        up = lambda t: up2(t, self.upsample)  # noqa: E731
         x = self.dec4(up(x))
         x = self.dec3(up(x))
         x = self.dec2(up(x))
@@ -100,10 +117,11 @@ class Reconstructive(nn.Module):
 class Discriminative(nn.Module):
     """U-Net with skips over [image, reconstruction]; 2-channel logits (normal, anomalous)."""
 
-    def __init__(self, base: int):
+    def __init__(self, base: int, upsample: str = "bilinear", full_res_convs: int = 2):
         super().__init__()
         b = base
-        self.e1 = double_conv(6, b)
+        self.upsample = upsample
+        self.e1 = full_res_block(6, b, full_res_convs)
         self.e2 = double_conv(b, 2 * b)
         self.e3 = double_conv(2 * b, 4 * b)
         self.e4 = double_conv(4 * b, 8 * b)
@@ -115,11 +133,11 @@ class Discriminative(nn.Module):
         self.u2 = conv_bn_relu(4 * b, 2 * b)
         self.d2 = double_conv(4 * b, 2 * b)
         self.u1 = conv_bn_relu(2 * b, b)
-        self.d1 = double_conv(2 * b, b)
+        self.d1 = full_res_block(2 * b, b, full_res_convs)
         self.out = nn.Conv2d(b, 2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        up = lambda t: up2(t, self.upsample)  # noqa: E731
         x1 = self.e1(x)
         x2 = self.e2(F.max_pool2d(x1, 2))
         x3 = self.e3(F.max_pool2d(x2, 2))
@@ -134,10 +152,10 @@ class Discriminative(nn.Module):
 
 class AnomalyNet(nn.Module):
     def __init__(self, recon_width: int = 16, discr_width: int = 16, sspcab: bool = True,
-                 score_window: int = 21):
+                 score_window: int = 21, upsample: str = "bilinear", full_res_convs: int = 2):
         super().__init__()
-        self.recon = Reconstructive(recon_width, sspcab)
-        self.discr = Discriminative(discr_width)
+        self.recon = Reconstructive(recon_width, sspcab, upsample, full_res_convs)
+        self.discr = Discriminative(discr_width, upsample, full_res_convs)
         self.score_window = score_window
 
     def forward_train(self, x: torch.Tensor):
@@ -161,6 +179,13 @@ class AnomalyNet(nn.Module):
         if self.recon.sspcab is None:
             return torch.zeros((), device=next(self.parameters()).device)
         return self.recon.sspcab.self_supervised_loss()
+
+
+def build(cfg: dict) -> "AnomalyNet":
+    """The network a training config (train.py's TrainConfig, or a run's config.json) describes.
+    Keys added after a run was made take their defaults, so old runs rebuild as they were."""
+    return AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21),
+                      cfg.get("upsample", "bilinear"), cfg.get("full_res_convs", 2))
 
 
 def count_macs(model: nn.Module, h: int, w: int) -> int:

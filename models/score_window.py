@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import AnomalyNet  # noqa: E402
+from net import AnomalyNet, build  # noqa: E402
 from train import input_hw, list_images, load_rgb  # noqa: E402
 from verdict import Verdict, auroc, judge, validation_set  # noqa: E402
 
@@ -53,7 +53,7 @@ class RunMaps:
     def __init__(self, run: Path):
         cfg = json.loads((run / "config.json").read_text())
         ck = torch.load(run / "final.pt", weights_only=False, map_location="cpu")
-        model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"])
+        model = build(dict(cfg, score_window=21))
         model.load_state_dict(ck["model"])
         model.eval()
         hw = input_hw(cfg, [])

@@ -29,6 +29,12 @@ if "$PYTHON" models/train.py --config "$out/type.json" --data examples/samples/b
     echo "smoke: a config with a string for epochs was accepted" >&2; exit 1
 fi
 grep -q "type.json: epochs is '10'; it must be of type int" "$out/type.txt"
+echo '{"upsample": "cubic"}' > "$out/mode.json"
+if "$PYTHON" models/train.py --config "$out/mode.json" --data examples/samples/bottle/good \
+    --out "$out/mode" 2> "$out/mode.txt"; then
+    echo "smoke: a config with upsample \"cubic\" was accepted" >&2; exit 1
+fi
+grep -q "mode.json: upsample is 'cubic'; use one of bilinear, nearest" "$out/mode.txt"
 # The training folder comes from `partguard collect` (the samples replayed as a camera); its
 # manifest's camera controls end up in the model and `run` warns when the camera's differ. A replay
 # has no controls, so a camera's are written into the manifest here (the VM test records real ones).
@@ -143,8 +149,10 @@ for i, p in enumerate(q for q in src if q.parent.name != "good"):
     with Image.open(p) as im:
         im.convert("L").crop((0, 100, 600, 500)).save(out / "contamination" / f"{i:03d}.png")
 PY
-echo '{"input_size": 96, "recon_width": 8, "discr_width": 8, "steps": 3, "batch_size": 4, "texture_bank": 4}' \
-    > "$out/grey.json"
+# (with the network's other shape options, nearest upsampling and one full-resolution convolution,
+# so train -> export -> firmware runs them too)
+echo '{"input_size": 96, "recon_width": 8, "discr_width": 8, "steps": 3, "batch_size": 4, "texture_bank": 4,
+       "upsample": "nearest", "full_res_convs": 1}' > "$out/grey.json"
 "$PYTHON" models/train.py --config "$out/grey.json" --data "$out/grey/good" --out "$out/grey_run" \
     --precise-bn-batches 1 > "$out/grey_train.txt"
 grep -q "input 64x96 (HxW) images 8 (+4 held out)" "$out/grey_train.txt"

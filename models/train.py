@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import AnomalyNet, count_macs  # noqa: E402
+from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
 from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
 from verdict import holdout_indices, judge, validation_set  # noqa: E402
 
@@ -63,6 +63,8 @@ class TrainConfig:
     texture_bank: int = 0
     holdout: float = 0.15  # share of the good images held back for the verdict (verdict.py)
     score_window: int = 21  # the image score: max of the anomaly map after this mean filter (odd)
+    upsample: str = "bilinear"  # x2 upsampling in both networks: "bilinear" (DRAEM) or "nearest"
+    full_res_convs: int = 2  # 3x3 convolutions per block at the input's resolution: 2 (DRAEM) or 1
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -104,6 +106,11 @@ def load_config(path: Path) -> dict:
     if cfg["score_window"] < 1 or cfg["score_window"] % 2 == 0:
         sys.exit(f"error: training config {path}: score_window is {cfg['score_window']}; use an odd "
                  "number of pixels (21, 7, 3...)")
+    if cfg["upsample"] not in UPSAMPLE_MODES:
+        sys.exit(f"error: training config {path}: upsample is {cfg['upsample']!r}; "
+                 f"use one of {', '.join(UPSAMPLE_MODES)}")
+    if cfg["full_res_convs"] not in (1, 2):
+        sys.exit(f"error: training config {path}: full_res_convs is {cfg['full_res_convs']}; use 1 or 2")
     if cfg["relight_target"] not in ("relit", "original"):
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
@@ -455,7 +462,7 @@ def main() -> None:
     cfg["camera_controls"] = collect_manifest_controls(args.data)
 
     torch.manual_seed(cfg["seed"])
-    model = AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21))
+    model = build(cfg)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, hw[0], hw[1])
     cfg["params"], cfg["macs"] = params, macs
