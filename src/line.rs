@@ -282,6 +282,14 @@ impl<'c> Line<'c> {
         }
     }
 
+    /// The photo-eye's debounce and frame window, when `[trigger]` is configured.
+    pub fn trigger_settings(&self) -> Option<TriggerSettings> {
+        self.cfg.trigger.as_ref().map(|t| TriggerSettings {
+            debounce: ms(t.debounce_ms),
+            window: ms(t.frame_window_ms),
+        })
+    }
+
     /// The threaded line's options (actuator, trigger, threads, logging) from the config.
     pub fn run_options(&self, max_frames: Option<u64>, stats_json: Option<PathBuf>) -> RunOptions {
         let cfg = self.cfg;
@@ -291,10 +299,7 @@ impl<'c> Line<'c> {
                 fifo_priority: cfg.realtime.fifo_priority,
                 cpu: cfg.realtime.actuator_cpu,
             },
-            trigger: cfg.trigger.as_ref().map(|t| TriggerSettings {
-                debounce: ms(t.debounce_ms),
-                window: ms(t.frame_window_ms),
-            }),
+            trigger: self.trigger_settings(),
             inference_cpu: cfg.realtime.inference_cpu,
             print_decisions: cfg.log.print_decisions,
             status_interval: (cfg.log.status_interval_s > 0.0)

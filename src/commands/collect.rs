@@ -141,13 +141,9 @@ pub fn collect(
     // The trigger's edges reach this loop through a channel; the matcher pairs them with frames.
     let inputs_stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<Duration>(64);
-    let window = cfg
-        .trigger
-        .as_ref()
-        .map(|t| Duration::from_secs_f64(t.frame_window_ms / 1000.0));
-    let debounce = cfg.trigger.as_ref().map_or(Duration::ZERO, |t| {
-        Duration::from_secs_f64(t.debounce_ms / 1000.0)
-    });
+    let settings = line.trigger_settings();
+    let window = settings.map(|t| t.window);
+    let debounce = settings.map_or(Duration::ZERO, |t| t.debounce);
     let mut matcher = window.map(TriggerMatcher::new);
     let mut summary = CollectSummary {
         saved: 0,
