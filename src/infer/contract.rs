@@ -128,7 +128,9 @@ fn contract_of(
     {
         return Err(broken(format!("metadata `{key}` is missing")));
     }
-    let shape = &metadata["partguard.input_shape"];
+    let shape = metadata
+        .get("partguard.input_shape")
+        .ok_or_else(|| broken("metadata `partguard.input_shape` is missing".into()))?;
     let dims: Vec<usize> = shape
         .split(',')
         .filter_map(|d| d.trim().parse().ok())
