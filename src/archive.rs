@@ -233,10 +233,10 @@ impl Drop for Archive {
 }
 
 fn copy_part(e: &mut Entry, part: &ArchivedPart<'_>) {
-    let (fw, fh) = (part.width as usize, part.height as usize);
     let roi = Roi::or_whole_frame(part.roi, part.width, part.height);
     let size = (roi.width as usize, roi.height as usize);
-    (e.width, e.height) = if roi.copy_rgb(part.frame, (fw, fh), size, &mut e.rgb) {
+    let frame_size = (part.width, part.height);
+    (e.width, e.height) = if roi.copy_rgb(part.frame, frame_size, size, &mut e.rgb) {
         size
     } else {
         (0, 0)

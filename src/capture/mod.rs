@@ -239,27 +239,29 @@ impl Roi {
             })
     }
 
-    /// Copies this region of an RGB frame (`fw` x `fh`, 3 bytes a pixel) into `out`, shrunk by
-    /// nearest neighbour to `w` x `h` (the region's own size: a plain copy). `out` is cleared
+    /// Copies this region of an RGB frame (`width` x `height`, 3 bytes a pixel) into `out`, shrunk
+    /// by nearest neighbour to `w` x `h` (the region's own size: a plain copy). `out` is cleared
     /// first and stays empty, with `false` returned, when the frame is shorter than its size says
-    /// or the region does not fit it. Allocates nothing once `out` has the capacity.
+    /// or the region does not fit it ([`Roi::check`]). Allocates nothing once `out` has the
+    /// capacity.
     pub fn copy_rgb(
         &self,
         frame: &[u8],
-        (fw, fh): (usize, usize),
+        (width, height): (u32, u32),
         (w, h): (usize, usize),
         out: &mut Vec<u8>,
     ) -> bool {
         out.clear();
+        let fw = width as usize;
+        if frame.len() < fw * height as usize * 3 || self.check(width, height).is_err() {
+            return false;
+        }
         let (x0, y0, rw, rh) = (
             self.x as usize,
             self.y as usize,
             self.width as usize,
             self.height as usize,
         );
-        if frame.len() < fw * fh * 3 || x0 + rw > fw || y0 + rh > fh || rw == 0 || rh == 0 {
-            return false;
-        }
         for y in 0..h {
             let row = (y0 + y * rh / h) * fw;
             if w == rw {

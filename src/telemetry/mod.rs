@@ -281,12 +281,11 @@ fn ms(d: Duration) -> u64 {
 /// Nearest-neighbour shrink of the region of interest to at most `FRAME_VIEW_SIDE` (and of the map
 /// to `MAP_VIEW_SIDE`), within the buffers' capacity.
 fn copy_frame(view: &mut FrameView, o: &FrameOffer<'_>) {
-    let (fw, fh) = (o.width as usize, o.height as usize);
     let roi = Roi::or_whole_frame(o.roi, o.width, o.height);
     view.map.clear();
     (view.width, view.height, view.map_width, view.map_height) = (0, 0, 0, 0);
     let (w, h) = fit(roi.width as usize, roi.height as usize, FRAME_VIEW_SIDE);
-    if !roi.copy_rgb(o.rgb, (fw, fh), (w, h), &mut view.rgb) {
+    if !roi.copy_rgb(o.rgb, (o.width, o.height), (w, h), &mut view.rgb) {
         return;
     }
     (view.width, view.height) = (w, h);
