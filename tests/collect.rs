@@ -11,6 +11,7 @@ use common::{partguard, samples};
 
 fn config(dir: &Path, source: &str, extra: &str) -> PathBuf {
     common::config::TestConfig::new(source)
+        .decision("threshold = 0.2")
         .reject("kind = \"simulated\"\npulse_ms = 50")
         .sections(extra)
         .write(&dir.join("collect.toml"))

@@ -1,7 +1,6 @@
 //! The one way the integration tests write a station config for the binary: the shipped f32 model
 //! and the built-in threshold, a simulated reject output, and only what a test changes on top.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// A station config, written as TOML by [`TestConfig::write`].
@@ -51,13 +50,10 @@ impl TestConfig {
     }
 
     pub fn text(&self) -> String {
-        let mut t = String::new();
-        let _ = write!(
-            t,
+        format!(
             "[source]\n{}\n\n[model]\npath = {:?}\n\n[decision]\n{}\n\n[reject]\n{}\n\n{}\n",
             self.source, self.model, self.decision, self.reject, self.sections
-        );
-        t
+        )
     }
 
     /// Writes the config to `path` and returns it.
