@@ -14,6 +14,7 @@ draw: the cost does not depend on their values.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -22,17 +23,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = json.loads((ROOT / "models/contract.json").read_text())
 H = W = 128
 CHANNELS = [3, 32, 16]
 
 
 def metadata(model: onnx.ModelProto, precision: str) -> None:
     meta = {
-        "partguard.contract": "1",
+        "partguard.contract": CONTRACT["version"],
         "partguard.input_shape": f"1,3,{H},{W}",
         "partguard.pixel_scale": "0.00392156862745098",
         "partguard.pixel_offset": "0",
-        "partguard.colour_order": "RGB",
+        "partguard.colour_order": CONTRACT["input"]["colour_order"],
         "partguard.model_name": f"tract_conv3x3_{precision}",
         "partguard.precision": precision,
         "partguard.data_license": "none (synthetic weights)",
