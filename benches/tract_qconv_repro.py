@@ -1,13 +1,16 @@
-"""A minimal reproducer of tract's int8 convolution cost (issue 24), small enough for the repo.
+"""Minimal reproducers of tract's int8 costs (issue 24), small enough for the repo.
 
-    .venv-models/bin/python benches/tract_qconv_repro.py          # writes tests/data/tract_conv3x3_{f32,int8}.onnx
+    .venv-models/bin/python benches/tract_qconv_repro.py   # writes tests/data/tract_{conv3x3,upsample}_{f32,int8}.onnx
     cargo run --release --example profile_model -- tests/data/tract_conv3x3_int8.onnx 20
     cargo run --release --example profile_model -- tests/data/tract_conv3x3_f32.onnx 20
 
 Two 3x3 convolutions at 128x128 (3 -> 32 -> 16 channels, ReLU), the shape of the shipped network's
 largest layers, once in f32 (Conv) and once in the QOperator int8 form export.py produces
 (QuantizeLinear -> QLinearConv -> QLinearConv -> DequantizeLinear, per-tensor 7-bit weights).
-Both follow the partguard contract (input `image`, outputs `anomaly_map` and `score`, metadata), so
+`tract_upsample_*` is a 1x1 convolution at stride 2 (3 -> 32 channels, 64x64) followed by a nearest
+upsampling x2 (ONNX Resize, as torch exports `interpolate(mode="nearest")`), in f32 and on uint8:
+tract runs the f32 one through a row-copying fast path and the uint8 one element by element.
+All four follow the partguard contract (input `image`, outputs `anomaly_map` and `score`, metadata), so
 every partguard tool (bench, profile_model, eval) loads them. Weights are a fixed pseudo-random
 draw: the cost does not depend on their values.
 """
@@ -28,14 +31,14 @@ H = W = 128
 CHANNELS = [3, 32, 16]
 
 
-def metadata(model: onnx.ModelProto, precision: str) -> None:
+def metadata(model: onnx.ModelProto, name: str, precision: str) -> None:
     meta = {
         "partguard.contract": CONTRACT["version"],
         "partguard.input_shape": f"1,3,{H},{W}",
         "partguard.pixel_scale": "0.00392156862745098",
         "partguard.pixel_offset": "0",
         "partguard.colour_order": CONTRACT["input"]["colour_order"],
-        "partguard.model_name": f"tract_conv3x3_{precision}",
+        "partguard.model_name": f"{name}_{precision}",
         "partguard.precision": precision,
         "partguard.data_license": "none (synthetic weights)",
     }
@@ -99,17 +102,62 @@ def build(precision: str) -> onnx.ModelProto:
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    metadata(model, precision)
+    metadata(model, "tract_conv3x3", precision)
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_upsample(precision: str) -> onnx.ModelProto:
+    rng = np.random.default_rng(1)
+    cout = 32
+    w = rng.normal(0, (2 / 3) ** 0.5, (cout, 3, 1, 1)).astype(np.float32)
+    b = rng.normal(0, 0.01, cout).astype(np.float32)
+    nodes, inits = [], [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    resize = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    if precision == "f32":
+        inits += [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+        nodes.append(helper.make_node("Conv", ["image", "w", "b"], ["c"], strides=[2, 2]))
+        nodes.append(helper.make_node("Relu", ["c"], ["r"]))
+        nodes.append(helper.make_node("Resize", ["r", "", "scales"], ["up"], **resize))
+    else:
+        w_scale = float(np.abs(w).max() / 63)
+        inits += [
+            numpy_helper.from_array(np.array(1 / 255, np.float32), "x_scale"),
+            numpy_helper.from_array(np.array(0, np.uint8), "x_zp"),
+            numpy_helper.from_array(np.round(w / w_scale).astype(np.int8), "w"),
+            numpy_helper.from_array(np.array(w_scale, np.float32), "w_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "w_zp"),
+            numpy_helper.from_array(np.array(0.05, np.float32), "y_scale"),
+            numpy_helper.from_array(np.array(0, np.uint8), "y_zp"),
+            numpy_helper.from_array(np.round(b / (w_scale / 255)).astype(np.int32), "b"),
+        ]
+        nodes.append(helper.make_node("QuantizeLinear", ["image", "x_scale", "x_zp"], ["x_q"]))
+        nodes.append(helper.make_node(
+            "QLinearConv", ["x_q", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "b"],
+            ["q"], strides=[2, 2]))
+        nodes.append(helper.make_node("Resize", ["q", "", "scales"], ["up_q"], **resize))
+        nodes.append(helper.make_node("DequantizeLinear", ["up_q", "y_scale", "y_zp"], ["up"]))
+    heads(nodes, inits, "up")
+    graph = helper.make_graph(
+        nodes, f"tract_upsample_{precision}",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
+        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, H, W]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, [1])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    metadata(model, "tract_upsample", precision)
     onnx.checker.check_model(model)
     return model
 
 
 def main() -> None:
     out = ROOT / "tests/data"
-    for precision in ("f32", "int8"):
-        path = out / f"tract_conv3x3_{precision}.onnx"
-        onnx.save(build(precision), str(path))
-        print(f"{path}: {path.stat().st_size} bytes")
+    for name, make in (("tract_conv3x3", build), ("tract_upsample", build_upsample)):
+        for precision in ("f32", "int8"):
+            path = out / f"{name}_{precision}.onnx"
+            onnx.save(make(precision), str(path))
+            print(f"{path}: {path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
