@@ -43,6 +43,15 @@ VARIANTS: dict[str, dict] = {
     "nearest_1conv_d16": {"upsample": "nearest", "full_res_convs": 1, "discr_width": 16},
 }
 
+# Export options per variant (int8 form), on top of the network change above.
+EXPORT_ARGS: dict[str, list[str]] = {
+    # the upsampling in float32 between DequantizeLinear/QuantizeLinear in the int8 model
+    "bilinear_2conv_fresize": ["--float-resize"],
+    "nearest_1conv_fresize": ["--float-resize"],
+}
+VARIANTS["bilinear_2conv_fresize"] = VARIANTS["bilinear_2conv"]
+VARIANTS["nearest_1conv_fresize"] = VARIANTS["nearest_1conv"]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -73,7 +82,7 @@ def main() -> None:
         torch.save({"model": model.state_dict(), "epoch": 0, "config": cfg}, run / "final.pt")
         subprocess.run([sys.executable, str(ROOT / "models/export.py"), "--run", str(run), "--out",
                         str(args.out), "--name", name, "--calib", str(args.calib), "--n-calib", "8",
-                        "--data-license", "untrained (random weights)"],
+                        "--data-license", "untrained (random weights)", *EXPORT_ARGS.get(name, [])],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"{name:22s} {cfg['macs'] / 1e9:.3f} GMAC  {cfg['params'] / 1e6:.2f} M params  {change}")
 

@@ -117,7 +117,8 @@ def first_convs(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) -> Path:
+def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int,
+                  float_resize: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     h, w = input_hw(cfg, [])
@@ -141,7 +142,9 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int) ->
         str(f32), str(out), Reader(), quant_format=QuantFormat.QOperator,
         # Conv with its ReLU fused (outputs clipped at 0), MaxPool and Resize on uint8: consecutive
         # layers stay in uint8, no DequantizeLinear/QuantizeLinear pair between them.
-        op_types_to_quantize=["Conv", "Relu", "MaxPool", "Resize"],
+        # With float_resize, Resize runs in float32 between a DequantizeLinear and a QuantizeLinear
+        # (issue 24: tract's uint8 nearest upsampling is ~40x slower than its float32 one).
+        op_types_to_quantize=["Conv", "Relu", "MaxPool"] + ([] if float_resize else ["Resize"]),
         # One weight scale per tensor: tract then folds the whole requantization (zero-point
         # correction, scale, clamp) into its integer matmul kernel; with per-channel scales it runs
         # as ~8 element-wise ops per conv (on an emulated Cortex-A76: 3.7 s -> 2.5 s per frame).
@@ -174,13 +177,15 @@ def main() -> None:
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--score-window", type=int,
                     help="the score's mean-filter window (odd; default: the run's score_window, 21)")
+    ap.add_argument("--float-resize", action="store_true",
+                    help="int8 model: upsample in float32 between Dequantize/QuantizeLinear (speed study)")
     ap.add_argument("--data-license", default=MVTEC_LICENSE,
                     help="the training images' license, recorded in the model (your own parts: e.g. 'proprietary')")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license,
                           args.score_window)
-    q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib)
+    q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib, args.float_resize)
     for p in (f32, q):
         print(f"{p}: {p.stat().st_size} bytes")
 
