@@ -268,3 +268,34 @@ fn multithreaded_tract_gives_the_single_threaded_results() {
     );
     assert!(s1 > 0.3, "broken_large/000 scored {s1}");
 }
+
+/// The upstream reproducers of tract's int8 costs (`benches/tract_qconv_repro.py`, models/README
+/// "Quantization") stay valid models: they load under the contract, and each int8 file computes
+/// what its f32 twin does, within its 0.05 activation step averaged over the channels.
+#[test]
+fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
+    let map_of = |path: &Path| {
+        let mut engine = TractEngine::load(path).unwrap();
+        let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
+        let frame = src.next_frame().unwrap().unwrap();
+        let mut pre = Preprocessor::new(engine.info().input);
+        pre.run(&frame, engine.input_mut()).unwrap();
+        let inf = engine.run().unwrap();
+        assert_eq!((inf.width, inf.height), (128, 128), "{}", path.display());
+        (inf.score, inf.map.to_vec())
+    };
+    for name in ["tract_conv3x3", "tract_upsample"] {
+        let file = |p: &str| common::root().join(format!("tests/data/{name}_{p}.onnx"));
+        let (s_f32, m_f32) = map_of(&file("f32"));
+        let (s_int8, m_int8) = map_of(&file("int8"));
+        let worst = m_f32
+            .iter()
+            .zip(&m_int8)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 0.03 && (s_f32 - s_int8).abs() <= 0.01 && s_f32 > 0.1,
+            "{name}: score f32 {s_f32} int8 {s_int8}, map max diff {worst}"
+        );
+    }
+}
