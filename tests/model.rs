@@ -240,23 +240,24 @@ fn outputs_match_the_x86_64_reference() {
     );
 }
 
+/// Score and anomaly map of the first sample in path order (broken_large/000).
+fn first_sample(engine: &mut TractEngine) -> (f32, Vec<f32>) {
+    let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
+    let frame = src.next_frame().unwrap().unwrap();
+    let mut pre = Preprocessor::new(engine.info().input);
+    pre.run(&frame, engine.input_mut()).unwrap();
+    let inf = engine.run().unwrap();
+    (inf.score, inf.map.to_vec())
+}
+
 /// `model.threads` > 1 splits tract's matrix products over a pool; every output element is still
 /// computed by one thread in the same order, so the results are the same as on one thread.
 #[test]
 fn multithreaded_tract_gives_the_single_threaded_results() {
-    // The first sample in path order: broken_large/000.
-    let frame_of = |engine: &mut TractEngine| {
-        let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
-        let frame = src.next_frame().unwrap().unwrap();
-        let mut pre = Preprocessor::new(engine.info().input);
-        pre.run(&frame, engine.input_mut()).unwrap();
-        let inf = engine.run().unwrap();
-        (inf.score, inf.map.to_vec())
-    };
     let mut one = TractEngine::load(&shipped("int8")).unwrap();
     let mut three = TractEngine::load_with_threads(&shipped("int8"), 3).unwrap();
-    let (s1, m1) = frame_of(&mut one);
-    let (s3, m3) = frame_of(&mut three);
+    let (s1, m1) = first_sample(&mut one);
+    let (s3, m3) = first_sample(&mut three);
     let worst = m1
         .iter()
         .zip(&m3)
@@ -276,13 +277,14 @@ fn multithreaded_tract_gives_the_single_threaded_results() {
 fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
     let map_of = |path: &Path| {
         let mut engine = TractEngine::load(path).unwrap();
-        let mut src = ReplaySource::open(&common::samples(), false, 0.0, 64).unwrap();
-        let frame = src.next_frame().unwrap().unwrap();
-        let mut pre = Preprocessor::new(engine.info().input);
-        pre.run(&frame, engine.input_mut()).unwrap();
-        let inf = engine.run().unwrap();
-        assert_eq!((inf.width, inf.height), (128, 128), "{}", path.display());
-        (inf.score, inf.map.to_vec())
+        let input = engine.info().input;
+        assert_eq!(
+            (input.width, input.height),
+            (128, 128),
+            "{}",
+            path.display()
+        );
+        first_sample(&mut engine)
     };
     for name in ["tract_conv3x3", "tract_upsample"] {
         let file = |p: &str| common::root().join(format!("tests/data/{name}_{p}.onnx"));
