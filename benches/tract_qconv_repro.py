@@ -55,6 +55,21 @@ def heads(nodes: list, inits: list, x: str) -> None:
     nodes.append(helper.make_node("Reshape", ["score_4d", "shape1"], ["score"]))
 
 
+def finish(nodes: list, inits: list, name: str, precision: str) -> onnx.ModelProto:
+    """The graph with the contract's input, outputs and metadata, checked by onnx."""
+    graph = helper.make_graph(
+        nodes, f"{name}_{precision}",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
+        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, H, W]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, [1])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    metadata(model, name, precision)
+    onnx.checker.check_model(model)
+    return model
+
+
 def build(precision: str) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     nodes, inits = [], []
@@ -94,17 +109,7 @@ def build(precision: str) -> onnx.ModelProto:
         nodes.append(helper.make_node("DequantizeLinear", [x, x_scale, f"y{len(CHANNELS) - 2}_zp"], ["deq"]))
         x = "deq"
     heads(nodes, inits, x)
-    graph = helper.make_graph(
-        nodes, f"tract_conv3x3_{precision}",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
-        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, H, W]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, [1])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    metadata(model, "tract_conv3x3", precision)
-    onnx.checker.check_model(model)
-    return model
+    return finish(nodes, inits, "tract_conv3x3", precision)
 
 
 def build_upsample(precision: str) -> onnx.ModelProto:
@@ -138,17 +143,7 @@ def build_upsample(precision: str) -> onnx.ModelProto:
         nodes.append(helper.make_node("Resize", ["q", "", "scales"], ["up_q"], **resize))
         nodes.append(helper.make_node("DequantizeLinear", ["up_q", "y_scale", "y_zp"], ["up"]))
     heads(nodes, inits, "up")
-    graph = helper.make_graph(
-        nodes, f"tract_upsample_{precision}",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
-        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, H, W]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, [1])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    metadata(model, "tract_upsample", precision)
-    onnx.checker.check_model(model)
-    return model
+    return finish(nodes, inits, "tract_upsample", precision)
 
 
 def main() -> None:

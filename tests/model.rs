@@ -250,6 +250,15 @@ fn first_sample(engine: &mut TractEngine) -> (f32, Vec<f32>) {
     (inf.score, inf.map.to_vec())
 }
 
+/// The largest element-wise difference between two anomaly maps.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "maps of different sizes");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// `model.threads` > 1 splits tract's matrix products over a pool; every output element is still
 /// computed by one thread in the same order, so the results are the same as on one thread.
 #[test]
@@ -258,11 +267,7 @@ fn multithreaded_tract_gives_the_single_threaded_results() {
     let mut three = TractEngine::load_with_threads(&shipped("int8"), 3).unwrap();
     let (s1, m1) = first_sample(&mut one);
     let (s3, m3) = first_sample(&mut three);
-    let worst = m1
-        .iter()
-        .zip(&m3)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_abs_diff(&m1, &m3);
     assert!(
         (s1 - s3).abs() <= 1e-6 && worst <= 1e-6,
         "1 thread: score {s1}; 3 threads: score {s3}; map max diff {worst}"
@@ -290,11 +295,7 @@ fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
         let file = |p: &str| common::root().join(format!("tests/data/{name}_{p}.onnx"));
         let (s_f32, m_f32) = map_of(&file("f32"));
         let (s_int8, m_int8) = map_of(&file("int8"));
-        let worst = m_f32
-            .iter()
-            .zip(&m_int8)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_abs_diff(&m_f32, &m_int8);
         assert!(
             worst <= 0.03 && (s_f32 - s_int8).abs() <= 0.01 && s_f32 > 0.1,
             "{name}: score f32 {s_f32} int8 {s_int8}, map max diff {worst}"
