@@ -64,11 +64,13 @@ class RunMaps:
         hold = np.stack([load_rgb(data / f, hw) for f in cfg["holdout_files"]])
         self.all_images = np.concatenate([train, hold])
         self.train, self.hold = maps(model, train), maps(model, hold)
-        self.defect = maps(model, validation_set(hold, int(cfg["seed"])))
+        defects, self.kinds = validation_set(hold, int(cfg["seed"]))
+        self.defect = maps(model, defects)
 
     def verdict(self, k: int) -> Verdict:
         """verdict.judge with the score taken through a k x k window."""
-        return judge(self.all_images, score(self.train, k), score(self.hold, k), score(self.defect, k))
+        return judge(self.all_images, score(self.train, k), score(self.hold, k), score(self.defect, k),
+                     self.kinds)
 
 
 def judge_run(run: Path) -> dict[int, tuple[float, float, float]]:

@@ -34,15 +34,34 @@ def test_holdout_spreads_over_the_whole_collection() -> None:
 def test_validation_defects_are_small_and_on_the_part() -> None:
     img = np.full((80, 128, 3), 0.8, np.float32)  # plain light background...
     img[20:60, 30:100] = 0.3  # ...and a dark part
-    out = verdict.validation_set(img[None], seed=5)
-    assert out.shape == (2, 80, 128, 3)
+    out, kinds = verdict.validation_set(img[None], seed=5)
+    assert out.shape == (3, 80, 128, 3) and kinds == ["scratch", "spot", "chip"]
     for defect in out:
         changed = np.abs(defect - img).max(-1) > 0.02
         assert 0 < changed.sum() < 0.05 * changed.size, changed.sum()  # a few pixels, not a region
         ys, xs = np.nonzero(changed)
         # starts on the part (a scratch may run off it by its length)
         assert ((ys >= 20) & (ys < 60) & (xs >= 30) & (xs < 100)).any()
-    assert np.array_equal(out, verdict.validation_set(img[None], seed=5))
+    assert np.array_equal(out, verdict.validation_set(img[None], seed=5)[0])
+    # the chip: the part's pixels at its outline turned to the background, nothing else touched
+    changed = np.abs(out[2] - img).max(-1) > 0.02
+    ys, xs = np.nonzero(changed)
+    assert ((ys >= 20) & (ys < 60) & (xs >= 30) & (xs < 100)).all()  # only the part's pixels
+    assert ((ys == 20) | (ys == 59) | (xs == 30) | (xs == 99)).any()  # from its edge inwards
+    # towards the background's colour, reaching it inside the disc
+    assert (out[2][changed] > 0.3).all() and np.isclose(out[2][changed].max(), 0.8)
+    full = np.full_like(img, 0.5)  # a part filling the frame has no outline: no chip
+    out, kinds = verdict.validation_set(full[None], seed=5)
+    assert kinds == ["scratch", "spot"] and out.shape[0] == 2
+
+
+def test_holes_are_filled_and_the_frame_edge_is_no_outline() -> None:
+    part = np.zeros((20, 20), bool)
+    part[:, 5:15] = True  # a bar from the top of the frame to its bottom...
+    part[8:12, 8:12] = False  # ...with a hole
+    assert verdict.solid(part)[8:12, 8:12].all() and not verdict.solid(part)[:, :5].any()
+    edge = verdict.outline(verdict.solid(part))
+    assert edge[:, 5].all() and edge[:, 14].all() and not edge[0, 6:14].any()
 
 
 def scores(rng, n, lo, hi):
@@ -59,6 +78,10 @@ def test_rules() -> None:
     # defects score like good parts: the model does not see them
     v = verdict.judge(images, train, good, scores(rng, 16, 0.1, 0.2))
     assert v.verdict == "retrain with more images", v
+    # the AUROC per kind: chips missed, scratches found
+    v = verdict.judge(images, train, good, np.r_[scores(rng, 8, 0.5, 0.9), scores(rng, 8, 0.1, 0.2)],
+                      ["scratch"] * 8 + ["chip"] * 8)
+    assert v.by_kind["scratch"] == 1.0 and v.by_kind["chip"] < 0.9 and "chip" in v.lines()[1], v
     assert any("validation AUROC" in r for r in v.reasons), v.reasons
     # unseen good parts score above every training image: it learnt its images, not the part
     v = verdict.judge(images, train, scores(rng, 8, 0.3, 0.4), scores(rng, 16, 0.5, 0.9))

@@ -583,9 +583,9 @@ def judge_run(model: AnomalyNet, all_images: np.ndarray, images: np.ndarray, hol
     model.eval()
     train_scores = image_scores(model, images, device)
     hold_scores = image_scores(model, holdout, device) if len(holdout) else np.zeros(0)
-    defects = validation_set(holdout, int(cfg["seed"])) if len(holdout) else holdout
+    defects, kinds = validation_set(holdout, int(cfg["seed"])) if len(holdout) else (holdout, [])
     defect_scores = image_scores(model, defects, device) if len(holdout) else np.zeros(0)
-    return judge(all_images, train_scores, hold_scores, defect_scores)
+    return judge(all_images, train_scores, hold_scores, defect_scores, kinds)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@
 
 - the training images and the held-out good images (never seen in training);
 - the held-out good images with *validation defects*: scratches (thin lines, 1-2 px at the model's
-  input size) and spots (small discs, radius 2-5 px), lighter or darker than the part. They are a
-  different family from the Perlin-texture anomalies the network is trained on, so the network has
-  not learnt them, and they are small like the defects a line cares about. They are drawn on the part
-  where the part can be told from the background (pixels that differ from the border's median colour),
-  anywhere otherwise.
+  input size) and spots (small discs, radius 2-5 px), lighter or darker than the part, and, where the
+  part has an outline against a plain background, chips: material missing at the outline (a disc of
+  radius 3-6% of the shorter side centred on the outline, the part's pixels in it turned to the
+  background's colour: a broken tip, a missing thread, a chipped rim). They are a different family
+  from the Perlin-texture anomalies the network is trained on, so the network has not learnt them,
+  and they are small like the defects a line cares about. Scratches and spots change the colour of
+  the part; chips change its shape and leave every colour one the good part has. They are drawn on
+  the part where the part can be told from the background (pixels that differ from the border's
+  median colour), anywhere otherwise (no chips then: a part that fills the frame has no outline).
 
 The verdict, with its rules fixed before any test image was scored (2026-12-02):
 
@@ -60,25 +64,45 @@ def holdout_indices(n: int, share: float, seed: int) -> np.ndarray:
                      for i in range(k)])
 
 
-def part_mask(img: np.ndarray) -> np.ndarray:
-    """Pixels that differ from the border's median colour by more than 0.1 (the part on a plain
-    background); all pixels when fewer than 5% qualify (the part fills the frame)."""
+def part_mask(img: np.ndarray, level: float = 0.1) -> np.ndarray:
+    """Pixels that differ from the border's median colour by more than `level` (the part on a plain
+    background, with its shadow at 0.1); all pixels when fewer than 5% qualify (the part fills the
+    frame)."""
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     diff = np.abs(img - np.median(border, axis=0)).max(-1)
-    mask = diff > 0.1
+    mask = diff > level
     return mask if mask.mean() >= 0.05 else np.ones(mask.shape, bool)
 
 
+def solid(part: np.ndarray) -> np.ndarray:
+    """`part` with its holes filled: every pixel the frame's edge cannot reach through background."""
+    canvas = Image.fromarray(np.pad(~part, 1, constant_values=True).astype(np.uint8) * 255).copy()
+    ImageDraw.floodfill(canvas, (0, 0), 128)
+    return np.asarray(canvas)[1:-1, 1:-1] != 128
+
+
+def outline(part: np.ndarray) -> np.ndarray:
+    """The part's pixels with a background pixel among their 4 neighbours (the frame's edge is not
+    an outline); nothing when the part fills the frame (`part_mask` found no background)."""
+    if part.all():
+        return np.zeros_like(part)
+    p = np.pad(part, 1, mode="edge")
+    return part & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
+
+
 def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch" or "spot") on the part."""
+    """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch", "spot" or "chip") on the
+    part; a chip needs the part to have an outline (`outline`)."""
     h, w = img.shape[:2]
-    ys, xs = np.nonzero(part_mask(img))
+    part = part_mask(img)
+    if kind == "chip":
+        return chip(img, rng)
+    ys, xs = np.nonzero(part)
     i = int(rng.integers(0, len(ys)))
     cy, cx = float(ys[i]), float(xs[i])
-    up = 4  # drawn at 4x and averaged down: anti-aliased edges
-    canvas = Image.new("L", (w * up, h * up), 0)
-    draw = ImageDraw.Draw(canvas)
     if kind == "scratch":
+        up = 4  # drawn at 4x and averaged down: anti-aliased edges
+        canvas = Image.new("L", (w * up, h * up), 0)
         length = rng.uniform(0.1, 0.3) * min(h, w)
         points = [(cx, cy)]
         angle = rng.uniform(0, np.pi)
@@ -87,22 +111,68 @@ def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> n
             y, x = points[-1]
             points.append((y + np.sin(angle) * length / 2, x + np.cos(angle) * length / 2))
         width = rng.uniform(1.0, 2.0)
-        draw.line([(x * up, y * up) for y, x in points], fill=255, width=max(1, round(width * up)))
+        ImageDraw.Draw(canvas).line([(x * up, y * up) for y, x in points], fill=255,
+                                    width=max(1, round(width * up)))
+        alpha = np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
     else:
         r = rng.uniform(2.0, 5.0)
-        ry = r * rng.uniform(0.6, 1.0)
-        draw.ellipse([(cx - r) * up, (cy - ry) * up, (cx + r) * up, (cy + ry) * up], fill=255)
-    alpha = np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
+        alpha = disc(h, w, cy, cx, r * rng.uniform(0.6, 1.0), r)
     # lighter or darker by 0.25-0.5, towards a grey or a colour
     sign = 1.0 if rng.random() < 0.5 else -1.0
     shift = sign * rng.uniform(0.25, 0.5) * (np.ones(3) if rng.random() < 0.5 else rng.uniform(0.3, 1.0, 3))
     return np.clip(img + alpha * shift, 0, 1).astype(np.float32)
 
 
-def validation_set(images: np.ndarray, seed: int) -> np.ndarray:
-    """Each of `images` with a scratch and with a spot (2n images, same seed -> same defects)."""
+def disc(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    """An anti-aliased filled ellipse as an (H,W,1) coverage in [0,1] (drawn at 4x, averaged down)."""
+    up = 4
+    canvas = Image.new("L", (w * up, h * up), 0)
+    ImageDraw.Draw(canvas).ellipse([(cx - rx) * up, (cy - ry) * up, (cx + rx) * up, (cy + ry) * up], fill=255)
+    return np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
+
+
+CHIP_LEVEL = 0.3  # the part's body for chips: its shadow (within 0.1-0.3 of the background) excluded
+
+
+def body(img: np.ndarray) -> np.ndarray:
+    """The part without its shadow and with its holes filled: where chips are cut."""
+    return solid(part_mask(img, CHIP_LEVEL))
+
+
+def chip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Material missing at the part's outline: a disc of radius 3-6% of the shorter side centred on
+    an outline pixel of its `body`, the body's pixels in it turned to the colour of the background
+    around it (the median of the pixels within 2 radii that are neither part nor shadow, or else
+    not body). The shape changes; no colour appears that the good image does not have."""
+    h, w = img.shape[:2]
+    part = body(img)
+    ys, xs = np.nonzero(outline(part))
+    i = int(rng.integers(0, len(ys)))
+    cy, cx = int(ys[i]), int(xs[i])
+    r = rng.uniform(0.03, 0.06) * min(h, w)
+    alpha = disc(h, w, cy, cx, r, r) * part[..., None]
+    k = int(np.ceil(2 * r))
+    near = (slice(max(0, cy - k), cy + k + 1), slice(max(0, cx - k), cx + k + 1))
+    clear = ~part_mask(img)[near]
+    # never empty: an outline pixel has a non-body neighbour
+    background = img[near][clear] if clear.any() else img[near][~part[near]]
+    return (img * (1 - alpha) + alpha * np.median(background, axis=0)).astype(np.float32)
+
+
+def defect_kinds(img: np.ndarray) -> tuple[str, ...]:
+    """The validation defects drawn on `img`: a scratch and a spot, and a chip where the part has an
+    outline."""
+    return ("scratch", "spot", "chip") if outline(body(img)).any() else ("scratch", "spot")
+
+
+def validation_set(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Each of `images` with each of its `defect_kinds`, and the kind of each (same seed -> same
+    defects)."""
     rng = np.random.default_rng([seed, 0x7A1D])
-    return np.stack([validation_defect(img, kind, rng) for img in images for kind in ("scratch", "spot")])
+    chips = np.random.default_rng([seed, 0xC41F])  # its own stream: scratches and spots stay as before
+    pairs = [(validation_defect(img, kind, chips if kind == "chip" else rng), kind)
+             for img in images for kind in defect_kinds(img)]
+    return np.stack([d for d, _ in pairs]), [k for _, k in pairs]
 
 
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
@@ -122,13 +192,15 @@ class Verdict:
     unseen_above_training: float
     threshold: float
     n_holdout: int
+    by_kind: dict = dataclasses.field(default_factory=dict)  # validation AUROC per defect kind
 
     def lines(self) -> list[str]:
+        kinds = ", ".join(f"{k} {a:.3f}" for k, a in self.by_kind.items())
         out = [
-            f"held-out good images: {self.n_holdout}; validation defects: {2 * self.n_holdout} "
-            "(a scratch and a spot on each)",
+            f"held-out good images: {self.n_holdout}; validation defects: a scratch and a spot on each, "
+            "and a chip where the part has an outline",
             f"validation AUROC {self.validation_auroc:.4f} (held-out good vs with a defect; rule: >= "
-            f"{VALIDATION_AUROC_MIN})",
+            f"{VALIDATION_AUROC_MIN})" + (f"; by kind: {kinds}" if kinds else ""),
             f"validation defects above the highest held-out good score ({self.threshold:.4f}): "
             f"{100 * self.detected:.0f}% (rule: >= {100 * DETECTED_MIN:.0f}%)",
             f"held-out good above every training image: {100 * self.unseen_above_training:.0f}% "
@@ -153,8 +225,9 @@ def saturated_share(all_images: np.ndarray) -> float:
 
 
 def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.ndarray,
-          defect_scores: np.ndarray) -> Verdict:
-    """The verdict from the collection's pixels (N,H,W,3 in [0,1]) and the model's scores."""
+          defect_scores: np.ndarray, kinds: list[str] | None = None) -> Verdict:
+    """The verdict from the collection's pixels (N,H,W,3 in [0,1]) and the model's scores; `kinds`
+    names each validation defect's kind (`validation_set`) for the per-kind AUROC."""
     clipped = saturated_share(all_images)
     brightness_std = float(all_images.mean((1, 2, 3)).std())
     if len(holdout_scores) == 0:
@@ -164,6 +237,9 @@ def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.n
     v = Verdict("usable", [], clipped, brightness_std, auroc(holdout_scores, defect_scores),
                 float((defect_scores > threshold).mean()),
                 float((holdout_scores > train_scores.max()).mean()), threshold, len(holdout_scores))
+    if kinds is not None:
+        found = np.array(kinds)
+        v.by_kind = {k: auroc(holdout_scores, defect_scores[found == k]) for k in dict.fromkeys(kinds)}
     camera = []
     if clipped > CLIPPED_SHARE_MAX:
         camera.append(f"{100 * clipped:.0f}% of the part's pixels saturated: lower the exposure or gain")
