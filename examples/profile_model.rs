@@ -1,8 +1,10 @@
 //! Per-node profile of a model in tract: which operators take the time.
 //!
-//!     cargo run --release --example profile_model -- models/bottle_sspcab_int8.onnx [runs]
+//!     cargo run --release --example profile_model -- models/bottle_sspcab_int8.onnx [runs] [plain]
 //!
-//! Prints the optimized graph's nodes grouped by operator, with their share of the run time.
+//! Prints the optimized graph's nodes grouped by operator, with their share of the run time. The
+//! graph is the one `TractEngine` runs (`partguard::infer::prepare_for_tract`); with `plain`,
+//! tract's own `into_optimized` (for reports upstream).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,11 +20,16 @@ fn main() -> TractResult<()> {
     let runs: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(3);
     let info = partguard::infer::read_model_info(std::path::Path::new(path))?;
     let (w, h) = (info.input.width, info.input.height);
-    let model = tract_onnx::onnx()
-        .model_for_path(path)?
-        .with_input_fact(0, f32::fact([1, 3, h, w]).into())?
-        .with_outputs_by_name(["anomaly_map", "score"])?
-        .into_optimized()?;
+    let model = tract_onnx::onnx().model_for_path(path)?;
+    let model = if args.get(3).map(String::as_str) == Some("plain") {
+        // tract's own pipeline, as an upstream report would run it
+        model
+            .with_input_fact(0, f32::fact([1, 3, h, w]).into())?
+            .with_outputs_by_name(["anomaly_map", "score"])?
+            .into_optimized()?
+    } else {
+        partguard::infer::prepare_for_tract(model, (h, w))?
+    };
     let plan = model.into_runnable()?;
     let mut state = plan.spawn()?;
     let input = Arc::new(Tensor::zero::<f32>(&[1, 3, h, w])?);

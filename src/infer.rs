@@ -234,6 +234,38 @@ pub fn read_model_info(path: &Path) -> Result<ModelInfo, ModelError> {
     read_contract(path).map(|(_, _, info)| info)
 }
 
+/// The model as [`TractEngine`] runs it: typed for one 1x3xHxW f32 image and the contract's two
+/// outputs, decluttered, its byte maps upsampled by broadcast, optimized. `examples/profile_model`
+/// profiles exactly this.
+pub fn prepare_for_tract(model: InferenceModel, (h, w): (usize, usize)) -> TractResult<TypedModel> {
+    let mut model = model
+        .with_input_fact(0, f32::fact([1, 3, h, w]).into())?
+        .with_outputs_by_name(["anomaly_map", "score"])?
+        .into_typed()?
+        .into_decluttered()?;
+    upsample_bytes_by_broadcast(&mut model)?;
+    model.into_optimized()
+}
+
+/// tract upsamples anything but f32 (nearest, integer scales: the int8 model's uint8 maps) element
+/// by element, ~40x slower than its f32 row copy (`tests/data/tract_upsample_*.onnx`, models/HISTORY.md
+/// "tract's two int8 gaps"). Its own rewrite to Reshape -> MultiBroadcastTo -> Reshape (meant for
+/// targets without an upsample) copies the same values in runs; f32 keeps the row copy.
+fn upsample_bytes_by_broadcast(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::nn::{rewrite_nearest_upsample_to_broadcast, NearestUpsample};
+    Rewriter::<()>::default()
+        .with_rule_for::<NearestUpsample>(
+            "nearest upsample of bytes as a broadcast",
+            |ctx, model, node, name, op| {
+                if model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type() {
+                    return Ok(None);
+                }
+                rewrite_nearest_upsample_to_broadcast(ctx, model, node, name, op)
+            },
+        )
+        .rewrite(&(), model)
+}
+
 impl TractEngine {
     /// Loads, checks, types, optimizes and plans the model once; runs it on the calling thread.
     pub fn load(path: &Path) -> Result<TractEngine, ModelError> {
@@ -255,11 +287,8 @@ impl TractEngine {
             .map_err(|e| ModelError::Corrupt {
                 path: path.to_owned(),
                 reason: format!("{e:#}"),
-            })?
-            .with_input_fact(0, f32::fact([1, 3, h, w]).into())
-            .and_then(|m| m.with_outputs_by_name(["anomaly_map", "score"]))
-            .and_then(|m| m.into_optimized())
-            .map_err(prepare)?;
+            })?;
+        let model = prepare_for_tract(model, (h, w)).map_err(prepare)?;
         let mut options = RunOptions::default();
         if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new()

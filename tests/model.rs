@@ -302,3 +302,67 @@ fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
         );
     }
 }
+
+/// The engine's preparation upsamples the int8 model's byte maps by broadcast instead of tract's
+/// element-by-element NearestUpsample, and computes exactly what tract's own plan computes.
+#[test]
+fn byte_maps_upsampled_by_broadcast_give_tract_own_values() {
+    use tract_onnx::prelude::*;
+    let path = common::root().join("tests/data/tract_upsample_int8.onnx");
+    let load = || tract_onnx::onnx().model_for_path(&path).unwrap();
+    let plain = load()
+        .with_input_fact(0, f32::fact([1, 3, 128, 128]).into())
+        .unwrap()
+        .with_outputs_by_name(["anomaly_map", "score"])
+        .unwrap()
+        .into_optimized()
+        .unwrap();
+    let prepared = partguard::infer::prepare_for_tract(load(), (128, 128)).unwrap();
+    let ops = |m: &TypedModel| -> Vec<String> {
+        m.nodes()
+            .iter()
+            .map(|n| n.op().name().to_string())
+            .collect()
+    };
+    assert!(
+        ops(&plain).iter().any(|o| o == "NearestUpsample"),
+        "{:?}",
+        ops(&plain)
+    );
+    assert!(
+        !ops(&prepared).iter().any(|o| o == "NearestUpsample"),
+        "{:?}",
+        ops(&prepared)
+    );
+    assert!(
+        ops(&prepared).iter().any(|o| o == "MultiBroadcastTo"),
+        "{:?}",
+        ops(&prepared)
+    );
+    // a varied image: a ramp in each channel
+    let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
+        ((x * 2 + y * 3 + c * 50) % 256) as f32 / 255.0
+    });
+    let run = |m: TypedModel| {
+        let out = m
+            .into_runnable()
+            .unwrap()
+            .run(tvec![Tensor::from(image.clone()).into()])
+            .unwrap();
+        out.iter()
+            .flat_map(|t| {
+                t.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (a, b) = (run(plain), run(prepared));
+    assert_eq!(a.len(), 128 * 128 + 1);
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "maps differ"
+    );
+}
