@@ -2,8 +2,8 @@
 
     .venv-models/bin/python benches/network_variants.py --out runs/variants [--only NAME ...]
 
-Each variant is the shipped recipe (`models/configs/default.json`, square 128x128 input) with a
-few keys changed. Its network is built with random weights, which give the same graph, operators
+Each variant is the recipe (`models/configs/default.json`, square 128x128 input) with its shape
+keys (`upsample`, `full_res_convs`, ...) set as the variant says. Its network is built with random weights, which give the same graph, operators
 and shapes as trained ones, saved as a run (`OUT/NAME/final.pt`) and exported by `export.py`: f32
 and int8, calibrated on the sample images. Time them side by side with
 
@@ -30,14 +30,16 @@ sys.path.insert(0, str(ROOT / "models"))
 from net import build, count_macs  # noqa: E402
 from train import DEFAULTS  # noqa: E402
 
+BILINEAR_2CONV = {"upsample": "bilinear", "full_res_convs": 2}
 VARIANTS: dict[str, dict] = {
-    # the shipped bottle model's shape (window 21) and the recipe's (window 3)
-    "bilinear_2conv_w21": {"score_window": 21},
-    "bilinear_2conv": {},
+    # the shipped bottle model's shape (window 21) and the recipe's before 2026-12-02 (window 3)
+    "bilinear_2conv_w21": BILINEAR_2CONV | {"score_window": 21},
+    "bilinear_2conv": BILINEAR_2CONV,
     # nearest upsampling: a Resize without interpolation
-    "nearest_2conv": {"upsample": "nearest"},
+    "nearest_2conv": {"upsample": "nearest", "full_res_convs": 2},
     # one 3x3 convolution per full-resolution block: the largest maps' im2col halved
-    "bilinear_1conv": {"full_res_convs": 1},
+    "bilinear_1conv": {"upsample": "bilinear", "full_res_convs": 1},
+    # the recipe's shape since 2026-12-02 (configs/default.json)
     "nearest_1conv": {"upsample": "nearest", "full_res_convs": 1},
     # the discriminative network at width 16, which fills tract's 8x8 tiles (12 pads to 16)
     "nearest_1conv_d16": {"upsample": "nearest", "full_res_convs": 1, "discr_width": 16},

@@ -6,7 +6,7 @@
 #
 # CATEGORY_DIR: an MVTec-style folder (train/good, test/good, test/<defect>); default MPDD
 # metal_plate. WORK_DIR: default target/new-part (replaced). RECIPE: the training config, default
-# models/configs/default.json (the recipe for any part: 400 steps, ~10 min on a 2-core CPU).
+# models/configs/default.json (the recipe for any part: 1,200 steps, ~30 min on a 2-core CPU).
 # Python: $PYTHON, else .venv-models (created as models/smoke_test.sh does). Each step prints a
 # "== step" line; README shows this output.
 set -euo pipefail
