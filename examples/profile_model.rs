@@ -23,10 +23,7 @@ fn main() -> TractResult<()> {
     let model = tract_onnx::onnx().model_for_path(path)?;
     let model = if args.get(3).map(String::as_str) == Some("plain") {
         // tract's own pipeline, as an upstream report would run it
-        model
-            .with_input_fact(0, f32::fact([1, 3, h, w]).into())?
-            .with_outputs_by_name(["anomaly_map", "score"])?
-            .into_optimized()?
+        partguard::infer::typed_for_contract(model, (h, w))?.into_optimized()?
     } else {
         partguard::infer::prepare_for_tract(model, (h, w))?
     };

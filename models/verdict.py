@@ -93,11 +93,10 @@ def outline(part: np.ndarray) -> np.ndarray:
 def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch", "spot" or "chip") on the
     part; a chip needs the part to have an outline (`outline`)."""
-    h, w = img.shape[:2]
-    part = part_mask(img)
     if kind == "chip":
         return chip(img, rng)
-    ys, xs = np.nonzero(part)
+    h, w = img.shape[:2]
+    ys, xs = np.nonzero(part_mask(img))
     i = int(rng.integers(0, len(ys)))
     cy, cx = float(ys[i]), float(xs[i])
     if kind == "scratch":
@@ -113,7 +112,7 @@ def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> n
         width = rng.uniform(1.0, 2.0)
         ImageDraw.Draw(canvas).line([(x * up, y * up) for y, x in points], fill=255,
                                     width=max(1, round(width * up)))
-        alpha = np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
+        alpha = coverage(canvas, h, w)
     else:
         r = rng.uniform(2.0, 5.0)
         alpha = disc(h, w, cy, cx, r * rng.uniform(0.6, 1.0), r)
@@ -123,12 +122,19 @@ def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> n
     return np.clip(img + alpha * shift, 0, 1).astype(np.float32)
 
 
+def coverage(canvas: Image.Image, h: int, w: int) -> np.ndarray:
+    """A shape drawn in 255 on a canvas `up` times the image's size, averaged down to an (H,W,1)
+    coverage in [0,1]: anti-aliased edges."""
+    up = canvas.size[1] // h
+    return np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
+
+
 def disc(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
     """An anti-aliased filled ellipse as an (H,W,1) coverage in [0,1] (drawn at 4x, averaged down)."""
     up = 4
     canvas = Image.new("L", (w * up, h * up), 0)
     ImageDraw.Draw(canvas).ellipse([(cx - rx) * up, (cy - ry) * up, (cx + rx) * up, (cy + ry) * up], fill=255)
-    return np.asarray(canvas, np.float32).reshape(h, up, w, up).mean((1, 3))[..., None] / 255.0
+    return coverage(canvas, h, w)
 
 
 CHIP_LEVEL = 0.3  # the part's body for chips: its shadow (within 0.1-0.3 of the background) excluded

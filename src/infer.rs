@@ -234,15 +234,22 @@ pub fn read_model_info(path: &Path) -> Result<ModelInfo, ModelError> {
     read_contract(path).map(|(_, _, info)| info)
 }
 
-/// The model as [`TractEngine`] runs it: typed for one 1x3xHxW f32 image and the contract's two
-/// outputs, decluttered, its byte maps upsampled by broadcast, optimized. `examples/profile_model`
-/// profiles exactly this.
-pub fn prepare_for_tract(model: InferenceModel, (h, w): (usize, usize)) -> TractResult<TypedModel> {
-    let mut model = model
+/// The model typed for one 1x3xHxW f32 image and the contract's two outputs, not yet optimized.
+/// `.into_optimized()` on it is tract's own plan (what an upstream report runs).
+pub fn typed_for_contract(
+    model: InferenceModel,
+    (h, w): (usize, usize),
+) -> TractResult<TypedModel> {
+    model
         .with_input_fact(0, f32::fact([1, 3, h, w]).into())?
         .with_outputs_by_name(["anomaly_map", "score"])?
-        .into_typed()?
-        .into_decluttered()?;
+        .into_typed()
+}
+
+/// The model as [`TractEngine`] runs it: [`typed_for_contract`], decluttered, its byte maps
+/// upsampled by broadcast, optimized. `examples/profile_model` profiles exactly this.
+pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
+    let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
     upsample_bytes_by_broadcast(&mut model)?;
     model.into_optimized()
 }

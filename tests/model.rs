@@ -310,12 +310,8 @@ fn byte_maps_upsampled_by_broadcast_give_tract_own_values() {
     use tract_onnx::prelude::*;
     let path = common::root().join("tests/data/tract_upsample_int8.onnx");
     let load = || tract_onnx::onnx().model_for_path(&path).unwrap();
-    let plain = load()
-        .with_input_fact(0, f32::fact([1, 3, 128, 128]).into())
-        .unwrap()
-        .with_outputs_by_name(["anomaly_map", "score"])
-        .unwrap()
-        .into_optimized()
+    let plain = partguard::infer::typed_for_contract(load(), (128, 128))
+        .and_then(|m| m.into_optimized())
         .unwrap();
     let prepared = partguard::infer::prepare_for_tract(load(), (128, 128)).unwrap();
     let ops = |m: &TypedModel| -> Vec<String> {
