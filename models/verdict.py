@@ -11,12 +11,11 @@
   background's colour: a broken tip, a missing thread, a chipped rim). They are a different family
   from the Perlin-texture anomalies the network is trained on, so the network has not learnt them,
   and they are small like the defects a line cares about. Scratches and spots change the colour of
-  the part; chips change its shape and leave every colour one the good part has. Dents (added
-  2026-12-03, after chips were found too easy on screw) change the shape too, shallowly: the
-  outline's outer 1-2 px ground off along 8-15% of the shorter side (a flattened thread, a worn
-  edge). They are drawn on the part where the part can be told from the background (pixels that
-  differ from the border's median colour), anywhere otherwise (no chips or dents then: a part that
-  fills the frame has no outline).
+  the part; chips change its shape and leave every colour one the good part has. They are drawn on
+  the part where the part can be told from the background (pixels that differ from the border's
+  median colour), anywhere otherwise (no chips then: a part that fills the frame has no outline).
+  (Dents, shallow chips along the outline, were tried on 2026-12-03 and removed by their rule:
+  models/HISTORY.md.)
 
 The verdict, with its rules fixed before any test image was scored (2026-12-02):
 
@@ -94,12 +93,10 @@ def outline(part: np.ndarray) -> np.ndarray:
 
 
 def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch", "spot", "chip" or
-    "dent") on the part; chips and dents need the part to have an outline (`outline`)."""
+    """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch", "spot" or "chip") on the
+    part; a chip needs the part to have an outline (`outline`)."""
     if kind == "chip":
         return chip(img, rng)
-    if kind == "dent":
-        return dent(img, rng)
     h, w = img.shape[:2]
     ys, xs = np.nonzero(part_mask(img))
     i = int(rng.integers(0, len(ys)))
@@ -163,23 +160,6 @@ def chip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (img * (1 - alpha) + alpha * background_near(img, part, cy, cx, r)).astype(np.float32)
 
 
-def dent(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Material ground off along the part's outline, shallow: the body's outer 1-2 px (its outline
-    ring, and a share of the ring inside it) along a stretch of outline 8-15% of the shorter side
-    long, turned to the colour of the background around it (`background_near`): a flattened
-    thread, a worn edge, a burr filed off. Like a chip it changes only the shape; it is much
-    shallower and longer."""
-    h, w = img.shape[:2]
-    part = body(img)
-    edge = outline(part)
-    cy, cx = outline_pixel(part, rng)
-    depth = rng.uniform(1.0, 2.0)
-    strip = edge + (depth - 1.0) * outline(part & ~edge)
-    r = rng.uniform(0.04, 0.075) * min(h, w)  # half the stretch's length
-    alpha = disc(h, w, cy, cx, r, r) * strip[..., None]
-    return (img * (1 - alpha) + alpha * background_near(img, part, cy, cx, r)).astype(np.float32)
-
-
 def outline_pixel(part: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     """A pixel of `part`'s outline, drawn at random."""
     ys, xs = np.nonzero(outline(part))
@@ -199,18 +179,17 @@ def background_near(img: np.ndarray, part: np.ndarray, cy: int, cx: int, r: floa
 
 
 def defect_kinds(img: np.ndarray) -> tuple[str, ...]:
-    """The validation defects drawn on `img`: a scratch and a spot, and a chip and a dent where the
-    part has an outline."""
-    return ("scratch", "spot", "chip", "dent") if outline(body(img)).any() else ("scratch", "spot")
+    """The validation defects drawn on `img`: a scratch and a spot, and a chip where the part has an
+    outline."""
+    return ("scratch", "spot", "chip") if outline(body(img)).any() else ("scratch", "spot")
 
 
 def validation_set(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
     """Each of `images` with each of its `defect_kinds`, and the kind of each (same seed -> same
     defects)."""
     rng = np.random.default_rng([seed, 0x7A1D])
-    # chips and dents draw from streams of their own: the kinds added later leave the others as they were
-    streams = {"chip": np.random.default_rng([seed, 0xC41F]), "dent": np.random.default_rng([seed, 0xDE27])}
-    pairs = [(validation_defect(img, kind, streams.get(kind, rng)), kind)
+    chips = np.random.default_rng([seed, 0xC41F])  # its own stream: scratches and spots stay as before
+    pairs = [(validation_defect(img, kind, chips if kind == "chip" else rng), kind)
              for img in images for kind in defect_kinds(img)]
     return np.stack([d for d, _ in pairs]), [k for _, k in pairs]
 
@@ -238,7 +217,7 @@ class Verdict:
         kinds = ", ".join(f"{k} {a:.3f}" for k, a in self.by_kind.items())
         out = [
             f"held-out good images: {self.n_holdout}; validation defects: a scratch and a spot on each, "
-            "and a chip and a dent where the part has an outline",
+            "and a chip where the part has an outline",
             f"validation AUROC {self.validation_auroc:.4f} (held-out good vs with a defect; rule: >= "
             f"{VALIDATION_AUROC_MIN})" + (f"; by kind: {kinds}" if kinds else ""),
             f"validation defects above the highest held-out good score ({self.threshold:.4f}): "
