@@ -59,6 +59,7 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         "partguard.architecture": (
             f"DRAEM-style recon width {cfg['recon_width']} / discr width {cfg['discr_width']}, "
             f"{cfg.get('upsample', 'bilinear')} upsampling, {cfg.get('full_res_convs', 2)} conv(s) per full-resolution block, "
+            f"stem {cfg.get('stem', 0)}, "
             f"params {cfg.get('params')}, MACs {cfg.get('macs')}"
         ),
         "partguard.sspcab": (

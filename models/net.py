@@ -80,13 +80,18 @@ class SSPCAB(nn.Module):
 
 
 class Reconstructive(nn.Module):
-    """Encoder-decoder without skips; SSPCAB replaces the last encoder block when enabled."""
+    """Encoder-decoder without skips; SSPCAB replaces the last encoder block when enabled. With a
+    `stem` of S channels, one thin level of S channels at the input's resolution wraps the rest,
+    which then runs at half resolution (see `AnomalyNet`)."""
 
-    def __init__(self, base: int, sspcab: bool, upsample: str = "bilinear", full_res_convs: int = 2):
+    def __init__(self, base: int, sspcab: bool, upsample: str = "bilinear", full_res_convs: int = 2,
+                 stem: int = 0):
         super().__init__()
         b = base
         self.upsample = upsample
-        self.enc1 = full_res_block(3, b, full_res_convs)
+        self.stem_in = conv_bn_relu(3, stem) if stem else None
+        self.stem_out = conv_bn_relu(b, stem) if stem else None
+        self.enc1 = full_res_block(stem or 3, b, full_res_convs)
         self.enc2 = double_conv(b, 2 * b)
         self.enc3 = double_conv(2 * b, 4 * b)
         self.enc4 = double_conv(4 * b, 8 * b)
@@ -96,9 +101,11 @@ class Reconstructive(nn.Module):
         self.dec3 = double_conv(8 * b, 4 * b)
         self.dec2 = double_conv(4 * b, 2 * b)
         self.dec1 = full_res_block(2 * b, b, full_res_convs)
-        self.out = nn.Conv2d(b, 3, 3, padding=1)
+        self.out = nn.Conv2d(stem or b, 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem_in is not None:
+            x = F.max_pool2d(self.stem_in(x), 2)
         x = self.enc1(x)
         x = self.enc2(F.max_pool2d(x, 2))
         x = self.enc3(F.max_pool2d(x, 2))
@@ -111,17 +118,22 @@ class Reconstructive(nn.Module):
         x = self.dec3(up(x))
         x = self.dec2(up(x))
         x = self.dec1(up(x))
+        if self.stem_out is not None:
+            x = self.stem_out(up(x))
         return torch.sigmoid(self.out(x))
 
 
 class Discriminative(nn.Module):
     """U-Net with skips over [image, reconstruction]; 2-channel logits (normal, anomalous)."""
 
-    def __init__(self, base: int, upsample: str = "bilinear", full_res_convs: int = 2):
+    def __init__(self, base: int, upsample: str = "bilinear", full_res_convs: int = 2, stem: int = 0):
         super().__init__()
         b = base
         self.upsample = upsample
-        self.e1 = full_res_block(6, b, full_res_convs)
+        self.e0 = conv_bn_relu(6, stem) if stem else None
+        self.u0 = conv_bn_relu(b, stem) if stem else None
+        self.d0 = conv_bn_relu(2 * stem, stem) if stem else None
+        self.e1 = full_res_block(stem or 6, b, full_res_convs)
         self.e2 = double_conv(b, 2 * b)
         self.e3 = double_conv(2 * b, 4 * b)
         self.e4 = double_conv(4 * b, 8 * b)
@@ -134,10 +146,14 @@ class Discriminative(nn.Module):
         self.d2 = double_conv(4 * b, 2 * b)
         self.u1 = conv_bn_relu(2 * b, b)
         self.d1 = full_res_block(2 * b, b, full_res_convs)
-        self.out = nn.Conv2d(b, 2, 3, padding=1)
+        self.out = nn.Conv2d(stem or b, 2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = lambda t: up2(t, self.upsample)  # noqa: E731
+        x0 = None
+        if self.e0 is not None:
+            x0 = self.e0(x)
+            x = F.max_pool2d(x0, 2)
         x1 = self.e1(x)
         x2 = self.e2(F.max_pool2d(x1, 2))
         x3 = self.e3(F.max_pool2d(x2, 2))
@@ -147,15 +163,22 @@ class Discriminative(nn.Module):
         y = self.d3(torch.cat([self.u3(up(y)), x3], 1))
         y = self.d2(torch.cat([self.u2(up(y)), x2], 1))
         y = self.d1(torch.cat([self.u1(up(y)), x1], 1))
+        if x0 is not None:
+            y = self.d0(torch.cat([self.u0(up(y)), x0], 1))
         return self.out(y)
 
 
 class AnomalyNet(nn.Module):
+    """Both networks. `stem` > 0 adds one thin level (that many channels, one 3x3 convolution on the
+    way down and one or two on the way up) at the input's resolution, so a 256-px input keeps its
+    finest detail while the widths below run at 128 px as without it: the input's sides must then
+    be multiples of 32 (five poolings), not 16."""
+
     def __init__(self, recon_width: int = 16, discr_width: int = 16, sspcab: bool = True,
-                 score_window: int = 21, upsample: str = "bilinear", full_res_convs: int = 2):
+                 score_window: int = 21, upsample: str = "bilinear", full_res_convs: int = 2, stem: int = 0):
         super().__init__()
-        self.recon = Reconstructive(recon_width, sspcab, upsample, full_res_convs)
-        self.discr = Discriminative(discr_width, upsample, full_res_convs)
+        self.recon = Reconstructive(recon_width, sspcab, upsample, full_res_convs, stem)
+        self.discr = Discriminative(discr_width, upsample, full_res_convs, stem)
         self.score_window = score_window
 
     def forward_train(self, x: torch.Tensor):
@@ -185,7 +208,7 @@ def build(cfg: dict) -> "AnomalyNet":
     """The network a training config (train.py's TrainConfig, or a run's config.json) describes.
     Keys added after a run was made take their defaults, so old runs rebuild as they were."""
     return AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21),
-                      cfg.get("upsample", "bilinear"), cfg.get("full_res_convs", 2))
+                      cfg.get("upsample", "bilinear"), cfg.get("full_res_convs", 2), cfg.get("stem", 0))
 
 
 def count_macs(model: nn.Module, h: int, w: int) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -135,10 +136,30 @@ def test_input_shape_keeps_the_aspect_ratio() -> None:
             assert got == want, (w, h, got)
             assert got[0] % 16 == 0 and got[1] % 16 == 0
             assert input_hw({"input_size": 128, "keep_aspect": False}, [path]) == (128, 128)
+            # with a stem the network pools 5 times: sides multiples of 32, still not squashed
+            got = input_hw({"input_size": 256, "keep_aspect": True, "stem": 8}, [path])
+            assert got[0] % 32 == 0 and got[1] % 32 == 0, (w, h, got)
+            assert abs(math.log(got[1] / got[0] / (w / h))) <= math.log(1.07), (w, h, got)
     # a run's recorded shape wins (resume, export)
     assert input_hw({"input_size": 128, "input_hw": [64, 112]}, []) == (64, 112)
     # configs from before keep_aspect existed: square
     assert input_hw({"input_size": 128}, []) == (128, 128)
+
+
+def test_stem_keeps_the_contract_and_the_rest_of_the_network() -> None:
+    import torch
+
+    from net import AnomalyNet, count_macs
+
+    plain, stem = AnomalyNet(16, 12, True, 3, "nearest", 1), AnomalyNet(16, 12, True, 3, "nearest", 1, stem=8)
+    # the same network below the stem (a plain run's weights name the same tensors), plus the stem
+    assert set(plain.state_dict()) < set(stem.state_dict())
+    stem.eval()
+    with torch.no_grad():
+        amap, score = stem(torch.rand(1, 3, 64, 96))
+    assert amap.shape == (1, 1, 64, 96) and score.shape == (1,)  # a map at the input's resolution
+    # at twice the side, a little more than the plain network at 128 px, far below 4x
+    assert count_macs(plain, 128, 128) < count_macs(stem, 256, 256) < 1.3 * count_macs(plain, 128, 128)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class TrainConfig:
     type; `load_config` refuses unknown keys and wrong types, naming the file and the key."""
 
     input_size: int = 128  # the longer side of the model's input (the shorter: see keep_aspect)
-    keep_aspect: bool = True  # input shape follows the images' aspect ratio (sides multiples of 16)
+    keep_aspect: bool = True  # input shape follows the images' aspect ratio (sides multiples of 16; 32 with a stem)
     recon_width: int = 16
     discr_width: int = 16
     sspcab: bool = True
@@ -65,6 +65,7 @@ class TrainConfig:
     score_window: int = 21  # the image score: max of the anomaly map after this mean filter (odd)
     upsample: str = "bilinear"  # x2 upsampling in both networks: "bilinear" (DRAEM) or "nearest"
     full_res_convs: int = 2  # 3x3 convolutions per block at the input's resolution: 2 (DRAEM) or 1
+    stem: int = 0  # > 0: a thin level of this many channels at the input's resolution (net.AnomalyNet)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -111,6 +112,8 @@ def load_config(path: Path) -> dict:
                  f"use one of {', '.join(UPSAMPLE_MODES)}")
     if cfg["full_res_convs"] not in (1, 2):
         sys.exit(f"error: training config {path}: full_res_convs is {cfg['full_res_convs']}; use 1 or 2")
+    if cfg["stem"] < 0:
+        sys.exit(f"error: training config {path}: stem is {cfg['stem']}; use 0 (none) or a channel count (8)")
     if cfg["relight_target"] not in ("relit", "original"):
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
@@ -145,11 +148,11 @@ def list_images(folder: Path) -> list[Path]:
 
 def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
     """The model's input (height, width). Without `keep_aspect`: `input_size` square. With it, the
-    sides follow the images' median aspect ratio, both multiples of 16 (the networks pool 4 times):
-    the longer side is `input_size` or, where no multiple of 16 for the shorter side comes within 7%
-    of the aspect ratio, the largest of `input_size` - 16 or - 32 that does (else the closest), so a
-    part is never visibly squashed (a 16:9 camera: 64x112; 3:2: 80x128; 4:3: 96x128). Recorded in
-    the run's config (`input_hw`), which wins when present."""
+    sides follow the images' median aspect ratio, both multiples of 16 (the networks pool 4 times;
+    32 with a `stem`, 5 times): the longer side is `input_size` or, where no multiple of 16 for the
+    shorter side comes within 7% of the aspect ratio, the largest of `input_size` - 16 or - 32 that
+    does (else the closest), so a part is never visibly squashed (a 16:9 camera: 64x112; 3:2:
+    80x128; 4:3: 96x128). Recorded in the run's config (`input_hw`), which wins when present."""
     if "input_hw" in cfg and cfg["input_hw"]:
         return int(cfg["input_hw"][0]), int(cfg["input_hw"][1])
     long_side = int(cfg["input_size"])
@@ -162,9 +165,10 @@ def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
     aspect = float(np.median(aspects))
     wide = max(aspect, 1 / aspect)
     candidates = []  # (error of the aspect ratio, long side, short side)
-    for long_ in (long_side, long_side - 16, long_side - 32):
-        for short in {max(16, int(long_ / wide // 16) * 16), max(16, -(-int(long_ / wide) // 16) * 16)}:
-            if 16 <= short <= long_:
+    m = 32 if cfg.get("stem", 0) else 16
+    for long_ in (long_side, long_side - m, long_side - 2 * m):
+        for short in {max(m, int(long_ / wide // m) * m), max(m, -(-int(long_ / wide) // m) * m)}:
+            if m <= short <= long_:
                 candidates.append((abs(math.log(long_ / short / wide)), long_, short))
     good = [c for c in candidates if c[0] <= math.log(1.07)]
     _, long_, short = max(good, key=lambda c: (c[1], -c[0])) if good else min(candidates)
