@@ -149,9 +149,9 @@ def list_images(folder: Path) -> list[Path]:
 def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
     """The model's input (height, width). Without `keep_aspect`: `input_size` square. With it, the
     sides follow the images' median aspect ratio, both multiples of 16 (the networks pool 4 times;
-    32 with a `stem`, 5 times): the longer side is `input_size` or, where no multiple of 16 for the
-    shorter side comes within 7% of the aspect ratio, the largest of `input_size` - 16 or - 32 that
-    does (else the closest), so a part is never visibly squashed (a 16:9 camera: 64x112; 3:2:
+    32 with a `stem`, 5 times): the longer side is `input_size` or, where no such multiple for the
+    shorter side comes within 7% of the aspect ratio, the largest of `input_size` less one or two
+    such multiples that does (else the closest), so a part is never visibly squashed (a 16:9 camera: 64x112; 3:2:
     80x128; 4:3: 96x128). Recorded in the run's config (`input_hw`), which wins when present."""
     if "input_hw" in cfg and cfg["input_hw"]:
         return int(cfg["input_hw"][0]), int(cfg["input_hw"][1])

@@ -150,32 +150,21 @@ def body(img: np.ndarray) -> np.ndarray:
 def chip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Material missing at the part's outline: a disc of radius 3-6% of the shorter side centred on
     an outline pixel of its `body`, the body's pixels in it turned to the colour of the background
-    around it (`background_near`). The shape changes; no colour appears that the good image does
-    not have."""
+    around it (the median of the pixels within 2 radii that are neither part nor shadow, or else
+    not body). The shape changes; no colour appears that the good image does not have."""
     h, w = img.shape[:2]
     part = body(img)
-    cy, cx = outline_pixel(part, rng)
-    r = rng.uniform(0.03, 0.06) * min(h, w)
-    alpha = disc(h, w, cy, cx, r, r) * part[..., None]
-    return (img * (1 - alpha) + alpha * background_near(img, part, cy, cx, r)).astype(np.float32)
-
-
-def outline_pixel(part: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    """A pixel of `part`'s outline, drawn at random."""
     ys, xs = np.nonzero(outline(part))
     i = int(rng.integers(0, len(ys)))
-    return int(ys[i]), int(xs[i])
-
-
-def background_near(img: np.ndarray, part: np.ndarray, cy: int, cx: int, r: float) -> np.ndarray:
-    """The median colour of the background within 2 `r` of (cy, cx): the pixels that are neither
-    part nor shadow (`part_mask`), or else those outside the body `part`."""
+    cy, cx = int(ys[i]), int(xs[i])
+    r = rng.uniform(0.03, 0.06) * min(h, w)
+    alpha = disc(h, w, cy, cx, r, r) * part[..., None]
     k = int(np.ceil(2 * r))
     near = (slice(max(0, cy - k), cy + k + 1), slice(max(0, cx - k), cx + k + 1))
     clear = ~part_mask(img)[near]
     # never empty: an outline pixel has a non-body neighbour
     background = img[near][clear] if clear.any() else img[near][~part[near]]
-    return np.median(background, axis=0)
+    return (img * (1 - alpha) + alpha * np.median(background, axis=0)).astype(np.float32)
 
 
 def defect_kinds(img: np.ndarray) -> tuple[str, ...]:
