@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet, build  # noqa: E402
 from train import input_hw, list_images, load_rgb  # noqa: E402
-from verdict import Verdict, auroc, judge, validation_set  # noqa: E402
+from verdict import Verdict, auroc, faint_set, judge, validation_set  # noqa: E402
 
 WINDOWS = [21, 15, 11, 7, 5, 3]
 
@@ -66,11 +66,13 @@ class RunMaps:
         self.train, self.hold = maps(model, train), maps(model, hold)
         defects, self.kinds = validation_set(hold, int(cfg["seed"]))
         self.defect = maps(model, defects)
+        faint, self.faint_labels = faint_set(hold, int(cfg["seed"]))
+        self.faint = maps(model, faint)
 
     def verdict(self, k: int) -> Verdict:
         """verdict.judge with the score taken through a k x k window."""
         return judge(self.all_images, score(self.train, k), score(self.hold, k), score(self.defect, k),
-                     self.kinds)
+                     self.kinds, (score(self.faint, k), self.faint_labels))
 
 
 def judge_run(run: Path) -> dict[int, tuple[float, float, float]]:

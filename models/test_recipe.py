@@ -56,6 +56,29 @@ def test_validation_defects_are_small_and_on_the_part() -> None:
     assert kinds == ["scratch", "spot"] and out.shape[0] == 2
 
 
+def test_faint_defects_differ_only_in_contrast() -> None:
+    img = np.full((64, 96, 3), 0.8, np.float32)
+    img[16:48, 20:80] = 0.4
+    out, labels = verdict.faint_set(img[None], seed=3)
+    assert labels == [(k, c) for k in ("scratch", "spot") for c in verdict.SENSITIVITY_CONTRASTS]
+    for kind in ("scratch", "spot"):
+        diffs = [out[i] - img for i, (k, _) in enumerate(labels) if k == kind]
+        for d, c in zip(diffs, verdict.SENSITIVITY_CONTRASTS):
+            assert np.isclose(np.abs(d).max(), c, atol=1e-5)  # the full contrast inside the shape
+            assert np.allclose(d, diffs[-1] * c / verdict.SENSITIVITY_CONTRASTS[-1], atol=1e-5)  # same place
+    # found above the threshold: all at 40%, half at 20%, none below; the report does not judge
+    scores = np.array([0.1, 0.1, 0.1, 0.9] * 2 + [0.1, 0.1, 0.9, 0.9] * 2)
+    labels = [(k, c) for k in ("scratch", "spot") for _ in range(2) for c in verdict.SENSITIVITY_CONTRASTS]
+    report = verdict.sensitivity(0.5, scores, labels)
+    assert report["scratch"] == {0.05: 0.0, 0.1: 0.0, 0.2: 0.0, 0.4: 1.0}
+    assert verdict.faintest(report["scratch"]) == 0.4 and verdict.faintest(report["spot"]) == 0.2
+    assert verdict.faintest({0.05: 0.0, 0.1: 0.2, 0.2: 0.4, 0.4: 0.4}) is None
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.2, 0.8, (10, 16, 16, 3)).astype(np.float32)
+    v = verdict.judge(images, np.full(20, 0.35), np.full(8, 0.3), np.full(16, 0.9), faint=(scores, labels))
+    assert v.verdict == "usable" and any("from 20% contrast" in line for line in v.lines()), v.lines()
+
+
 def test_holes_are_filled_and_the_frame_edge_is_no_outline() -> None:
     part = np.zeros((20, 20), bool)
     part[:, 5:15] = True  # a bar from the top of the frame to its bottom...

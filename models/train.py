@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
 from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
-from verdict import holdout_indices, judge, validation_set  # noqa: E402
+from verdict import faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -589,7 +589,11 @@ def judge_run(model: AnomalyNet, all_images: np.ndarray, images: np.ndarray, hol
     hold_scores = image_scores(model, holdout, device) if len(holdout) else np.zeros(0)
     defects, kinds = validation_set(holdout, int(cfg["seed"])) if len(holdout) else (holdout, [])
     defect_scores = image_scores(model, defects, device) if len(holdout) else np.zeros(0)
-    return judge(all_images, train_scores, hold_scores, defect_scores, kinds)
+    faint = None
+    if len(holdout):
+        faint_images, labels = faint_set(holdout, int(cfg["seed"]))
+        faint = (image_scores(model, faint_images, device), labels)
+    return judge(all_images, train_scores, hold_scores, defect_scores, kinds, faint)
 
 
 if __name__ == "__main__":

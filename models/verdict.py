@@ -92,9 +92,12 @@ def outline(part: np.ndarray) -> np.ndarray:
     return part & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
 
 
-def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator,
+                      contrast: float | None = None) -> np.ndarray:
     """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch", "spot" or "chip") on the
-    part; a chip needs the part to have an outline (`outline`)."""
+    part; a chip needs the part to have an outline (`outline`). A scratch or spot is lighter or
+    darker by 0.25-0.5, or by exactly `contrast` in grey when it is given (same shape and place for
+    the same `rng` state, whatever the contrast)."""
     if kind == "chip":
         return chip(img, rng)
     h, w = img.shape[:2]
@@ -120,7 +123,10 @@ def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> n
         alpha = disc(h, w, cy, cx, r * rng.uniform(0.6, 1.0), r)
     # lighter or darker by 0.25-0.5, towards a grey or a colour
     sign = 1.0 if rng.random() < 0.5 else -1.0
-    shift = sign * rng.uniform(0.25, 0.5) * (np.ones(3) if rng.random() < 0.5 else rng.uniform(0.3, 1.0, 3))
+    if contrast is not None:
+        shift = sign * contrast * np.ones(3)
+    else:
+        shift = sign * rng.uniform(0.25, 0.5) * (np.ones(3) if rng.random() < 0.5 else rng.uniform(0.3, 1.0, 3))
     return np.clip(img + alpha * shift, 0, 1).astype(np.float32)
 
 
@@ -183,6 +189,40 @@ def validation_set(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]
     return np.stack([d for d, _ in pairs]), [k for _, k in pairs]
 
 
+SENSITIVITY_CONTRASTS = (0.05, 0.1, 0.2, 0.4)
+
+
+def faint_set(images: np.ndarray, seed: int,
+              contrasts: tuple[float, ...] = SENSITIVITY_CONTRASTS) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """For the sensitivity report: each of `images` with a grey scratch and a grey spot at each of
+    `contrasts` (same shape, place and sign across the contrasts), and (kind, contrast) of each."""
+    out, labels = [], []
+    for i, img in enumerate(images):
+        for k, kind in enumerate(("scratch", "spot")):
+            for c in contrasts:
+                out.append(validation_defect(img, kind, np.random.default_rng([seed, 0x5E45, i, k]), c))
+                labels.append((kind, c))
+    return np.stack(out), labels
+
+
+def sensitivity(threshold: float, scores: np.ndarray, labels: list[tuple[str, float]]) -> dict:
+    """{kind: {contrast: share of the faint defects scoring above `threshold`}}."""
+    found: dict = {}
+    for (kind, c), s in zip(labels, scores):
+        found.setdefault(kind, {}).setdefault(c, []).append(float(s > threshold))
+    return {k: {c: float(np.mean(v)) for c, v in by_c.items()} for k, by_c in found.items()}
+
+
+def faintest(by_contrast: dict) -> float | None:
+    """The lowest contrast from which on at least half of the faint defects are found, if any."""
+    ok = None
+    for c in sorted(by_contrast, reverse=True):
+        if by_contrast[c] < DETECTED_MIN:
+            break
+        ok = c
+    return ok
+
+
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
     """P(positive > negative), ties counted half."""
     neg, pos = np.asarray(negatives)[None, :], np.asarray(positives)[:, None]
@@ -201,6 +241,8 @@ class Verdict:
     threshold: float
     n_holdout: int
     by_kind: dict = dataclasses.field(default_factory=dict)  # validation AUROC per defect kind
+    # share of faint grey defects above `threshold`, per kind and contrast (a report, not a rule)
+    sensitivity: dict = dataclasses.field(default_factory=dict)
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{k} {a:.3f}" for k, a in self.by_kind.items())
@@ -217,6 +259,12 @@ class Verdict:
             f"{100 * CLIPPED_SHARE_MAX:.0f}%); frame brightness std {self.brightness_std:.3f} "
             f"(rule: <= {BRIGHTNESS_STD_MAX})",
         ]
+        for kind, by_c in self.sensitivity.items():
+            low = faintest(by_c)
+            shares = ", ".join(f"{100 * c:.0f}% {100 * f:.0f}%" for c, f in sorted(by_c.items()))
+            out.append(f"sensitivity, grey {kind}{'es' if kind.endswith('h') else 's'} found above {self.threshold:.4f} by contrast: {shares}; "
+                       + (f"at least half found from {100 * low:.0f}% contrast" if low is not None
+                          else "fewer than half found at every contrast tried"))
         verdict = f"verdict: {self.verdict}"
         if self.reasons:
             verdict += " (" + "; ".join(self.reasons) + ")"
@@ -233,9 +281,11 @@ def saturated_share(all_images: np.ndarray) -> float:
 
 
 def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.ndarray,
-          defect_scores: np.ndarray, kinds: list[str] | None = None) -> Verdict:
+          defect_scores: np.ndarray, kinds: list[str] | None = None,
+          faint: tuple[np.ndarray, list] | None = None) -> Verdict:
     """The verdict from the collection's pixels (N,H,W,3 in [0,1]) and the model's scores; `kinds`
-    names each validation defect's kind (`validation_set`) for the per-kind AUROC."""
+    names each validation defect's kind (`validation_set`) for the per-kind AUROC; `faint` (scores
+    and labels of `faint_set`) adds the sensitivity report, which does not change the verdict."""
     clipped = saturated_share(all_images)
     brightness_std = float(all_images.mean((1, 2, 3)).std())
     if len(holdout_scores) == 0:
@@ -248,6 +298,8 @@ def judge(all_images: np.ndarray, train_scores: np.ndarray, holdout_scores: np.n
     if kinds is not None:
         found = np.array(kinds)
         v.by_kind = {k: auroc(holdout_scores, defect_scores[found == k]) for k in dict.fromkeys(kinds)}
+    if faint is not None:
+        v.sensitivity = sensitivity(threshold, *faint)
     camera = []
     if clipped > CLIPPED_SHARE_MAX:
         camera.append(f"{100 * clipped:.0f}% of the part's pixels saturated: lower the exposure or gain")
