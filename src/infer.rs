@@ -48,6 +48,7 @@ pub enum ModelError {
 pub mod contract;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
+pub mod upsample;
 
 pub use contract::model_info_from_bytes;
 use contract::read_contract;
@@ -247,27 +248,29 @@ pub fn typed_for_contract(
 }
 
 /// The model as [`TractEngine`] runs it: [`typed_for_contract`], decluttered, its byte maps
-/// upsampled by broadcast, optimized. `examples/profile_model` profiles exactly this.
+/// upsampled by row copies ([`upsample::RowCopyUpsample`]), optimized. `examples/profile_model`
+/// profiles exactly this.
 pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
-    upsample_bytes_by_broadcast(&mut model)?;
+    upsample_bytes_by_row_copies(&mut model)?;
     model.into_optimized()
 }
 
-/// tract upsamples anything but f32 (nearest, integer scales: the int8 model's uint8 maps) element
-/// by element, ~40x slower than its f32 row copy (`tests/data/tract_upsample_*.onnx`, models/HISTORY.md
-/// "tract's two int8 gaps"). Its own rewrite to Reshape -> MultiBroadcastTo -> Reshape (meant for
-/// targets without an upsample) copies the same values in runs; f32 keeps the row copy.
-fn upsample_bytes_by_broadcast(model: &mut TypedModel) -> TractResult<()> {
-    use tract_onnx::tract_core::ops::nn::{rewrite_nearest_upsample_to_broadcast, NearestUpsample};
+/// tract upsamples anything but f32 (the int8 model's uint8 maps) element by element, ~40x slower
+/// than its f32 row copy (models/HISTORY.md, "tract's two int8 gaps"); f32 keeps tract's op.
+fn upsample_bytes_by_row_copies(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::nn::NearestUpsample;
     Rewriter::<()>::default()
         .with_rule_for::<NearestUpsample>(
-            "nearest upsample of bytes as a broadcast",
-            |ctx, model, node, name, op| {
+            "nearest upsample of bytes as row copies",
+            |_ctx, model, node, _name, op| {
                 if model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type() {
                     return Ok(None);
                 }
-                rewrite_nearest_upsample_to_broadcast(ctx, model, node, name, op)
+                let Some(ours) = upsample::RowCopyUpsample::replacing(op) else {
+                    return Ok(None);
+                };
+                TypedModelPatch::replace_single_op(model, node, &node.inputs, ours).map(Some)
             },
         )
         .rewrite(&(), model)

@@ -303,10 +303,10 @@ fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
     }
 }
 
-/// The engine's preparation upsamples the int8 model's byte maps by broadcast instead of tract's
+/// The engine's preparation upsamples the int8 model's byte maps by row copies instead of tract's
 /// element-by-element NearestUpsample, and computes exactly what tract's own plan computes.
 #[test]
-fn byte_maps_upsampled_by_broadcast_give_tract_own_values() {
+fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
     use tract_onnx::prelude::*;
     let path = common::root().join("tests/data/tract_upsample_int8.onnx");
     let load = || tract_onnx::onnx().model_for_path(&path).unwrap();
@@ -331,7 +331,7 @@ fn byte_maps_upsampled_by_broadcast_give_tract_own_values() {
         ops(&prepared)
     );
     assert!(
-        ops(&prepared).iter().any(|o| o == "MultiBroadcastTo"),
+        ops(&prepared).iter().any(|o| o == "RowCopyUpsample"),
         "{:?}",
         ops(&prepared)
     );
