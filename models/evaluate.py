@@ -21,6 +21,7 @@ rejects: on a line, calibrate on parts the model was not trained on.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def torch_scorer(path: Path):
     model = build(cfg)
     model.load_state_dict(ck["model"])
     model.eval()
-    return (lambda images: image_scores(model, images, torch.device("cpu"))), input_hw(cfg, [])
+    hw = input_hw(cfg, [])
+    return (lambda images: image_scores(model, images, torch.device("cpu"))), hw, cfg.get("alignment")
 
 
 def onnx_scorer(path: Path):
@@ -56,7 +58,7 @@ def onnx_scorer(path: Path):
             for im in images
         ])
 
-    return score, size
+    return score, size, None
 
 
 def main() -> None:
@@ -77,21 +79,22 @@ def main() -> None:
         if not path.is_file():
             sys.exit(f"error: {path} does not exist (a train.py checkpoint or an exported .onnx)")
         if path.suffix == ".onnx":
-            score, size = onnx_scorer(path)
+            score, size, alignment = onnx_scorer(path)
         else:
             import torch
 
             torch.set_num_threads(args.threads)
-            score, size = torch_scorer(path)
-        if size not in cache:
+            score, size, alignment = torch_scorer(path)
+        key = (size, json.dumps(alignment))
+        if key not in cache:
             if args.data.is_dir():
-                train, _ = load_set(args.data / "train" / "good", size, "train")
-                test, labels = load_set(args.data / "test", size, "test")
+                train, _ = load_set(args.data / "train" / "good", size, "train", alignment)
+                test, labels = load_set(args.data / "test", size, "test", alignment)
             else:
                 train, _ = load_set(args.data, size, "train")
                 test, labels = load_set(args.data, size, "test")
-            cache[size] = (train, test, labels)
-        train, test, labels = cache[size]
+            cache[key] = (train, test, labels)
+        train, test, labels = cache[key]
         t, s = score(train), score(test)
         good, bad = s[labels == 0], s[labels == 1]
         print(f"{path}: image AUROC {auroc(s, labels):.4f}; good training scores: median {np.median(t):.3f}, "

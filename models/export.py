@@ -183,6 +183,10 @@ def main() -> None:
     ap.add_argument("--data-license", default=MVTEC_LICENSE,
                     help="the training images' license, recorded in the model (your own parts: e.g. 'proprietary')")
     args = ap.parse_args()
+    run_cfg = args.run / "config.json"
+    if run_cfg.is_file() and json.loads(run_cfg.read_text()).get("alignment"):
+        sys.exit(f"error: {args.run} was trained on aligned crops (\"align\"), which the firmware "
+                 "does not make yet; retrain without \"align\" to deploy")
     args.out.mkdir(parents=True, exist_ok=True)
     f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license,
                           args.score_window)

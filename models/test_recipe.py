@@ -79,6 +79,40 @@ def test_faint_defects_differ_only_in_contrast() -> None:
     assert v.verdict == "usable" and any("from 20% contrast" in line for line in v.lines()), v.lines()
 
 
+def test_alignment_turns_the_part_to_its_axis_with_its_heavy_end_right() -> None:
+    import align
+
+    def screw(angle_deg: float, cx: int, cy: int) -> Image.Image:
+        """A dark bar 160 x 24 px with a 45 x 44 head at one end, on a light background."""
+        im = Image.new("L", (256, 256), 220)
+        part = Image.new("L", (220, 60), 0)
+        part.paste(255, (10, 18, 170, 42))
+        part.paste(255, (165, 8, 210, 52))
+        part = part.rotate(angle_deg, expand=True, resample=Image.NEAREST)
+        im.paste(40, (cx - part.width // 2, cy - part.height // 2), part)
+        return im
+
+    frames = [screw(a, 128 + dx, 128 + dy) for a, dx, dy in [(0, 0, 0), (35, -8, 6), (130, 6, -10), (250, 4, 8)]]
+    full = [np.asarray(f.convert("RGB"), np.float32) / 255.0 for f in frames]
+    a = align.fit(full)
+    assert a is not None and a.rotate and 180 < a.box_w < 260 and 35 < a.box_h < 70, a
+    hw = align.input_hw(a)
+    assert hw[0] % 16 == 0 and hw[1] % 16 == 0 and hw[0] * hw[1] <= 128 * 128 and hw[1] > 3 * hw[0], hw
+    crops = [align.apply(f, a, hw) for f in frames]
+    for crop in crops:  # the same picture whatever the part's place and angle: head right, shaft left
+        dark = crop.mean(-1) < 0.5
+        cols = dark.sum(0)
+        assert cols[-hw[1] // 4:].max() > 1.5 * cols[: hw[1] // 2].max(), cols
+        assert np.abs(crop - crops[0]).mean() < 0.08
+    # a round part has no axis to turn to; a part filling the frame keeps the whole frame
+    disc = Image.new("L", (256, 256), 220)
+    from PIL import ImageDraw
+    ImageDraw.Draw(disc).ellipse([60, 50, 180, 170], fill=40)
+    round_ = align.fit([np.asarray(disc.convert("RGB"), np.float32) / 255.0])
+    assert round_ is not None and not round_.rotate, round_
+    assert align.fit([np.full((64, 64, 3), 0.5, np.float32)]) is None
+
+
 def test_holes_are_filled_and_the_frame_edge_is_no_outline() -> None:
     part = np.zeros((20, 20), bool)
     part[:, 5:15] = True  # a bar from the top of the frame to its bottom...

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import align  # noqa: E402
 from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
 from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
 from verdict import faint_set, holdout_indices, judge, validation_set  # noqa: E402
@@ -66,12 +67,13 @@ class TrainConfig:
     upsample: str = "bilinear"  # x2 upsampling in both networks: "bilinear" (DRAEM) or "nearest"
     full_res_convs: int = 2  # 3x3 convolutions per block at the input's resolution: 2 (DRAEM) or 1
     stem: int = 0  # > 0: a thin level of this many channels at the input's resolution (net.AnomalyNet)
+    align: bool = False  # the part found, turned to its axis and cropped (align.py); not yet in the firmware
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
 # What train.py adds to OUT/config.json about the run; ignored when such a file is read back.
 RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config", "camera_controls",
-            "input_hw", "holdout_files", "verdict"}
+            "input_hw", "holdout_files", "verdict", "alignment"}
 
 
 def load_config(path: Path) -> dict:
@@ -175,7 +177,8 @@ def input_hw(cfg: dict, paths: list[Path]) -> tuple[int, int]:
     return (short, long_) if aspect >= 1 else (long_, short)
 
 
-def load_set(path: Path, hw: tuple[int, int], key: str) -> tuple[np.ndarray, np.ndarray]:
+def load_set(path: Path, hw: tuple[int, int], key: str,
+             alignment: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images (N,H,W,3 float32 in [0,1]) and labels (1 = defective) from a folder or a packed .npz.
 
     A folder is read with the firmware's resize (`load_rgb`); labels come from the parent folder name
@@ -193,17 +196,30 @@ def load_set(path: Path, hw: tuple[int, int], key: str) -> tuple[np.ndarray, np.
     if not paths:
         sys.exit(f"error: no images under {path}")
     labels = np.array([0 if p.parent.name == "good" else 1 for p in paths])
-    return np.stack([load_rgb(p, hw) for p in paths]), labels
+    return np.stack([load_rgb(p, hw, alignment) for p in paths]), labels
 
 
-def load_rgb(path: Path, hw) -> np.ndarray:
+def load_rgb(path: Path, hw, alignment: dict | None = None) -> np.ndarray:
     """The same resize the firmware does: whole frame to `hw` (height, width; an int: square),
     bilinear (PIL), RGB (a grey image's one channel three times, as the firmware converts GREY),
-    scaled to [0,1]."""
+    scaled to [0,1]. With an `alignment` (a run's recorded `align.Alignment`), the part's aligned
+    crop instead (align.py)."""
     h, w = (hw, hw) if isinstance(hw, int) else hw
     with Image.open(path) as im:
+        if alignment:
+            return align.apply(im, align.Alignment(**alignment), (h, w))
         im = im.convert("RGB").resize((w, h), Image.BILINEAR)
         return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def fit_alignment(cfg: dict, paths: list[Path]) -> dict | None:
+    """The run's alignment (align.fit on up to 64 of the collection's images, spread over it), or
+    None: `align` off, no image folder, or parts that fill the frame. Recorded in the run's config."""
+    if not cfg["align"] or not paths:
+        return None
+    sample = paths[:: max(1, len(paths) // 64)]
+    found = align.fit([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0 for p in sample])
+    return dataclasses.asdict(found) if found else None
 
 
 def random_warp(img: np.ndarray, max_px: float, rng: np.random.Generator) -> np.ndarray:
@@ -433,8 +449,11 @@ def main() -> None:
     if args.seed is not None:
         cfg["seed"] = args.seed
     paths = list_images(args.data) if args.data.is_dir() else []
-    hw = input_hw(cfg, paths)
+    alignment = fit_alignment(cfg, paths)
+    hw = align.input_hw(align.Alignment(**alignment)) if alignment else input_hw(cfg, paths)
     if args.pack:
+        if alignment:
+            sys.exit("error: --pack stores whole frames; it does not support \"align\" yet")
         pack(args, hw)
         return
     if args.out is None:
@@ -445,7 +464,7 @@ def main() -> None:
                           else "cpu" if args.device == "auto" else args.device)
     torch.backends.cudnn.benchmark = True
 
-    all_images, _ = load_set(args.data, hw, "train")
+    all_images, _ = load_set(args.data, hw, "train", alignment)
     if args.max_images:
         all_images = all_images[: args.max_images]
         paths = paths[: args.max_images]
@@ -453,10 +472,11 @@ def main() -> None:
     held = holdout_indices(len(all_images), float(cfg["holdout"]), int(cfg["seed"]))
     keep = np.setdiff1d(np.arange(len(all_images)), held)
     images, holdout = all_images[keep], all_images[held]
-    test = load_set(args.test, hw, "test") if args.test else None
+    test = load_set(args.test, hw, "test", alignment) if args.test else None
     cfg["data"] = str(args.data) + (" (packed by --pack)" if args.data.suffix == ".npz" else "")
     cfg["n_images"] = len(images)
     cfg["input_hw"] = list(hw)
+    cfg["alignment"] = alignment
     cfg["holdout_files"] = [str(paths[i].relative_to(args.data)) if paths else f"#{i}" for i in held]
     steps_per_epoch = max(1, math.ceil(len(images) / int(cfg["batch_size"])))
     if int(cfg["steps"]) > 0:
