@@ -451,6 +451,8 @@ def main() -> None:
     paths = list_images(args.data) if args.data.is_dir() else []
     alignment = fit_alignment(cfg, paths)
     hw = align.input_hw(align.Alignment(**alignment)) if alignment else input_hw(cfg, paths)
+    if alignment and alignment["rotate"]:
+        cfg["flip_augment"] = False  # a flip would undo the turn (a screw's head left, its thread mirrored)
     if args.pack:
         if alignment:
             sys.exit("error: --pack stores whole frames; it does not support \"align\" yet")
