@@ -214,9 +214,11 @@ def load_rgb(path: Path, hw, alignment: dict | None = None) -> np.ndarray:
 
 def fit_alignment(cfg: dict, paths: list[Path]) -> dict | None:
     """The run's alignment (align.fit on up to 64 of the collection's images, spread over it), or
-    None: `align` off, no image folder, or parts that fill the frame. Recorded in the run's config."""
-    if not cfg["align"] or not paths:
+    None: `align` off, or parts that fill the frame. Recorded in the run's config."""
+    if not cfg["align"]:
         return None
+    if not paths:
+        sys.exit("error: \"align\" needs --data to be a folder of images (it finds the part in each frame)")
     sample = paths[:: max(1, len(paths) // 64)]
     found = align.fit([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0 for p in sample])
     return dataclasses.asdict(found) if found else None
