@@ -25,7 +25,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from verdict import body
+from verdict import body, border_median
 
 ELONGATION_MIN = 2.0  # the collection's median axis ratio (major / minor std) from which parts are turned
 MARGIN = 1.1  # the box over the 99th percentile of the parts' extents
@@ -110,11 +110,6 @@ def apply(img: Image.Image, a: Alignment, hw: tuple[int, int]) -> np.ndarray:
     # about the centroid; PIL's affine maps output (x, y) to input (a x + b y + c, d x + e y + f)
     coeffs = (c * sx, -s * sy, cx - c * a.box_w / 2 + s * a.box_h / 2,
               s * sx, c * sy, cy - s * a.box_w / 2 - c * a.box_h / 2)
-    out = rgb.transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=border_colour(full))
+    fill = tuple(int(round(v * 255)) for v in border_median(full))  # where the crop leaves the frame
+    out = rgb.transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=fill)
     return np.asarray(out, dtype=np.float32) / 255.0
-
-
-def border_colour(full: np.ndarray) -> tuple[int, int, int]:
-    """The frame border's median colour: what fills a crop that leaves the frame."""
-    border = np.concatenate([full[0], full[-1], full[:, 0], full[:, -1]])
-    return tuple(int(round(v * 255)) for v in np.median(border, axis=0))

@@ -66,12 +66,17 @@ def holdout_indices(n: int, share: float, seed: int) -> np.ndarray:
                      for i in range(k)])
 
 
+def border_median(img: np.ndarray) -> np.ndarray:
+    """The median colour of the frame's outermost pixels: the background, where there is one."""
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    return np.median(border, axis=0)
+
+
 def part_mask(img: np.ndarray, level: float = 0.1) -> np.ndarray:
     """Pixels that differ from the border's median colour by more than `level` (the part on a plain
     background, with its shadow at 0.1); all pixels when fewer than 5% qualify (the part fills the
     frame)."""
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    diff = np.abs(img - np.median(border, axis=0)).max(-1)
+    diff = np.abs(img - border_median(img)).max(-1)
     mask = diff > level
     return mask if mask.mean() >= 0.05 else np.ones(mask.shape, bool)
 

@@ -60,7 +60,8 @@ impl RowCopyUpsample {
                 row.copy_from_slice(wide);
             }
         }
-        Tensor::from_shape::<T>(&out_shape, &out)
+        // moved into the tensor, not copied (`Tensor::from_shape` copies its slice)
+        Ok(tract_ndarray::ArrayD::from_shape_vec(&*out_shape, out)?.into_tensor())
     }
 }
 
