@@ -25,7 +25,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from verdict import body, border_median
+from verdict import DefectScale, body, border_median
 
 ELONGATION_MIN = 2.0  # the collection's median axis ratio (major / minor std) from which parts are turned
 MARGIN = 1.1  # the box over the 99th percentile of the parts' extents
@@ -113,3 +113,14 @@ def apply(img: Image.Image, a: Alignment, hw: tuple[int, int]) -> np.ndarray:
     fill = tuple(int(round(v * 255)) for v in border_median(full))  # where the crop leaves the frame
     out = rgb.transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=fill)
     return np.asarray(out, dtype=np.float32) / 255.0
+
+
+def defect_scale(a: Alignment, hw: tuple[int, int], whole_hw: tuple[int, int],
+                 frame_hw: tuple[int, int]) -> DefectScale:
+    """The validation defects' scale for a run aligned by `a` with input `hw`, against the whole
+    frame (`frame_hw`, camera pixels) resampled to `whole_hw`, the input the recipe gives it
+    unaligned: the defects stay as large on the part, in the camera's pixels (verdict.DefectScale)."""
+    aligned = math.sqrt(hw[0] * hw[1] / (a.box_h * a.box_w))  # input px per camera px
+    whole = math.sqrt(whole_hw[0] * whole_hw[1] / (frame_hw[0] * frame_hw[1]))
+    px = aligned / whole
+    return DefectScale(px, min(whole_hw) * px)

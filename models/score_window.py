@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from net import AnomalyNet, build  # noqa: E402
-from train import input_hw, list_images, load_rgb  # noqa: E402
+from train import defect_scale, input_hw, list_images, load_rgb  # noqa: E402
 from verdict import Verdict, auroc, faint_set, judge, validation_set  # noqa: E402
 
 WINDOWS = [21, 15, 11, 7, 5, 3]
@@ -65,9 +65,10 @@ class RunMaps:
         hold = np.stack([load_rgb(data / f, hw, a) for f in cfg["holdout_files"]])
         self.all_images = np.concatenate([train, hold])
         self.train, self.hold = maps(model, train), maps(model, hold)
-        defects, self.kinds = validation_set(hold, int(cfg["seed"]))
+        scale = defect_scale(cfg, paths)  # derived, so runs made before it was recorded get it too
+        defects, self.kinds = validation_set(hold, int(cfg["seed"]), scale)
         self.defect = maps(model, defects)
-        faint, self.faint_labels = faint_set(hold, int(cfg["seed"]))
+        faint, self.faint_labels = faint_set(hold, int(cfg["seed"]), scale=scale)
         self.faint = maps(model, faint)
 
     def verdict(self, k: int) -> Verdict:

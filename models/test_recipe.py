@@ -56,6 +56,19 @@ def test_validation_defects_are_small_and_on_the_part() -> None:
     assert kinds == ["scratch", "spot"] and out.shape[0] == 2
 
 
+def test_validation_defects_keep_their_size_on_the_part_at_a_finer_input_scale() -> None:
+    img = np.full((80, 128, 3), 0.8, np.float32)
+    img[20:60, 30:100] = 0.3
+    plain, _ = verdict.validation_set(img[None], seed=5)
+    # the plain scale draws exactly what a run without one draws
+    assert np.array_equal(plain, verdict.validation_set(img[None], 5, verdict.DefectScale(1.0, None))[0])
+    # at twice the input scale (an aligned part), the same defects cover about 4x the pixels
+    fine, _ = verdict.validation_set(img[None], seed=5, scale=verdict.DefectScale(2.0, 160.0))
+    for kind, a, b in zip(("scratch", "spot", "chip"), plain, fine):
+        area = [(np.abs(d - img).max(-1) > 0.02).sum() for d in (a, b)]
+        assert 2.5 * area[0] < area[1] < 6 * area[0], (kind, area)
+
+
 def test_faint_defects_differ_only_in_contrast() -> None:
     img = np.full((64, 96, 3), 0.8, np.float32)
     img[16:48, 20:80] = 0.4

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import align  # noqa: E402
 from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
 from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
-from verdict import faint_set, holdout_indices, judge, validation_set  # noqa: E402
+from verdict import DefectScale, faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -73,7 +73,7 @@ class TrainConfig:
 DEFAULTS = dataclasses.asdict(TrainConfig())
 # What train.py adds to OUT/config.json about the run; ignored when such a file is read back.
 RECORDED = {"data", "n_images", "params", "macs", "init_sha256", "init_config", "camera_controls",
-            "input_hw", "holdout_files", "verdict", "alignment"}
+            "input_hw", "holdout_files", "verdict", "alignment", "defect_scale"}
 
 
 def load_config(path: Path) -> dict:
@@ -222,6 +222,19 @@ def fit_alignment(cfg: dict, paths: list[Path]) -> dict | None:
     sample = paths[:: max(1, len(paths) // 64)]
     found = align.fit([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0 for p in sample])
     return dataclasses.asdict(found) if found else None
+
+
+def defect_scale(cfg: dict, paths: list[Path]) -> DefectScale:
+    """The validation defects' scale for a run (its `alignment` and `input_hw`) on the collection
+    `paths`: as large on the part as on the whole frame at the recipe's input (align.defect_scale);
+    the plain scale without alignment or images."""
+    a = cfg.get("alignment")
+    if not a or not paths:
+        return DefectScale()
+    with Image.open(paths[0]) as im:
+        frame_hw = (im.height, im.width)
+    whole_hw = input_hw(dict(cfg, input_hw=None), paths)
+    return align.defect_scale(align.Alignment(**a), input_hw(cfg, paths), whole_hw, frame_hw)
 
 
 def random_warp(img: np.ndarray, max_px: float, rng: np.random.Generator) -> np.ndarray:
@@ -482,6 +495,7 @@ def main() -> None:
     cfg["input_hw"] = list(hw)
     cfg["alignment"] = alignment
     cfg["holdout_files"] = [str(paths[i].relative_to(args.data)) if paths else f"#{i}" for i in held]
+    cfg["defect_scale"] = dataclasses.asdict(defect_scale(cfg, paths))
     steps_per_epoch = max(1, math.ceil(len(images) / int(cfg["batch_size"])))
     if int(cfg["steps"]) > 0:
         cfg["epochs"] = max(1, math.ceil(int(cfg["steps"]) / steps_per_epoch))
@@ -611,11 +625,12 @@ def judge_run(model: AnomalyNet, all_images: np.ndarray, images: np.ndarray, hol
     model.eval()
     train_scores = image_scores(model, images, device)
     hold_scores = image_scores(model, holdout, device) if len(holdout) else np.zeros(0)
-    defects, kinds = validation_set(holdout, int(cfg["seed"])) if len(holdout) else (holdout, [])
+    scale = DefectScale(**cfg.get("defect_scale", {}))
+    defects, kinds = validation_set(holdout, int(cfg["seed"]), scale) if len(holdout) else (holdout, [])
     defect_scores = image_scores(model, defects, device) if len(holdout) else np.zeros(0)
     faint = None
     if len(holdout):
-        faint_images, labels = faint_set(holdout, int(cfg["seed"]))
+        faint_images, labels = faint_set(holdout, int(cfg["seed"]), scale=scale)
         faint = (image_scores(model, faint_images, device), labels)
     return judge(all_images, train_scores, hold_scores, defect_scores, kinds, faint)
 

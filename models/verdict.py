@@ -4,8 +4,10 @@
 `holdout_indices`), trains on the rest, and at the end scores:
 
 - the training images and the held-out good images (never seen in training);
-- the held-out good images with *validation defects*: scratches (thin lines, 1-2 px at the model's
-  input size) and spots (small discs, radius 2-5 px), lighter or darker than the part, and, where the
+- the held-out good images with *validation defects*: scratches (thin lines 1-2 px wide, 10-30% of
+  the shorter side long) and spots (small discs, radius 2-5 px), lighter or darker than the part,
+  sized at the whole frame's input scale (`DefectScale`: an aligned run, which sees the part at a
+  finer scale, gets them as large on the part as a whole-frame run does), and, where the
   part has an outline against a plain background, chips: material missing at the outline (a disc of
   radius 3-6% of the shorter side centred on the outline, the part's pixels in it turned to the
   background's colour: a broken tip, a missing thread, a chipped rim). They are a different family
@@ -49,6 +51,19 @@ BRIGHTNESS_STD_MAX = 0.08
 VALIDATION_AUROC_MIN = 0.90
 DETECTED_MIN = 0.5
 UNSEEN_ABOVE_TRAINING_MAX = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class DefectScale:
+    """How large the validation defects are drawn, so that they are the same size on the part in
+    the camera's pixels whatever the run's input: `px`, this run's input pixels per input pixel of
+    the whole frame at the recipe's input size (1 without alignment; 1.9 on the aligned screw,
+    seen at 0.95 of the camera's scale against 0.5); `side`, the length the relative sizes (scratch
+    length, chip radius) refer to: the whole frame's shorter input side, in this run's input pixels
+    (None: the image's own shorter side, as without alignment)."""
+
+    px: float = 1.0
+    side: float | None = None
 
 
 def holdout_indices(n: int, share: float, seed: int) -> np.ndarray:
@@ -98,33 +113,34 @@ def outline(part: np.ndarray) -> np.ndarray:
 
 
 def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator,
-                      contrast: float | None = None) -> np.ndarray:
+                      contrast: float | None = None, scale: DefectScale = DefectScale()) -> np.ndarray:
     """`img` (H,W,3 in [0,1]) with one small defect of `kind` ("scratch", "spot" or "chip") on the
     part; a chip needs the part to have an outline (`outline`). A scratch or spot is lighter or
     darker by 0.25-0.5, or by exactly `contrast` in grey when it is given (same shape and place for
-    the same `rng` state, whatever the contrast)."""
+    the same `rng` state, whatever the contrast). Sizes follow `scale`."""
     if kind == "chip":
-        return chip(img, rng)
+        return chip(img, rng, scale)
     h, w = img.shape[:2]
+    side = scale.side if scale.side is not None else min(h, w)
     ys, xs = np.nonzero(part_mask(img))
     i = int(rng.integers(0, len(ys)))
     cy, cx = float(ys[i]), float(xs[i])
     if kind == "scratch":
         up = 4  # drawn at 4x and averaged down: anti-aliased edges
         canvas = Image.new("L", (w * up, h * up), 0)
-        length = rng.uniform(0.1, 0.3) * min(h, w)
+        length = rng.uniform(0.1, 0.3) * side
         points = [(cx, cy)]
         angle = rng.uniform(0, np.pi)
         for _ in range(2):  # two segments, slightly bent
             angle += rng.uniform(-0.4, 0.4)
             y, x = points[-1]
             points.append((y + np.sin(angle) * length / 2, x + np.cos(angle) * length / 2))
-        width = rng.uniform(1.0, 2.0)
+        width = rng.uniform(1.0, 2.0) * scale.px
         ImageDraw.Draw(canvas).line([(x * up, y * up) for y, x in points], fill=255,
                                     width=max(1, round(width * up)))
         alpha = coverage(canvas, h, w)
     else:
-        r = rng.uniform(2.0, 5.0)
+        r = rng.uniform(2.0, 5.0) * scale.px
         alpha = disc(h, w, cy, cx, r * rng.uniform(0.6, 1.0), r)
     # lighter or darker by 0.25-0.5, towards a grey or a colour
     sign = 1.0 if rng.random() < 0.5 else -1.0
@@ -158,7 +174,7 @@ def body(img: np.ndarray) -> np.ndarray:
     return solid(part_mask(img, CHIP_LEVEL))
 
 
-def chip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def chip(img: np.ndarray, rng: np.random.Generator, scale: DefectScale = DefectScale()) -> np.ndarray:
     """Material missing at the part's outline: a disc of radius 3-6% of the shorter side centred on
     an outline pixel of its `body`, the body's pixels in it turned to the colour of the background
     around it (the median of the pixels within 2 radii that are neither part nor shadow, or else
@@ -168,7 +184,7 @@ def chip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ys, xs = np.nonzero(outline(part))
     i = int(rng.integers(0, len(ys)))
     cy, cx = int(ys[i]), int(xs[i])
-    r = rng.uniform(0.03, 0.06) * min(h, w)
+    r = rng.uniform(0.03, 0.06) * (scale.side if scale.side is not None else min(h, w))
     alpha = disc(h, w, cy, cx, r, r) * part[..., None]
     k = int(np.ceil(2 * r))
     near = (slice(max(0, cy - k), cy + k + 1), slice(max(0, cx - k), cx + k + 1))
@@ -184,12 +200,13 @@ def defect_kinds(img: np.ndarray) -> tuple[str, ...]:
     return ("scratch", "spot", "chip") if outline(body(img)).any() else ("scratch", "spot")
 
 
-def validation_set(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+def validation_set(images: np.ndarray, seed: int,
+                   scale: DefectScale = DefectScale()) -> tuple[np.ndarray, list[str]]:
     """Each of `images` with each of its `defect_kinds`, and the kind of each (same seed -> same
     defects)."""
     rng = np.random.default_rng([seed, 0x7A1D])
     chips = np.random.default_rng([seed, 0xC41F])  # its own stream: scratches and spots stay as before
-    pairs = [(validation_defect(img, kind, chips if kind == "chip" else rng), kind)
+    pairs = [(validation_defect(img, kind, chips if kind == "chip" else rng, scale=scale), kind)
              for img in images for kind in defect_kinds(img)]
     return np.stack([d for d, _ in pairs]), [k for _, k in pairs]
 
@@ -197,15 +214,15 @@ def validation_set(images: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]
 SENSITIVITY_CONTRASTS = (0.05, 0.1, 0.2, 0.4)
 
 
-def faint_set(images: np.ndarray, seed: int,
-              contrasts: tuple[float, ...] = SENSITIVITY_CONTRASTS) -> tuple[np.ndarray, list[tuple[str, float]]]:
+def faint_set(images: np.ndarray, seed: int, contrasts: tuple[float, ...] = SENSITIVITY_CONTRASTS,
+              scale: DefectScale = DefectScale()) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """For the sensitivity report: each of `images` with a grey scratch and a grey spot at each of
     `contrasts` (same shape, place and sign across the contrasts), and (kind, contrast) of each."""
     out, labels = [], []
     for i, img in enumerate(images):
         for k, kind in enumerate(("scratch", "spot")):
             for c in contrasts:
-                out.append(validation_defect(img, kind, np.random.default_rng([seed, 0x5E45, i, k]), c))
+                out.append(validation_defect(img, kind, np.random.default_rng([seed, 0x5E45, i, k]), c, scale))
                 labels.append((kind, c))
     return np.stack(out), labels
 
