@@ -49,7 +49,7 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         "partguard.colour_order": CONTRACT["input"]["colour_order"],
         "partguard.pixel_scale": "0.00392156862745098",  # 1/255
         "partguard.pixel_offset": "0",
-        "partguard.resize": "bilinear,whole-frame",
+        "partguard.resize": "bilinear,aligned-part" if cfg.get("alignment") else "bilinear,whole-frame",
         "partguard.outputs": ",".join(CONTRACT["outputs"]),
         "partguard.model_name": name,
         "partguard.model_version": MODEL_VERSION,
@@ -70,6 +70,11 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
         "partguard.training_config": json.dumps(
             {k: cfg[k] for k in sorted(cfg) if k not in ("data", "camera_controls", "data_license")}),
     }
+    if cfg.get("alignment"):
+        # align.py's box: the firmware finds, turns and crops the part the same way (src/preprocess/align.rs)
+        a = cfg["alignment"]
+        meta["partguard.alignment"] = json.dumps({"rotate": bool(a["rotate"]), "box_h": int(a["box_h"]),
+                                                  "box_w": int(a["box_w"])})
     if cfg.get("camera_controls"):
         # From the collect manifest of the training images; `partguard run` compares the camera's.
         meta["partguard.camera_controls"] = json.dumps(cfg["camera_controls"], sort_keys=True)
@@ -135,7 +140,7 @@ def quantize_int8(f32: Path, calib: Path, cfg: dict, name: str, n_calib: int,
             p = next(self.it, None)
             if p is None:
                 return None
-            return {INPUT: load_rgb(p, (h, w)).transpose(2, 0, 1)[None].astype(np.float32)}
+            return {INPUT: load_rgb(p, (h, w), cfg.get("alignment")).transpose(2, 0, 1)[None].astype(np.float32)}
 
     out = f32.with_name(f"{name}_int8.onnx")
     first = first_convs(onnx.load(str(f32)))
@@ -183,10 +188,6 @@ def main() -> None:
     ap.add_argument("--data-license", default=MVTEC_LICENSE,
                     help="the training images' license, recorded in the model (your own parts: e.g. 'proprietary')")
     args = ap.parse_args()
-    run_cfg = args.run / "config.json"
-    if run_cfg.is_file() and json.loads(run_cfg.read_text()).get("alignment"):
-        sys.exit(f"error: {args.run} was trained on aligned crops (\"align\"), which the firmware "
-                 "does not make yet; retrain without \"align\" to deploy")
     args.out.mkdir(parents=True, exist_ok=True)
     f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license,
                           args.score_window)

@@ -236,3 +236,46 @@ fn closed_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Aligning the part (found, turned and cropped in every frame, for a model trained on aligned
+/// parts) runs on buffers kept from the first frame of a size: nothing per frame after it.
+#[test]
+fn part_alignment_allocates_nothing_per_frame() {
+    use partguard::preprocess::{Alignment, InputSpec, Preprocessor};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let frames: Vec<Vec<u8>> = ["good", "defect"]
+        .iter()
+        .map(|k| {
+            image::open(root.join(format!("examples/samples/screw/{k}/000.png")))
+                .unwrap()
+                .into_rgb8()
+                .into_raw()
+        })
+        .collect();
+    let mut pre = Preprocessor::new(InputSpec {
+        width: 240,
+        height: 64,
+        scale: 1.0 / 255.0,
+        offset: 0.0,
+        align: Some(Alignment {
+            rotate: true,
+            box_h: 69,
+            box_w: 246,
+        }),
+    });
+    let mut input = vec![0f32; 3 * 240 * 64];
+    for rgb in &frames {
+        pre.fill_tensor_from(rgb, 256, 256, &mut input).unwrap();
+    }
+    let before = thread_allocs();
+    for i in 0..20 {
+        pre.fill_tensor_from(&frames[i % 2], 256, 256, &mut input)
+            .unwrap();
+        assert!(pre.pose().is_some());
+    }
+    assert_eq!(
+        thread_allocs() - before,
+        0,
+        "allocations in 20 aligned frames"
+    );
+}

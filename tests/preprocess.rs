@@ -1,7 +1,7 @@
 //! The resize must match Pillow's bilinear resize (the model was trained on it) exactly.
 
 use partguard::capture::CaptureError;
-use partguard::preprocess::{InputSpec, Preprocessor, Resizer, Roi};
+use partguard::preprocess::{Alignment, InputSpec, Preprocessor, Resizer, Roi};
 
 fn load(path: &str) -> (Vec<u8>, usize, usize) {
     let img = image::open(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
@@ -51,6 +51,7 @@ fn tensor_is_nchw_scaled() {
         height: 1,
         scale: 0.5,
         offset: -1.0,
+        align: None,
     };
     let mut pre = Preprocessor::new(spec);
     let data = [10u8, 20, 30, 40, 50, 60];
@@ -85,6 +86,7 @@ fn region_of_interest_is_resized_alone() {
         height: 128,
         scale: 1.0 / 255.0,
         offset: 0.0,
+        align: None,
     };
     let frame = |data: &[u8], w: usize, h: usize| -> Vec<f32> {
         let mut pre = Preprocessor::new(spec);
@@ -119,6 +121,7 @@ fn region_of_interest_outside_the_frame_is_an_error_naming_both() {
         height: 2,
         scale: 1.0,
         offset: 0.0,
+        align: None,
     };
     let mut pre = Preprocessor::new(spec);
     let roi = Roi {
@@ -156,6 +159,7 @@ fn a_short_input_tensor_is_an_error_not_a_panic() {
         height: 8,
         scale: 1.0 / 255.0,
         offset: 0.0,
+        align: None,
     };
     let mut pre = Preprocessor::new(spec);
     let rgb = vec![128u8; 16 * 16 * 3];
@@ -199,4 +203,69 @@ fn a_roi_copy_takes_the_region_exactly_and_refuses_a_short_frame() {
     let outside = Roi { x: 3, ..roi };
     assert!(!outside.copy_rgb(&frame, (4, 3), (2, 2), &mut out));
     assert!(out.is_empty());
+}
+
+/// The part found, turned and cropped as `models/align.py` does in training (the fixtures are its
+/// output: `align.apply` on the sample with the same alignment).
+fn check_aligned(src: &str, align: Alignment, expected: &str) {
+    let (s, sw, sh) = load(src);
+    let (e, ew, eh) = load(expected);
+    let spec = InputSpec {
+        width: ew,
+        height: eh,
+        scale: 1.0,
+        offset: 0.0,
+        align: Some(align),
+    };
+    let mut pre = Preprocessor::new(spec);
+    let mut input = vec![0f32; 3 * ew * eh];
+    pre.fill_tensor_from(&s, sw as u32, sh as u32, &mut input)
+        .unwrap();
+    assert!(pre.pose().is_some(), "{src}: no part found");
+    let out = pre.resized_rgb();
+    let diff: Vec<i32> = out
+        .iter()
+        .zip(&e)
+        .map(|(&a, &b)| a as i32 - b as i32)
+        .filter(|d| *d != 0)
+        .collect();
+    // The pose's sums run in another order than numpy's: a sample point may land a hair to the
+    // other side of a whole value, where Pillow's truncation turns it into one level more or less.
+    assert!(
+        diff.len() * 1000 <= out.len() && diff.iter().all(|d| d.abs() <= 1),
+        "{src} -> {ew}x{eh}: {} of {} bytes differ from align.py (largest {:?})",
+        diff.len(),
+        out.len(),
+        diff.iter().map(|d| d.abs()).max()
+    );
+    assert_eq!(input[0], out[0] as f32);
+}
+
+#[test]
+fn aligned_parts_match_training_alignment() {
+    let screw = Alignment {
+        rotate: true,
+        box_h: 69,
+        box_w: 246,
+    };
+    check_aligned(
+        "examples/samples/screw/good/000.png",
+        screw,
+        "tests/data/screw_good000_aligned_64x240.png",
+    );
+    check_aligned(
+        "examples/samples/screw/defect/000.png",
+        screw,
+        "tests/data/screw_defect000_aligned_64x240.png",
+    );
+    let unturned = Alignment {
+        rotate: false,
+        box_h: 120,
+        box_w: 200,
+    };
+    check_aligned(
+        "examples/samples/screw/good/000.png",
+        unturned,
+        "tests/data/screw_good000_box120x200_48x80.png",
+    );
 }

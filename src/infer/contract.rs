@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::Framework;
 
 use super::{hex, ModelError, ModelInfo};
-use crate::preprocess::InputSpec;
+use crate::preprocess::{Alignment, InputSpec};
 
 /// `models/contract.json`, compiled in.
 pub const CONTRACT_JSON: &str = include_str!("../../models/contract.json");
@@ -163,6 +163,14 @@ fn contract_of(
         height: dims[2],
         scale: meta_f32(path, &metadata, "partguard.pixel_scale")?,
         offset: meta_f32(path, &metadata, "partguard.pixel_offset")?,
+        align: match metadata.get("partguard.alignment") {
+            None => None,
+            Some(v) => Some(Alignment::parse(v).map_err(|e| {
+                broken(format!(
+                    "metadata `partguard.alignment` = \"{v}\": {e} (export.py writes it from the run's `alignment`; re-export the model)"
+                ))
+            })?),
+        },
     };
     let file_sha256 = hex(&Sha256::digest(&bytes));
     let info = ModelInfo {

@@ -1,5 +1,6 @@
 //! Frame -> model input tensor: pixel-format conversion, resize of the whole frame or of a region of
-//! interest, scaling, NCHW layout.
+//! interest (or, for a model trained on aligned parts, the part found and cropped: `align`),
+//! scaling, NCHW layout.
 //!
 //! The resize reproduces Pillow's `Image.resize(..., BILINEAR)` bit for bit (triangle filter widened by
 //! the scale factor, 22-bit fixed-point coefficients, horizontal then vertical pass with rounding to
@@ -7,8 +8,11 @@
 //! rather than taken from a resize crate for that exactness and so that, once a frame size has been
 //! seen, it runs on buffers allocated once: all buffers are kept and reused while the frame size stays.
 
+mod align;
+
 pub use crate::capture::Roi;
 use crate::capture::{to_rgb, CaptureError, Frame};
+pub use align::{Aligner, Alignment, Pose};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -167,6 +171,9 @@ pub struct InputSpec {
     /// tensor value = pixel * scale + offset
     pub scale: f32,
     pub offset: f32,
+    /// The part found, turned and cropped in each frame (or region of interest) instead of the
+    /// whole of it resized (metadata `partguard.alignment`).
+    pub align: Option<Alignment>,
 }
 
 /// Converts frames and fills the model's input tensor; owns every buffer it needs.
@@ -176,6 +183,8 @@ pub struct Preprocessor {
     rgb: Vec<u8>,
     small: Vec<u8>,
     resizer: Resizer,
+    aligner: Aligner,
+    pose: Option<Pose>,
     roi: Option<Roi>,
 }
 
@@ -186,6 +195,8 @@ impl Preprocessor {
             rgb: Vec::new(),
             small: vec![0; spec.width * spec.height * 3],
             resizer: Resizer::default(),
+            aligner: Aligner::default(),
+            pose: None,
             roi: None,
         }
     }
@@ -222,14 +233,11 @@ impl Preprocessor {
         height: u32,
         input: &mut [f32],
     ) -> Result<(), CaptureError> {
-        let Preprocessor {
-            spec,
-            rgb,
-            small,
-            resizer,
-            roi,
-        } = self;
-        resize_and_scale(*spec, *roi, resizer, small, rgb, width, height, input)
+        let Preprocessor { rgb, .. } = self;
+        let rgb = std::mem::take(rgb);
+        let done = self.fill_tensor_from(&rgb, width, height, input);
+        self.rgb = rgb;
+        done
     }
 
     /// Step 2 on an RGB image converted elsewhere (the capture thread's frame buffers).
@@ -240,17 +248,49 @@ impl Preprocessor {
         height: u32,
         input: &mut [f32],
     ) -> Result<(), CaptureError> {
-        let (spec, roi) = (self.spec, self.roi);
-        resize_and_scale(
-            spec,
-            roi,
-            &mut self.resizer,
-            &mut self.small,
-            rgb,
+        let s = self.spec;
+        let region = self.roi.unwrap_or(Roi {
+            x: 0,
+            y: 0,
             width,
             height,
-            input,
-        )
+        });
+        region.check(width, height)?;
+        let plane = s.width * s.height;
+        if input.len() != 3 * plane || self.small.len() != 3 * plane {
+            return Err(CaptureError::InputSize {
+                expected: 3 * plane,
+                got: input.len(),
+            });
+        }
+        let stride = width as usize;
+        match s.align {
+            Some(a) => {
+                self.pose = self.aligner.pose(rgb, stride, region);
+                let small = &mut self.small;
+                self.aligner
+                    .warp(rgb, stride, region, a, self.pose, small, s.width, s.height);
+            }
+            None => {
+                let small = &mut self.small;
+                self.resizer
+                    .resize_region(rgb, stride, region, small, s.width, s.height)
+            }
+        }
+        let (r, rest) = input.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in self.small.chunks_exact(3).enumerate() {
+            r[i] = px[0] as f32 * s.scale + s.offset;
+            g[i] = px[1] as f32 * s.scale + s.offset;
+            b[i] = px[2] as f32 * s.scale + s.offset;
+        }
+        Ok(())
+    }
+
+    /// Where the part was found in the last frame, for a model trained on aligned parts (None:
+    /// no part found, or no alignment).
+    pub fn pose(&self) -> Option<Pose> {
+        self.pose
     }
 
     /// Both steps.
@@ -263,40 +303,4 @@ impl Preprocessor {
     pub fn resized_rgb(&self) -> &[u8] {
         &self.small
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn resize_and_scale(
-    s: InputSpec,
-    roi: Option<Roi>,
-    resizer: &mut Resizer,
-    small: &mut [u8],
-    rgb: &[u8],
-    width: u32,
-    height: u32,
-    input: &mut [f32],
-) -> Result<(), CaptureError> {
-    let region = roi.unwrap_or(Roi {
-        x: 0,
-        y: 0,
-        width,
-        height,
-    });
-    region.check(width, height)?;
-    resizer.resize_region(rgb, width as usize, region, small, s.width, s.height);
-    let plane = s.width * s.height;
-    if input.len() != 3 * plane || small.len() != 3 * plane {
-        return Err(CaptureError::InputSize {
-            expected: 3 * plane,
-            got: input.len(),
-        });
-    }
-    let (r, rest) = input.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (i, px) in small.chunks_exact(3).enumerate() {
-        r[i] = px[0] as f32 * s.scale + s.offset;
-        g[i] = px[1] as f32 * s.scale + s.offset;
-        b[i] = px[2] as f32 * s.scale + s.offset;
-    }
-    Ok(())
 }
