@@ -39,6 +39,9 @@ pub enum Fault {
     BadFrame,
     /// Inference failed or gave a non-finite score.
     Inference,
+    /// The model aligns the part (`partguard.alignment`) and none was found in the frame: an empty
+    /// trigger, or a part outside the view or against a background of its own colour.
+    NoPart,
     /// The tracking queue was full.
     QueueOverflow,
 }
@@ -51,6 +54,7 @@ impl Fault {
             Fault::Overrun => "overrun",
             Fault::BadFrame => "bad frame",
             Fault::Inference => "inference",
+            Fault::NoPart => "no part found",
             Fault::QueueOverflow => "queue overflow",
         }
     }

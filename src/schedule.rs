@@ -236,7 +236,9 @@ impl RejectScheduler {
             Fault::Late => self.counts.late += 1,
             Fault::MissedFrame => self.counts.missed += 1,
             Fault::QueueOverflow => self.counts.overflows += 1,
-            Fault::Overrun | Fault::BadFrame | Fault::Inference => self.counts.faults += 1,
+            Fault::Overrun | Fault::BadFrame | Fault::Inference | Fault::NoPart => {
+                self.counts.faults += 1
+            }
         }
         match self.s.policy {
             Policy::Reject => self.counts.failsafe_rejected += 1,
@@ -550,6 +552,7 @@ mod tests {
             Fault::Overrun,
             Fault::BadFrame,
             Fault::Inference,
+            Fault::NoPart,
             Fault::QueueOverflow,
         ];
         for (i, a) in all.iter().enumerate() {

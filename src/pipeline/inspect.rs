@@ -171,6 +171,11 @@ impl<'a> InspectStep<'a> {
                 log::warn!("part {seq}: {e}");
                 (f32::NAN, Verdict::Fault(Fault::BadFrame), None, t1)
             }
+            Ok(()) if pre.spec().align.is_some() && pre.pose().is_none() => {
+                // nothing to inspect: the model was trained on the part found and turned
+                log::warn!("part {seq}: no part found in the frame; the model needs the part in view against its background");
+                (f32::NAN, Verdict::Fault(Fault::NoPart), None, clock.now())
+            }
             Ok(()) => {
                 let t2 = clock.now();
                 preprocess_time = t2.saturating_sub(t1);

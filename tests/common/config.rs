@@ -30,6 +30,12 @@ impl TestConfig {
         Self::new(&replay(folder, extra))
     }
 
+    /// Another model file.
+    pub fn model(mut self, path: &Path) -> Self {
+        self.model = path.to_owned();
+        self
+    }
+
     /// Replaces `[decision]`'s lines (e.g. `calibration = "line.cal.toml"`).
     pub fn decision(mut self, body: &str) -> Self {
         self.decision = body.to_owned();

@@ -1,0 +1,128 @@
+//! A model trained on aligned parts (`models/align.py`; metadata `partguard.alignment`) through the
+//! binary: the firmware finds the screw, turns it and crops it as training did, and a frame without
+//! a part is a fault handed to the fail-safe policy, never a pass.
+//!
+//! `tests/data/screw_aligned_int8.onnx` is the aligned screw candidate's seed 1 (models/HISTORY.md,
+//! "the part aligned"), int8: a test model, not a shipped one (MVTec AD screw, CC BY-NC-SA 4.0).
+
+use std::path::{Path, PathBuf};
+
+mod common;
+
+fn model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/screw_aligned_int8.onnx")
+}
+
+/// `good/000.png` and `defect/000.png` (the screw samples), and with `empty` a frame of the tray
+/// without a screw (the good sample's border colour everywhere) as `defect/empty.png`.
+fn screws(dir: &Path, empty: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/samples/screw");
+    for class in ["good", "defect"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        std::fs::copy(
+            root.join(class).join("000.png"),
+            dir.join(class).join("000.png"),
+        )
+        .unwrap();
+    }
+    if empty {
+        let good = image::open(root.join("good/000.png")).unwrap().into_rgb8();
+        let tray = *good.get_pixel(0, 0);
+        image::RgbImage::from_pixel(256, 256, tray)
+            .save(dir.join("defect/empty.png"))
+            .unwrap();
+    }
+    dir.to_owned()
+}
+
+fn partguard(cfg: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
+    c.env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(cfg)
+        .args(args);
+    c.output().unwrap()
+}
+
+#[test]
+fn eval_finds_and_turns_the_screw_and_tells_the_defect() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = screws(&dir.path().join("screws"), false);
+    let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
+        .model(&model())
+        .decision("threshold = 0.5")
+        .write(&dir.path().join("screw.toml"));
+    let csv = dir.path().join("scores.csv");
+    let out = partguard(
+        &cfg,
+        &[
+            "eval",
+            "--no-pixel",
+            "--data",
+            data.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 images (1 good, 1 defective)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("image AUROC: 1.0000"), "{stdout}");
+    // the scores `models/evaluate.py` gives these two test images, int8 through ONNX Runtime on
+    // aligned crops: good 0.166, defect 0.807 (runs/candidate_align/screw_s1/model/eval_int8.csv)
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let score = |name: &str| -> f32 {
+        let line = text.lines().find(|l| l.contains(name)).unwrap();
+        line.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    let (good, defect) = (score("good/000.png"), score("defect/000.png"));
+    assert!(
+        (good - 0.166).abs() < 0.01 && (defect - 0.807).abs() < 0.01,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_frame_without_a_part_is_a_fault_and_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = screws(&dir.path().join("screws"), true);
+    // The ejector far enough behind the camera for any machine (scaled under emulation).
+    let timing = format!(
+        "[timing]\ndelay_ms = {}.0\n\n[log]\nstatus_interval_s = 0\n",
+        4000 * common::scale()
+    );
+    let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
+        .model(&model())
+        .decision("threshold = 0.5")
+        .sections(&timing)
+        .write(&dir.path().join("screw.toml"));
+    let out = partguard(&cfg, &["run"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let verdict = |file: &str| -> &str {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("part ") && l.ends_with(file))
+            .unwrap_or_else(|| panic!("no decision for {file}: {stdout}"));
+        line.split_whitespace().nth(2).unwrap()
+    };
+    assert_eq!(verdict("good/000.png"), "OK", "{stdout}");
+    assert_eq!(verdict("defect/000.png"), "NG", "{stdout}");
+    assert_eq!(verdict("defect/empty.png"), "FAULT", "{stdout}");
+    assert!(stderr.contains("no part found"), "{stderr}");
+    assert!(
+        stderr.contains("no part found -> rejected (fail-safe policy)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("NG 1 late 0 missed 0 faults 1"), "{stdout}");
+}
