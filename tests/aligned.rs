@@ -94,9 +94,11 @@ fn a_frame_without_a_part_is_a_fault_and_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let data = screws(&dir.path().join("screws"), true);
     // The ejector far enough behind the camera for any machine (scaled under emulation).
+    let archive = dir.path().join("rejects");
     let timing = format!(
-        "[timing]\ndelay_ms = {}.0\n\n[log]\nstatus_interval_s = 0\n",
-        4000 * common::scale()
+        "[timing]\ndelay_ms = {}.0\n\n[archive]\ndir = {:?}\n\n[log]\nstatus_interval_s = 0\n",
+        4000 * common::scale(),
+        archive
     );
     let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
         .model(&model())
@@ -125,4 +127,25 @@ fn a_frame_without_a_part_is_a_fault_and_rejected() {
         "{stderr}"
     );
     assert!(stdout.contains("NG 1 late 0 missed 0 faults 1"), "{stdout}");
+    // The archive shows the rejected screw as the model saw it, turned and cropped, with its map
+    // (the crop beside the crop under the heatmap: 2 x 240 by 64), and the empty tray whole (no
+    // map: the frame alone).
+    let mut sizes: Vec<(String, (u32, u32))> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, image::image_dimensions(&p).unwrap())
+        })
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(
+        sizes[0].0.contains("-NG-") && sizes[0].1 == (480, 64),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes[1].0.contains("-FAULT-") && sizes[1].1 == (256, 256),
+        "{sizes:?}"
+    );
 }

@@ -218,6 +218,19 @@ impl InferenceLoop<'_> {
             .inference
             .as_ref()
             .map(|i| (i.map, i.width, i.height));
+        // What they show under it: the frame's region of interest, or for a model that aligns the
+        // part, the turned crop the model saw (the map lies on it; the frame is kept when the
+        // model did not run).
+        let spec = self.pre.spec();
+        let (view, view_w, view_h, roi) = match (spec.align, &map) {
+            (Some(_), Some(_)) => (
+                self.pre.resized_rgb(),
+                spec.width as u32,
+                spec.height as u32,
+                None,
+            ),
+            _ => (&slot.rgb[..], slot.width, slot.height, roi),
+        };
         // The archive never waits: a busy writer drops the part (counted).
         let reason = match verdict {
             Verdict::Pass => None,
@@ -230,9 +243,9 @@ impl InferenceLoop<'_> {
                 seq,
                 reason,
                 score,
-                frame: &slot.rgb,
-                width: slot.width,
-                height: slot.height,
+                frame: view,
+                width: view_w,
+                height: view_h,
                 roi,
                 map,
             });
@@ -256,9 +269,9 @@ impl InferenceLoop<'_> {
                     score,
                     threshold,
                     verdict,
-                    rgb: &slot.rgb,
-                    width: slot.width,
-                    height: slot.height,
+                    rgb: view,
+                    width: view_w,
+                    height: view_h,
                     roi,
                     map,
                 });

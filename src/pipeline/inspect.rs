@@ -123,9 +123,10 @@ pub(super) enum Rgb<'f> {
 /// and the threaded [`run`](super::run): preprocess -> infer -> decide, each stage timed into `stats`, the
 /// verdict counted and a passed part's score given to the drift monitor. It borrows the stages for
 /// one frame.
-pub(super) struct InspectStep<'a> {
+pub(super) struct InspectStep<'a, 'e> {
     pub(super) pre: &'a mut Preprocessor,
-    pub(super) engine: &'a mut dyn Engine,
+    /// Borrowed for as long as the verdict's anomaly map is read (`Judged<'e>`).
+    pub(super) engine: &'e mut dyn Engine,
     pub(super) threshold: f32,
     pub(super) clock: &'a dyn Clock,
     pub(super) stats: &'a mut Stats,
@@ -145,11 +146,11 @@ pub(super) struct Judged<'e> {
     pub(super) inference_time: Duration,
 }
 
-impl<'a> InspectStep<'a> {
+impl<'e> InspectStep<'_, 'e> {
     /// Judges part `seq`, captured (or triggered) at `captured`. An unreadable frame or a tensor
     /// that cannot be filled (a region of interest outside the frame) is a bad frame; an inference
     /// error or a non-finite score an inference fault. Both are fail-safe verdicts, never a pass.
-    pub(super) fn judge(self, rgb: Rgb<'_>, seq: u64, captured: Duration) -> Judged<'a> {
+    pub(super) fn judge(self, rgb: Rgb<'_>, seq: u64, captured: Duration) -> Judged<'e> {
         let InspectStep {
             pre,
             engine,
