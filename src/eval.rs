@@ -230,16 +230,18 @@ pub fn evaluate(
             ),
             None => (0, 0, w, h),
         };
-        let (sx, sy) = (mw as f64 / rw as f64, mh as f64 / rh as f64);
+        // An aligned model saw only its box around the part: a pixel outside it scores 0.
+        let spec = pre.spec();
+        let (sx, sy) = (
+            mw as f64 / spec.width as f64,
+            mh as f64 / spec.height as f64,
+        );
         for y in ry..ry + rh {
             for x in rx..rx + rw {
-                let v = sample_bilinear(
-                    inf.map,
-                    mw,
-                    mh,
-                    ((x - rx) as f64 + 0.5) * sx,
-                    ((y - ry) as f64 + 0.5) * sy,
-                );
+                let at = pre.input_point((x - rx) as f64 + 0.5, (y - ry) as f64 + 0.5, rw, rh);
+                let v = at.map_or(0.0, |(ix, iy)| {
+                    sample_bilinear(inf.map, mw, mh, ix * sx, iy * sy)
+                });
                 let positive = mask.as_ref().is_some_and(|m| m[y * w + x] > 127);
                 pix.add(v, positive);
             }

@@ -68,6 +68,8 @@ pub struct Aligner {
     mask: Vec<u8>,
     queue: Vec<u32>,
     fill: [u8; 3],
+    /// The last warp: output -> frame coefficients and the output's size.
+    last: ([f64; 6], usize, usize),
 }
 
 impl Aligner {
@@ -197,7 +199,7 @@ impl Aligner {
     /// (it finds the colour used outside the frame).
     #[allow(clippy::too_many_arguments)]
     pub fn warp(
-        &self,
+        &mut self,
         rgb: &[u8],
         stride_px: usize,
         roi: Roi,
@@ -224,6 +226,7 @@ impl Aligner {
             c * sy,
             cy - s * bw / 2.0 - c * bh / 2.0,
         ];
+        self.last = (k, out_w, out_h);
         let at = |x: usize, y: usize| ((roi.y as usize + y) * stride_px + roi.x as usize + x) * 3;
         for yo in 0..out_h {
             let yc = yo as f64 + 0.5;
@@ -255,6 +258,21 @@ impl Aligner {
                 }
             }
         }
+    }
+}
+
+impl Aligner {
+    /// Where the point (`x`, `y`) of the region (continuous pixel coordinates: pixel i spans i to
+    /// i + 1) lies in the last warp's output, in the same coordinates; None outside the box.
+    pub fn output_point(&self, x: f64, y: f64) -> Option<(f64, f64)> {
+        let ([a, b, c, d, e, f], w, h) = self.last;
+        let det = a * e - b * d;
+        if det == 0.0 {
+            return None;
+        }
+        let (u, v) = (x - c, y - f);
+        let (ox, oy) = ((e * u - b * v) / det, (a * v - d * u) / det);
+        ((0.0..w as f64).contains(&ox) && (0.0..h as f64).contains(&oy)).then_some((ox, oy))
     }
 }
 
@@ -343,6 +361,16 @@ mod tests {
         assert!(
             dark(38, 2) && !dark(4, 2) && dark(4, 8),
             "head right, thin end left"
+        );
+        // and back: the output pixel (38, 2) came from the frame point that maps to it
+        let [k0, k1, k2, k3, k4, k5] = a.last.0;
+        let (fx, fy) = (k0 * 38.5 + k1 * 2.5 + k2, k3 * 38.5 + k4 * 2.5 + k5);
+        let (ox, oy) = a.output_point(fx, fy).unwrap();
+        assert!((ox - 38.5).abs() < 1e-9 && (oy - 2.5).abs() < 1e-9);
+        assert_eq!(
+            a.output_point(0.5, 0.5),
+            None,
+            "the frame's corner is outside the box"
         );
     }
 

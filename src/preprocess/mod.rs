@@ -293,6 +293,26 @@ impl Preprocessor {
         self.pose
     }
 
+    /// Where the point (`x`, `y`) of the last frame's region (continuous pixel coordinates, the
+    /// region `region_w` x `region_h`) lies in the model's input, in the same coordinates; None
+    /// where the model does not see it (outside an aligned model's box). For anomaly maps
+    /// (`partguard eval`'s pixel AUROC).
+    pub fn input_point(
+        &self,
+        x: f64,
+        y: f64,
+        region_w: usize,
+        region_h: usize,
+    ) -> Option<(f64, f64)> {
+        match self.spec.align {
+            Some(_) => self.aligner.output_point(x, y),
+            None => Some((
+                x * self.spec.width as f64 / region_w as f64,
+                y * self.spec.height as f64 / region_h as f64,
+            )),
+        }
+    }
+
     /// Both steps.
     pub fn run(&mut self, frame: &Frame<'_>, input: &mut [f32]) -> Result<(), CaptureError> {
         self.convert(frame)?;
