@@ -94,7 +94,8 @@ def data_license(cat: Path) -> str:
     """The dataset's license line from the SOURCE.txt beside the category, for the model's metadata."""
     source = cat.parent / "SOURCE.txt"
     lines = source.read_text().splitlines() if source.is_file() else []
-    found = [line.strip() for line in lines if "CC BY" in line] or [
+    found = [line.strip() for line in lines if "CC BY" in line and cat.name in line] or [
+        line.strip() for line in lines if "CC BY" in line] or [
         line.strip() for line in lines if "licen" in line.lower()]
     return f"{cat.parent.name}: {found[0][:160]}" if found else f"{cat.parent.name}: see its SOURCE.txt"
 

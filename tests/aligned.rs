@@ -149,3 +149,20 @@ fn a_frame_without_a_part_is_a_fault_and_rejected() {
         "{sizes:?}"
     );
 }
+
+#[test]
+fn check_shows_the_alignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = screws(&dir.path().join("screws"), false);
+    let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
+        .model(&model())
+        .decision("threshold = 0.5")
+        .write(&dir.path().join("screw.toml"));
+    let out = partguard(&cfg, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(r#"partguard.alignment = {"rotate": true, "box_h": 69, "box_w": 246}"#),
+        "{stdout}"
+    );
+}
