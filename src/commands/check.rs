@@ -32,7 +32,9 @@ pub fn check(cfg: &Config, config_name: &str) -> Result<(), Error> {
         println!("  {key} = {}", i.meta(key));
     }
     if let Some(a) = i.metadata.get("partguard.alignment") {
-        println!("  partguard.alignment = {a} (the part is found, turned and cropped in each frame)");
+        println!(
+            "  partguard.alignment = {a} (the part is found, turned and cropped in each frame)"
+        );
     }
     println!("  file sha256 = {}", i.file_sha256);
     let source = line.source(Pacing::Configured)?;
