@@ -14,7 +14,9 @@
 //!    `Image.transform(AFFINE, BILINEAR)` does (values truncated, no antialiasing); outside the
 //!    frame, the border's median colour. Without a part: the box centred on the frame, unturned.
 //!
-//! Everything runs on buffers kept while the frame size stays: no allocation per frame.
+//! Everything runs on buffers kept while the frame size stays: no allocation per frame. Hand-written,
+//! like the resize, for exactness with training: an image crate's affine warp (imageproc's) rounds
+//! and fills differently, and the model would see other pixels than it was trained on.
 
 use super::Roi;
 
