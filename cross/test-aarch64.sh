@@ -41,7 +41,7 @@ case "${1:-ci}" in
 ci)
     echo "== aarch64, QEMU_CPU=cortex-a76"
     export QEMU_CPU=cortex-a76
-    t --lib --bins --test config --test convert --test preprocess --test replay --test schedule --test trigger
+    t --lib --bins --test config --test convert --test preprocess --test replay --test schedule --test trigger --test aligned
     t --test model -- --nocapture
     t --test reject actuator
     t --test cli -- check_reports config_errors missing_camera
