@@ -65,6 +65,10 @@ class DefectScale:
     px: float = 1.0
     side: float | None = None
 
+    def side_of(self, h: int, w: int) -> float:
+        """The length relative sizes refer to, for an image of `h` x `w`."""
+        return self.side if self.side is not None else min(h, w)
+
 
 def holdout_indices(n: int, share: float, seed: int) -> np.ndarray:
     """Indices of the held-out images among `n` files sorted by name: the sorted list is cut into
@@ -121,7 +125,7 @@ def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator,
     if kind == "chip":
         return chip(img, rng, scale)
     h, w = img.shape[:2]
-    side = scale.side if scale.side is not None else min(h, w)
+    side = scale.side_of(h, w)
     ys, xs = np.nonzero(part_mask(img))
     i = int(rng.integers(0, len(ys)))
     cy, cx = float(ys[i]), float(xs[i])
@@ -184,7 +188,7 @@ def chip(img: np.ndarray, rng: np.random.Generator, scale: DefectScale = DefectS
     ys, xs = np.nonzero(outline(part))
     i = int(rng.integers(0, len(ys)))
     cy, cx = int(ys[i]), int(xs[i])
-    r = rng.uniform(0.03, 0.06) * (scale.side if scale.side is not None else min(h, w))
+    r = rng.uniform(0.03, 0.06) * scale.side_of(h, w)
     alpha = disc(h, w, cy, cx, r, r) * part[..., None]
     k = int(np.ceil(2 * r))
     near = (slice(max(0, cy - k), cy + k + 1), slice(max(0, cx - k), cx + k + 1))

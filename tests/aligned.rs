@@ -35,6 +35,20 @@ fn screws(dir: &Path, empty: bool) -> PathBuf {
     dir.to_owned()
 }
 
+/// The screws (`screws`) and a station config replaying them through the aligned model at
+/// threshold 0.5, with `sections` after `[reject]` when given; returns (folder, config).
+fn station(dir: &Path, empty: bool, sections: Option<&str>) -> (PathBuf, PathBuf) {
+    let data = screws(&dir.join("screws"), empty);
+    let mut cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
+        .model(&model())
+        .decision("threshold = 0.5");
+    if let Some(toml) = sections {
+        cfg = cfg.sections(toml);
+    }
+    let cfg = cfg.write(&dir.join("screw.toml"));
+    (data, cfg)
+}
+
 fn partguard(cfg: &Path, args: &[&str]) -> std::process::Output {
     let mut c = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"));
     c.env("RUST_LOG", "warn")
@@ -47,11 +61,7 @@ fn partguard(cfg: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn eval_finds_and_turns_the_screw_and_tells_the_defect() {
     let dir = tempfile::tempdir().unwrap();
-    let data = screws(&dir.path().join("screws"), false);
-    let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
-        .model(&model())
-        .decision("threshold = 0.5")
-        .write(&dir.path().join("screw.toml"));
+    let (data, cfg) = station(dir.path(), false, None);
     let csv = dir.path().join("scores.csv");
     let out = partguard(
         &cfg,
@@ -92,7 +102,6 @@ fn eval_finds_and_turns_the_screw_and_tells_the_defect() {
 #[test]
 fn a_frame_without_a_part_is_a_fault_and_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let data = screws(&dir.path().join("screws"), true);
     // The ejector 1 s behind the camera (~20x one inference of this model on an x86 core; three
     // parts, one after the other), scaled under emulation.
     let archive = dir.path().join("rejects");
@@ -101,11 +110,7 @@ fn a_frame_without_a_part_is_a_fault_and_rejected() {
         1000 * common::scale(),
         archive
     );
-    let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
-        .model(&model())
-        .decision("threshold = 0.5")
-        .sections(&timing)
-        .write(&dir.path().join("screw.toml"));
+    let (_, cfg) = station(dir.path(), true, Some(&timing));
     let out = partguard(&cfg, &["run"]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
@@ -154,11 +159,7 @@ fn a_frame_without_a_part_is_a_fault_and_rejected() {
 #[test]
 fn check_shows_the_alignment() {
     let dir = tempfile::tempdir().unwrap();
-    let data = screws(&dir.path().join("screws"), false);
-    let cfg = common::config::TestConfig::replay(&data, "rate_hz = 0")
-        .model(&model())
-        .decision("threshold = 0.5")
-        .write(&dir.path().join("screw.toml"));
+    let (_, cfg) = station(dir.path(), false, None);
     let out = partguard(&cfg, &["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");

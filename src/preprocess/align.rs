@@ -261,9 +261,7 @@ impl Aligner {
             }
         }
     }
-}
 
-impl Aligner {
     /// Where the point (`x`, `y`) of the region (continuous pixel coordinates: pixel i spans i to
     /// i + 1) lies in the last warp's output, in the same coordinates; None outside the box.
     pub fn output_point(&self, x: f64, y: f64) -> Option<(f64, f64)> {
