@@ -46,6 +46,7 @@ pub enum ModelError {
 }
 
 pub mod contract;
+pub mod im2col;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod upsample;
@@ -248,12 +249,35 @@ pub fn typed_for_contract(
 }
 
 /// The model as [`TractEngine`] runs it: [`typed_for_contract`], decluttered, its byte maps
-/// upsampled by row copies ([`upsample::RowCopyUpsample`]), optimized. `examples/profile_model`
+/// upsampled by row copies ([`upsample::RowCopyUpsample`]), optimized, its int8 patches written
+/// by rows ([`im2col::RowIm2Col`]). `examples/profile_model`
 /// profiles exactly this.
 pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
     upsample_bytes_by_row_copies(&mut model)?;
-    model.into_optimized()
+    let mut model = model.into_optimized()?;
+    patches_by_row_copies(&mut model)?;
+    Ok(model)
+}
+
+/// tract writes the int8 convolutions' patches into the matmul's panels value by value wherever a
+/// row crosses a panel (models/HISTORY.md, "the int8 patches written by rows"); the engine writes
+/// them row by row ([`im2col::RowIm2Col`]). Runs on the optimized model, where `Im2Col` appears.
+fn patches_by_row_copies(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
+    Rewriter::<()>::default()
+        .with_rule_for::<Im2Col>(
+            "int8 patches written by rows",
+            |_ctx, model, node, _name, op| {
+                let input = model.outlet_fact(node.inputs[0])?;
+                let output = &node.outputs[0].fact;
+                let Some(ours) = im2col::RowIm2Col::replacing(op, input, output) else {
+                    return Ok(None);
+                };
+                TypedModelPatch::replace_single_op(model, node, &node.inputs, ours).map(Some)
+            },
+        )
+        .rewrite(&(), model)
 }
 
 /// tract upsamples anything but f32 (the int8 model's uint8 maps) element by element, ~40x slower

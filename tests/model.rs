@@ -362,3 +362,73 @@ fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
         "maps differ"
     );
 }
+
+/// The engine's preparation writes the int8 convolutions' patches into the matmul's panels row by
+/// row instead of tract's value-by-value `Im2col`, and computes exactly what tract's own plan
+/// computes: on the two-convolution reproducer, the shipped bottle model (128x128) and the aligned
+/// screw model (64x240, whose deeper maps are 30 and 15 wide: rows that end inside a panel).
+#[test]
+fn int8_patches_written_by_rows_give_tract_own_values() {
+    use tract_onnx::prelude::*;
+    for file in [
+        "tests/data/tract_conv3x3_int8.onnx",
+        "models/bottle_sspcab_int8.onnx",
+        "tests/data/screw_aligned_int8.onnx",
+    ] {
+        let path = common::root().join(file);
+        let info = partguard::infer::read_model_info(&path).unwrap();
+        let (h, w) = (info.input.height, info.input.width);
+        let load = || tract_onnx::onnx().model_for_path(&path).unwrap();
+        let plain = partguard::infer::typed_for_contract(load(), (h, w))
+            .and_then(|m| m.into_optimized())
+            .unwrap();
+        let prepared = partguard::infer::prepare_for_tract(load(), (h, w)).unwrap();
+        let count =
+            |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op().name() == name).count();
+        let im2col = count(&plain, "Im2col");
+        assert!(im2col > 0, "{file}: tract's plan has no Im2col");
+        let left: Vec<String> = prepared
+            .nodes()
+            .iter()
+            .filter(|n| n.op().name() == "Im2col")
+            .map(|n| {
+                format!(
+                    "{} {:?} <- {:?}",
+                    n.name,
+                    n.op(),
+                    prepared.outlet_fact(n.inputs[0])
+                )
+            })
+            .collect();
+        assert!(left.is_empty(), "{file}: Im2col left: {left:?}");
+        assert_eq!(count(&prepared, "RowIm2Col"), im2col, "{file}");
+        // a varied image: ramps and a checker pattern, different in each channel
+        let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
+            ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
+        });
+        let run = |m: TypedModel| {
+            let out = m
+                .into_runnable()
+                .unwrap()
+                .run(tvec![Tensor::from(image.clone()).into()])
+                .unwrap();
+            out.iter()
+                .flat_map(|t| {
+                    t.to_plain_array_view::<f32>()
+                        .unwrap()
+                        .iter()
+                        .copied()
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<f32>>()
+        };
+        let (a, b) = (run(plain), run(prepared));
+        assert_eq!(a.len(), h * w + 1, "{file}");
+        let differ = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{file}: {differ} values differ");
+    }
+}

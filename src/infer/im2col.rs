@@ -1,0 +1,303 @@
+//! The int8 convolutions' patches, written row by row into the matrix product's panels.
+//!
+//! tract 0.23 feeds every quantized convolution through an eager `Im2Col`: it copies each patch
+//! value into the packed panels the integer matmul reads. Its packing writers copy a row at once
+//! only while the row stays inside one panel (8 or 16 values); a 128-pixel row crosses 8-16 panels,
+//! and then every value goes through the writer's per-element bookkeeping. On x86 with VNNI that
+//! is two thirds of the int8 frame (models/HISTORY.md, "tract's two int8 gaps").
+//!
+//! [`RowIm2Col`] writes the same bytes into the same two layouts tract's kernels read
+//! (`PackedFormat`: per panel `[k][r]`; `PackedI8K4`: per panel `[k / 4][r][4]`), splitting each
+//! output row at the panel edges itself. The engine puts it in place of every `Im2Col` on bytes it
+//! can handle (channels first, one group, one image, two spatial axes, stride 1: every convolution
+//! of the recipe's networks); anything else keeps tract's op. The values are the same, bit for bit
+//! (`tests/model.rs`).
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::tract_linalg::mmm::{
+    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
+};
+use tract_onnx::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
+
+/// Where patch value (k, n) lands: `(n / r) * panel_len + k_offset(k) + (n % r) * lane_stride`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct Panels {
+    /// Values of n per panel.
+    r: usize,
+    /// Bytes per panel.
+    panel_len: usize,
+    /// Alignment of the buffer, in bytes.
+    align: usize,
+    /// 1 for `PackedFormat` (k outer), 4 for `PackedI8K4` (4 values of k inner).
+    lane_stride: usize,
+}
+
+impl Panels {
+    fn of(format: &dyn MMMInputFormat, k: usize) -> Option<Panels> {
+        if let Some(pf) = format.downcast_ref::<PackedFormat>() {
+            Some(Panels {
+                r: pf.r,
+                panel_len: pf.single_panel_len(k),
+                align: pf.alignment(),
+                lane_stride: 1,
+            })
+        } else {
+            format.downcast_ref::<PackedI8K4>().map(|p4| Panels {
+                r: p4.r,
+                panel_len: p4.single_panel_len(k),
+                align: p4.alignment(),
+                lane_stride: 4,
+            })
+        }
+    }
+
+    fn k_offset(&self, k: usize) -> usize {
+        if self.lane_stride == 1 {
+            k * self.r
+        } else {
+            (k / 4) * self.r * 4 + k % 4
+        }
+    }
+}
+
+/// One 2-D convolution's patches (stride 1), for a `[1,] C, H, W` byte map.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct Patches {
+    channels: usize,
+    input: (usize, usize),
+    kernel: (usize, usize),
+    dilations: (usize, usize),
+    pad_before: (usize, usize),
+    output: (usize, usize),
+}
+
+/// tract's `Im2Col` for bytes, as row copies split at the panels' edges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct RowIm2Col {
+    patches: Patches,
+    panels: Panels,
+    /// The output fact of the op it replaces (the packed input of the matmul that follows).
+    fact: TypedFact,
+}
+
+impl RowIm2Col {
+    /// The op that writes what `op` writes, given its input and output facts; `None` where it
+    /// cannot (anything but one image of bytes, channels first, one group, 2 spatial axes, a
+    /// concrete shape, stride 1 and one of the two packings).
+    pub fn replacing(op: &Im2Col, input: &TypedFact, output: &TypedFact) -> Option<RowIm2Col> {
+        let spec = &op.pool_spec;
+        if op.group != 1
+            || input.datum_type.size_of() != 1
+            || spec.kernel_shape.len() != 2
+            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+            || spec.strides().iter().any(|&s| s != 1)
+        {
+            return None;
+        }
+        let shape = input.shape.as_concrete()?;
+        let rank = shape.len();
+        if rank < 3 || shape[..rank - 3].iter().product::<usize>() != 1 {
+            return None;
+        }
+        let (channels, h, w) = (shape[rank - 3], shape[rank - 2], shape[rank - 1]);
+        let packed = output.exotic_fact()?.downcast_ref::<PackedExoticFact>()?;
+        let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+        if packed.k != channels * kh * kw {
+            return None;
+        }
+        let panels = Panels::of(&*packed.format, packed.k)?;
+        let padding = spec.computed_padding(&[h, w]);
+        let patches = Patches {
+            channels,
+            input: (h, w),
+            kernel: (kh, kw),
+            dilations: (spec.dilations()[0], spec.dilations()[1]),
+            pad_before: (padding[0].pad_before, padding[1].pad_before),
+            output: (padding[0].convoluted, padding[1].convoluted),
+        };
+        if packed.mn.to_usize().ok()? != patches.output.0 * patches.output.1 {
+            return None;
+        }
+        Some(RowIm2Col {
+            patches,
+            panels,
+            fact: output.clone(),
+        })
+    }
+
+    /// Every patch value of `input` (`C * H * W` bytes) written into `packed`, `pad` outside
+    /// the map. The map is first copied into a padded one, so that every patch value is a plain
+    /// read; then the panels are written one after the other, each while it sits in the cache
+    /// (tract goes k by k over the whole buffer, larger than L2 on the recipe's 128x128 maps).
+    fn write(&self, input: &[u8], pad: u8, packed: &mut [u8]) {
+        let Patches {
+            channels,
+            input: (h, w),
+            kernel: (kh, kw),
+            dilations: (dy, dx),
+            pad_before: (py, px),
+            output: (oh, ow),
+        } = self.patches;
+        let Panels {
+            r,
+            panel_len,
+            lane_stride,
+            ..
+        } = self.panels;
+        // padded[c][yy][xx] = input[c][yy - py][xx - px], or pad
+        let (ph, pw) = (oh + (kh - 1) * dy, ow + (kw - 1) * dx);
+        let mut padded = vec![pad; channels * ph * pw];
+        let (rows, cols) = (h.min(ph.saturating_sub(py)), w.min(pw.saturating_sub(px)));
+        for (plane, map) in padded
+            .chunks_exact_mut(ph * pw)
+            .zip(input.chunks_exact(h * w))
+        {
+            for y in 0..rows {
+                plane[(y + py) * pw + px..][..cols].copy_from_slice(&map[y * w..][..cols]);
+            }
+        }
+        // patch value k of output pixel (yo, xo) = padded[yo * pw + xo + offset[k]]
+        let k_len = channels * kh * kw;
+        let offset: Vec<usize> = (0..k_len)
+            .map(|k| {
+                let (c, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
+                c * ph * pw + ky * dy * pw + kx * dx
+            })
+            .collect();
+        let n = oh * ow;
+        for (p, panel) in packed.chunks_exact_mut(panel_len).enumerate() {
+            // the panel's values of n, as segments of output rows
+            let (first, last) = (p * r, ((p + 1) * r).min(n));
+            let mut at = first;
+            while at < last {
+                let (yo, xo) = (at / ow, at % ow);
+                let len = (ow - xo).min(last - at);
+                let lane0 = at - first;
+                let base = yo * pw + xo;
+                let src = |k: usize| &padded[base + offset[k]..][..len];
+                if lane_stride == 1 {
+                    for k in 0..k_len {
+                        panel[k * r + lane0..][..len].copy_from_slice(src(k));
+                    }
+                } else {
+                    // [k / 4][lane][k % 4]: four rows of the patch interleaved
+                    for kb in 0..k_len / 4 {
+                        let (s0, s1, s2, s3) = (
+                            src(4 * kb),
+                            src(4 * kb + 1),
+                            src(4 * kb + 2),
+                            src(4 * kb + 3),
+                        );
+                        let dst = &mut panel[kb * r * 4 + lane0 * 4..][..len * 4];
+                        for (j, quad) in dst.chunks_exact_mut(4).enumerate() {
+                            quad.copy_from_slice(&[s0[j], s1[j], s2[j], s3[j]]);
+                        }
+                    }
+                    for k in k_len / 4 * 4..k_len {
+                        let dst = &mut panel[self.panels.k_offset(k) + lane0 * 4..];
+                        for (j, &v) in src(k).iter().enumerate() {
+                            dst[j * 4] = v;
+                        }
+                    }
+                }
+                at += len;
+            }
+        }
+    }
+}
+
+impl Op for RowIm2Col {
+    fn name(&self) -> StaticName {
+        "RowIm2Col".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let p = &self.patches;
+        Ok(vec![format!(
+            "{}x{}x{} kernel {}x{} dilation {}x{} -> {}x{}, panels of {} (lane stride {})",
+            p.channels,
+            p.input.0,
+            p.input.1,
+            p.kernel.0,
+            p.kernel.1,
+            p.dilations.0,
+            p.dilations.1,
+            p.output.0,
+            p.output.1,
+            self.panels.r,
+            self.panels.lane_stride
+        )])
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for RowIm2Col {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = &inputs[0];
+        let pad = match inputs.get(1) {
+            Some(pad) => *pad
+                .as_bytes()
+                .first()
+                .context("RowIm2Col: empty pad value")?,
+            None => 0,
+        };
+        let (oh, ow) = self.patches.output;
+        let n = oh * ow;
+        let panels = n.div_ceil(self.panels.r);
+        // zeroed: tract zeroes the last panel's unused lanes and PackedI8K4's padding of k
+        let mut data = Tensor::zero_aligned_dt(
+            DatumType::U8,
+            &[panels * self.panels.panel_len],
+            self.panels.align,
+        )?;
+        let (c, (h, w)) = (self.patches.channels, self.patches.input);
+        let bytes = input.as_bytes();
+        ensure!(
+            bytes.len() == c * h * w,
+            "RowIm2Col: {} input bytes for {c}x{h}x{w}",
+            bytes.len()
+        );
+        self.write(bytes, pad, data.as_bytes_mut());
+        let packed = self
+            .fact
+            .exotic_fact()
+            .and_then(|f| f.downcast_ref::<PackedExoticFact>())
+            .context("RowIm2Col: output fact without packing")?
+            .clone();
+        let value: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
+            fact: packed,
+            packed: data.into_blob()?.into(),
+            panel_bytes: self.panels.panel_len,
+            mn: n,
+        });
+        let storage = PackedMatrixStorage::new_batched(&[1, 1], tvec![value]);
+        Ok(tvec!(storage.into_tensor(input.datum_type()).into_tvalue()))
+    }
+
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(EvalOp::eval(
+            self,
+            &EvalContext::out_of_plan(),
+            inputs,
+        )?))
+    }
+}
+
+impl TypedOp for RowIm2Col {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.fact.clone()))
+    }
+
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+}
