@@ -191,8 +191,9 @@ impl RowIm2Col {
                             src(4 * kb + 3),
                         );
                         let dst = &mut panel[kb * r * 4 + lane0 * 4..][..len * 4];
-                        for (j, quad) in dst.chunks_exact_mut(4).enumerate() {
-                            quad.copy_from_slice(&[s0[j], s1[j], s2[j], s3[j]]);
+                        let lanes = s0.iter().zip(s1).zip(s2).zip(s3);
+                        for (quad, (((&a, &b), &c), &d)) in dst.chunks_exact_mut(4).zip(lanes) {
+                            quad.copy_from_slice(&[a, b, c, d]);
                         }
                     }
                     for k in k_len / 4 * 4..k_len {
@@ -299,5 +300,71 @@ impl TypedOp for RowIm2Col {
 
     fn as_op_mut(&mut self) -> &mut dyn Op {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both layouts, against the definition: patch value k = (c, ky, kx) of output pixel n =
+    /// (yo, xo) is the input at (yo + ky * dy - py, xo + kx * dx - px), or the pad value outside;
+    /// it lands at `(n / r) * panel_len + k_offset(k) + (n % r) * lane_stride`; every other byte
+    /// is 0. Rows of 7 pixels straddle the panels, and k = 2 * 2 * 3 = 12 or 3 * 2 * 3 = 18 (not a
+    /// multiple of 4) leaves padding lanes.
+    #[test]
+    fn patches_land_where_the_layouts_say() {
+        let pad = 200u8;
+        for (channels, lane_stride, r) in [(2usize, 1, 8), (3, 1, 4), (2, 4, 8), (3, 4, 16)] {
+            let (h, w, kh, kw, dy, dx, py, px) = (5, 6, 2, 3, 2, 1, 1, 2);
+            let (oh, ow) = (h + 2 * py - (kh - 1) * dy, w + 2 * px - (kw - 1) * dx - 1);
+            let k_len = channels * kh * kw;
+            let panel_len = if lane_stride == 1 {
+                k_len * r
+            } else {
+                k_len.div_ceil(4) * 4 * r
+            };
+            let op = RowIm2Col {
+                patches: Patches {
+                    channels,
+                    input: (h, w),
+                    kernel: (kh, kw),
+                    dilations: (dy, dx),
+                    pad_before: (py, px),
+                    output: (oh, ow),
+                },
+                panels: Panels {
+                    r,
+                    panel_len,
+                    align: 16,
+                    lane_stride,
+                },
+                fact: u8::fact([1, 1]),
+            };
+            let input: Vec<u8> = (0..channels * h * w).map(|i| (i * 7 % 199) as u8).collect();
+            let n = oh * ow;
+            let mut packed = vec![0u8; n.div_ceil(r) * panel_len];
+            op.write(&input, pad, &mut packed);
+            let mut expected = vec![0u8; packed.len()];
+            for k in 0..k_len {
+                let (c, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
+                for i in 0..n {
+                    let (yo, xo) = (i / ow, i % ow);
+                    let y = (yo + ky * dy) as isize - py as isize;
+                    let x = (xo + kx * dx) as isize - px as isize;
+                    let inside = (0..h as isize).contains(&y) && (0..w as isize).contains(&x);
+                    let at = (i / r) * panel_len + op.panels.k_offset(k) + (i % r) * lane_stride;
+                    expected[at] = if inside {
+                        input[c * h * w + y as usize * w + x as usize]
+                    } else {
+                        pad
+                    };
+                }
+            }
+            assert_eq!(
+                packed, expected,
+                "{channels} channels, lane stride {lane_stride}, r {r}"
+            );
+        }
     }
 }
