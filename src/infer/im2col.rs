@@ -179,7 +179,7 @@ impl RowIm2Col {
                 let src = |k: usize| &padded[base + offset[k]..][..len];
                 if lane_stride == 1 {
                     for k in 0..k_len {
-                        panel[k * r + lane0..][..len].copy_from_slice(src(k));
+                        copy_lanes(&mut panel[k * r + lane0..][..len], src(k));
                     }
                 } else {
                     // [k / 4][lane][k % 4]: four rows of the patch interleaved
@@ -206,6 +206,18 @@ impl RowIm2Col {
                 at += len;
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, with the whole panel row of 8 bytes (the aarch64 kernels' r) as one
+/// fixed-size copy instead of a call to `memcpy`.
+fn copy_lanes(dst: &mut [u8], src: &[u8]) {
+    match (
+        <&mut [u8; 8]>::try_from(&mut *dst),
+        <&[u8; 8]>::try_from(src),
+    ) {
+        (Ok(dst), Ok(src)) => *dst = *src,
+        _ => dst.copy_from_slice(src),
     }
 }
 
