@@ -80,9 +80,36 @@ pub struct RowIm2Col {
     panels: Panels,
     /// The output fact of the op it replaces (the packed input of the matmul that follows).
     fact: TypedFact,
+    /// Patch value k of output pixel (yo, xo) is the padded map's byte `yo * pw + xo + offsets[k]`.
+    offsets: Vec<usize>,
+}
+
+impl Patches {
+    /// The padded map's height and width: every patch value of every output pixel inside it.
+    fn padded(&self) -> (usize, usize) {
+        let ((oh, ow), (kh, kw), (dy, dx)) = (self.output, self.kernel, self.dilations);
+        (oh + (kh - 1) * dy, ow + (kw - 1) * dx)
+    }
 }
 
 impl RowIm2Col {
+    fn new(patches: Patches, panels: Panels, fact: TypedFact) -> RowIm2Col {
+        let ((kh, kw), (dy, dx)) = (patches.kernel, patches.dilations);
+        let (ph, pw) = patches.padded();
+        let offsets = (0..patches.channels * kh * kw)
+            .map(|k| {
+                let (c, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
+                c * ph * pw + ky * dy * pw + kx * dx
+            })
+            .collect();
+        RowIm2Col {
+            patches,
+            panels,
+            fact,
+            offsets,
+        }
+    }
+
     /// The op that writes what `op` writes, given its input and output facts; `None` where it
     /// cannot (anything but one image of bytes, channels first, one group, 2 spatial axes, a
     /// concrete shape, stride 1 and one of the two packings).
@@ -120,11 +147,7 @@ impl RowIm2Col {
         if packed.mn.to_usize().ok()? != patches.output.0 * patches.output.1 {
             return None;
         }
-        Some(RowIm2Col {
-            patches,
-            panels,
-            fact: output.clone(),
-        })
+        Some(RowIm2Col::new(patches, panels, output.clone()))
     }
 
     /// Every patch value of `input` (`C * H * W` bytes) written into `packed`, `pad` outside
@@ -135,10 +158,9 @@ impl RowIm2Col {
         let Patches {
             channels,
             input: (h, w),
-            kernel: (kh, kw),
-            dilations: (dy, dx),
             pad_before: (py, px),
             output: (oh, ow),
+            ..
         } = self.patches;
         let Panels {
             r,
@@ -147,7 +169,7 @@ impl RowIm2Col {
             ..
         } = self.panels;
         // padded[c][yy][xx] = input[c][yy - py][xx - px], or pad
-        let (ph, pw) = (oh + (kh - 1) * dy, ow + (kw - 1) * dx);
+        let (ph, pw) = self.patches.padded();
         let mut padded = vec![pad; channels * ph * pw];
         let (rows, cols) = (h.min(ph.saturating_sub(py)), w.min(pw.saturating_sub(px)));
         for (plane, map) in padded
@@ -158,14 +180,7 @@ impl RowIm2Col {
                 plane[(y + py) * pw + px..][..cols].copy_from_slice(&map[y * w..][..cols]);
             }
         }
-        // patch value k of output pixel (yo, xo) = padded[yo * pw + xo + offset[k]]
-        let k_len = channels * kh * kw;
-        let offset: Vec<usize> = (0..k_len)
-            .map(|k| {
-                let (c, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
-                c * ph * pw + ky * dy * pw + kx * dx
-            })
-            .collect();
+        let (k_len, offset) = (self.offsets.len(), &self.offsets);
         let n = oh * ow;
         for (p, panel) in packed.chunks_exact_mut(panel_len).enumerate() {
             // the panel's values of n, as segments of output rows
@@ -336,8 +351,8 @@ mod tests {
             } else {
                 k_len.div_ceil(4) * 4 * r
             };
-            let op = RowIm2Col {
-                patches: Patches {
+            let op = RowIm2Col::new(
+                Patches {
                     channels,
                     input: (h, w),
                     kernel: (kh, kw),
@@ -345,14 +360,14 @@ mod tests {
                     pad_before: (py, px),
                     output: (oh, ow),
                 },
-                panels: Panels {
+                Panels {
                     r,
                     panel_len,
                     align: 16,
                     lane_stride,
                 },
-                fact: u8::fact([1, 1]),
-            };
+                u8::fact([1, 1]),
+            );
             let input: Vec<u8> = (0..channels * h * w).map(|i| (i * 7 % 199) as u8).collect();
             let n = oh * ow;
             let mut packed = vec![0u8; n.div_ceil(r) * panel_len];
