@@ -250,7 +250,7 @@ pub fn typed_for_contract(
 
 /// The model as [`TractEngine`] runs it: [`typed_for_contract`], decluttered, its byte maps
 /// upsampled by row copies ([`upsample::RowCopyUpsample`]), optimized, its int8 patches written
-/// by rows ([`im2col::RowIm2Col`]). `examples/profile_model`
+/// panel by panel ([`im2col::RowIm2Col`]). `examples/profile_model`
 /// profiles exactly this.
 pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
@@ -261,13 +261,14 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
 }
 
 /// tract writes the int8 convolutions' patches into the matmul's panels value by value wherever a
-/// row crosses a panel (models/HISTORY.md, "the int8 patches written by rows"); the engine writes
-/// them row by row ([`im2col::RowIm2Col`]). Runs on the optimized model, where `Im2Col` appears.
+/// row crosses a panel (models/HISTORY.md, "the int8 patches written panel by panel"); the engine
+/// writes them panel by panel ([`im2col::RowIm2Col`]). Runs on the optimized model, where `Im2Col`
+/// appears.
 fn patches_by_row_copies(model: &mut TypedModel) -> TractResult<()> {
     use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
     Rewriter::<()>::default()
         .with_rule_for::<Im2Col>(
-            "int8 patches written by rows",
+            "int8 patches written panel by panel",
             |_ctx, model, node, _name, op| {
                 let input = model.outlet_fact(node.inputs[0])?;
                 let output = &node.outputs[0].fact;

@@ -363,12 +363,12 @@ fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
     );
 }
 
-/// The engine's preparation writes the int8 convolutions' patches into the matmul's panels row by
-/// row instead of tract's value-by-value `Im2col`, and computes exactly what tract's own plan
+/// The engine's preparation writes the int8 convolutions' patches into the matmul's panels panel by
+/// panel instead of tract's value-by-value `Im2col`, and computes exactly what tract's own plan
 /// computes: on the two-convolution reproducer, the shipped bottle model (128x128) and the aligned
 /// screw model (64x240, whose deeper maps are 30 and 15 wide: rows that end inside a panel).
 #[test]
-fn int8_patches_written_by_rows_give_tract_own_values() {
+fn int8_patches_written_by_panels_give_tract_own_values() {
     use tract_onnx::prelude::*;
     for file in [
         "tests/data/tract_conv3x3_int8.onnx",

@@ -1,17 +1,18 @@
-//! The int8 convolutions' patches, written row by row into the matrix product's panels.
+//! The int8 convolutions' patches, written panel by panel into the matrix product's input.
 //!
 //! tract 0.23 feeds every quantized convolution through an eager `Im2Col`: it copies each patch
 //! value into the packed panels the integer matmul reads. Its packing writers copy a row at once
 //! only while the row stays inside one panel (8 or 16 values); a 128-pixel row crosses 8-16 panels,
-//! and then every value goes through the writer's per-element bookkeeping. On x86 with VNNI that
-//! is two thirds of the int8 frame (models/HISTORY.md, "tract's two int8 gaps").
+//! and then every value goes through the writer's per-element bookkeeping, k by k over a buffer
+//! larger than L2. On x86 with VNNI that was two thirds of the int8 frame (models/HISTORY.md, "the
+//! int8 patches written panel by panel").
 //!
 //! [`RowIm2Col`] writes the same bytes into the same two layouts tract's kernels read
-//! (`PackedFormat`: per panel `[k][r]`; `PackedI8K4`: per panel `[k / 4][r][4]`), splitting each
-//! output row at the panel edges itself. The engine puts it in place of every `Im2Col` on bytes it
-//! can handle (channels first, one group, one image, two spatial axes, stride 1: every convolution
-//! of the recipe's networks); anything else keeps tract's op. The values are the same, bit for bit
-//! (`tests/model.rs`).
+//! (`PackedFormat`: per panel `[k][r]`; `PackedI8K4`: per panel `[k / 4][r][4]`): the map is
+//! copied once into a padded map, then each panel is filled from its rows while it sits in L1.
+//! The engine puts it in place of every `Im2Col` on bytes it can handle (channels first, one
+//! group, one image, two spatial axes, stride 1: every convolution of the recipe's networks);
+//! anything else keeps tract's op. The values are the same, bit for bit (`tests/model.rs`).
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
@@ -73,7 +74,7 @@ struct Patches {
     output: (usize, usize),
 }
 
-/// tract's `Im2Col` for bytes, as row copies split at the panels' edges.
+/// tract's `Im2Col` for bytes, written panel by panel from a padded copy of the map.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct RowIm2Col {
     patches: Patches,
