@@ -112,8 +112,8 @@ impl RowIm2Col {
     }
 
     /// The op that writes what `op` writes, given its input and output facts; `None` where it
-    /// cannot (anything but one image of bytes, channels first, one group, 2 spatial axes, a
-    /// concrete shape, stride 1 and one of the two packings).
+    /// cannot (anything but one non-empty image of bytes, channels first, one group, 2 spatial
+    /// axes, a concrete shape, stride 1 and one of the two packings).
     pub fn replacing(op: &Im2Col, input: &TypedFact, output: &TypedFact) -> Option<RowIm2Col> {
         let spec = &op.pool_spec;
         if op.group != 1
@@ -132,7 +132,7 @@ impl RowIm2Col {
         let (channels, h, w) = (shape[rank - 3], shape[rank - 2], shape[rank - 1]);
         let packed = output.exotic_fact()?.downcast_ref::<PackedExoticFact>()?;
         let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
-        if packed.k != channels * kh * kw {
+        if packed.k == 0 || packed.k != channels * kh * kw {
             return None;
         }
         let panels = Panels::of(&*packed.format, packed.k)?;
@@ -145,7 +145,8 @@ impl RowIm2Col {
             pad_before: (padding[0].pad_before, padding[1].pad_before),
             output: (padding[0].convoluted, padding[1].convoluted),
         };
-        if packed.mn.to_usize().ok()? != patches.output.0 * patches.output.1 {
+        let n = patches.output.0 * patches.output.1;
+        if n == 0 || packed.mn.to_usize().ok()? != n {
             return None;
         }
         Some(RowIm2Col::new(patches, panels, output.clone()))
