@@ -21,6 +21,7 @@ use tract_onnx::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
 use tract_onnx::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 /// Where patch value (k, n) lands: `(n / r) * panel_len + k_offset(k) + (n % r) * lane_stride`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -261,9 +262,7 @@ impl Op for RowIm2Col {
         )])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for RowIm2Col {
@@ -309,13 +308,7 @@ impl EvalOp for RowIm2Col {
         Ok(tvec!(storage.into_tensor(input.datum_type()).into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 }
 
 impl TypedOp for RowIm2Col {
@@ -323,13 +316,7 @@ impl TypedOp for RowIm2Col {
         Ok(tvec!(self.fact.clone()))
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::NearestUpsample;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 /// Output `[.., y, x] = input[.., y / rows, x / cols]`; the leading axes are kept.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -88,9 +89,7 @@ impl Op for RowCopyUpsample {
         Ok(vec![format!("rows x{} cols x{}", self.rows, self.cols)])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for RowCopyUpsample {
@@ -100,13 +99,7 @@ impl EvalOp for RowCopyUpsample {
         Ok(tvec!(out.into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 }
 
 impl TypedOp for RowCopyUpsample {
@@ -119,13 +112,7 @@ impl TypedOp for RowCopyUpsample {
         Ok(tvec!(inputs[0].datum_type.fact(shape)))
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }
 
 #[cfg(test)]
