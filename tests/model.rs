@@ -303,17 +303,61 @@ fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
     }
 }
 
+/// tract's own plan and the engine's (`prepare_for_tract`) for the model at `path`, for an input
+/// of `hw`.
+fn plain_and_prepared(
+    path: &Path,
+    hw: (usize, usize),
+) -> (
+    tract_onnx::prelude::TypedModel,
+    tract_onnx::prelude::TypedModel,
+) {
+    use tract_onnx::prelude::*;
+    let load = || tract_onnx::onnx().model_for_path(path).unwrap();
+    let plain = partguard::infer::typed_for_contract(load(), hw)
+        .and_then(|m| m.into_optimized())
+        .unwrap();
+    let prepared = partguard::infer::prepare_for_tract(load(), hw).unwrap();
+    (plain, prepared)
+}
+
+/// Every output value of `model` on `image`: the anomaly map, then the score.
+fn run_flat(
+    model: tract_onnx::prelude::TypedModel,
+    image: &tract_onnx::prelude::tract_ndarray::Array4<f32>,
+) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let out = model
+        .into_runnable()
+        .unwrap()
+        .run(tvec![Tensor::from(image.clone()).into()])
+        .unwrap();
+    out.iter()
+        .flat_map(|t| {
+            t.to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// How many values of `a` and `b`, side by side, differ bit for bit.
+fn bits_differ(a: &[f32], b: &[f32]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
 /// The engine's preparation upsamples the int8 model's byte maps by row copies instead of tract's
 /// element-by-element NearestUpsample, and computes exactly what tract's own plan computes.
 #[test]
 fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
     use tract_onnx::prelude::*;
     let path = common::root().join("tests/data/tract_upsample_int8.onnx");
-    let load = || tract_onnx::onnx().model_for_path(&path).unwrap();
-    let plain = partguard::infer::typed_for_contract(load(), (128, 128))
-        .and_then(|m| m.into_optimized())
-        .unwrap();
-    let prepared = partguard::infer::prepare_for_tract(load(), (128, 128)).unwrap();
+    let (plain, prepared) = plain_and_prepared(&path, (128, 128));
     let ops = |m: &TypedModel| -> Vec<String> {
         m.nodes()
             .iter()
@@ -339,28 +383,9 @@ fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
     let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
         ((x * 2 + y * 3 + c * 50) % 256) as f32 / 255.0
     });
-    let run = |m: TypedModel| {
-        let out = m
-            .into_runnable()
-            .unwrap()
-            .run(tvec![Tensor::from(image.clone()).into()])
-            .unwrap();
-        out.iter()
-            .flat_map(|t| {
-                t.to_plain_array_view::<f32>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<f32>>()
-    };
-    let (a, b) = (run(plain), run(prepared));
+    let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
     assert_eq!(a.len(), 128 * 128 + 1);
-    assert!(
-        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-        "maps differ"
-    );
+    assert_eq!(bits_differ(&a, &b), 0, "maps differ");
 }
 
 /// The engine's preparation writes the int8 convolutions' patches into the matmul's panels panel by
@@ -378,11 +403,7 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
         let path = common::root().join(file);
         let info = partguard::infer::read_model_info(&path).unwrap();
         let (h, w) = (info.input.height, info.input.width);
-        let load = || tract_onnx::onnx().model_for_path(&path).unwrap();
-        let plain = partguard::infer::typed_for_contract(load(), (h, w))
-            .and_then(|m| m.into_optimized())
-            .unwrap();
-        let prepared = partguard::infer::prepare_for_tract(load(), (h, w)).unwrap();
+        let (plain, prepared) = plain_and_prepared(&path, (h, w));
         let count =
             |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op().name() == name).count();
         let im2col = count(&plain, "Im2col");
@@ -406,29 +427,9 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
         });
-        let run = |m: TypedModel| {
-            let out = m
-                .into_runnable()
-                .unwrap()
-                .run(tvec![Tensor::from(image.clone()).into()])
-                .unwrap();
-            out.iter()
-                .flat_map(|t| {
-                    t.to_plain_array_view::<f32>()
-                        .unwrap()
-                        .iter()
-                        .copied()
-                        .collect::<Vec<_>>()
-                })
-                .collect::<Vec<f32>>()
-        };
-        let (a, b) = (run(plain), run(prepared));
+        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
         assert_eq!(a.len(), h * w + 1, "{file}");
-        let differ = a
-            .iter()
-            .zip(&b)
-            .filter(|(x, y)| x.to_bits() != y.to_bits())
-            .count();
+        let differ = bits_differ(&a, &b);
         assert_eq!(differ, 0, "{file}: {differ} values differ");
     }
 }
