@@ -256,7 +256,7 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
     upsample_bytes_by_row_copies(&mut model)?;
     let mut model = model.into_optimized()?;
-    patches_by_row_copies(&mut model)?;
+    patches_by_panels(&mut model)?;
     Ok(model)
 }
 
@@ -264,7 +264,7 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
 /// row crosses a panel (models/HISTORY.md, "the int8 patches written panel by panel"); the engine
 /// writes them panel by panel ([`im2col::RowIm2Col`]). Runs on the optimized model, where `Im2Col`
 /// appears.
-fn patches_by_row_copies(model: &mut TypedModel) -> TractResult<()> {
+fn patches_by_panels(model: &mut TypedModel) -> TractResult<()> {
     use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
     Rewriter::<()>::default()
         .with_rule_for::<Im2Col>(
