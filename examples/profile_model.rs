@@ -4,7 +4,8 @@
 //!
 //! Prints the optimized graph's nodes grouped by operator, with their share of the run time. The
 //! graph is the one `TractEngine` runs (`partguard::infer::prepare_for_tract`); with `plain`,
-//! tract's own `into_optimized` (for reports upstream).
+//! tract's own `into_optimized` (for reports upstream). `PROFILE_NODES=N` lists the N slowest
+//! nodes (12 by default).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -78,7 +79,11 @@ fn main() -> TractResult<()> {
     let mut nodes: Vec<_> = per_node.values().collect();
     nodes.sort_by(|a, b| b.2.total_cmp(&a.2));
     println!("\nslowest nodes:");
-    for (op, name, t) in nodes.iter().take(12) {
+    let shown = std::env::var("PROFILE_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12);
+    for (op, name, t) in nodes.iter().take(shown) {
         println!("{:>10.2} ms  {:<28} {}", t / runs as f64 * 1e3, op, name);
     }
     Ok(())

@@ -49,6 +49,7 @@ pub mod contract;
 pub mod im2col;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
+pub mod resize;
 pub mod upsample;
 
 pub use contract::model_info_from_bytes;
@@ -257,7 +258,35 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
     upsample_bytes_by_row_copies(&mut model)?;
     let mut model = model.into_optimized()?;
     patches_by_panels(&mut model)?;
+    resizes_by_rows(&mut model)?;
     Ok(model)
+}
+
+/// tract resizes (the shipped network's bilinear upsamplings) one value at a time along the last
+/// axis (models/HISTORY.md, "bilinear resizes row by row"); the engine does the same arithmetic
+/// row by row ([`resize::RowResize`]). Runs on the optimized model, where `Resize` stays.
+fn resizes_by_rows(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::nn::resize::Resize;
+    Rewriter::<()>::default()
+        .with_rule_for::<Resize>("resizes row by row", |_ctx, model, node, _name, op| {
+            let input = model.outlet_fact(node.inputs[0])?;
+            let Some(shape) = input.shape.as_concrete() else {
+                return Ok(None);
+            };
+            let aux = op
+                .optional_scales_input
+                .or(op.optional_sizes_input)
+                .and_then(|ix| node.inputs.get(ix))
+                .map(|&outlet| model.outlet_fact(outlet))
+                .transpose()?
+                .and_then(|fact| fact.konst.clone());
+            let Some(ours) = aux.and_then(|aux| resize::RowResize::replacing(op, shape, &aux))
+            else {
+                return Ok(None);
+            };
+            TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], ours).map(Some)
+        })
+        .rewrite(&(), model)
 }
 
 /// tract writes the int8 convolutions' patches into the matmul's panels value by value wherever a
