@@ -1,6 +1,6 @@
 """Minimal reproducers of tract's int8 costs (issue 24), small enough for the repo.
 
-    .venv-models/bin/python benches/tract_qconv_repro.py   # writes tests/data/tract_{conv3x3,upsample}_{f32,int8}.onnx
+    .venv-models/bin/python benches/tract_qconv_repro.py   # writes tests/data/tract_{conv3x3,upsample,bilinear}_{f32,int8}.onnx
     cargo run --release --example profile_model -- tests/data/tract_conv3x3_int8.onnx 20
     cargo run --release --example profile_model -- tests/data/tract_conv3x3_f32.onnx 20
 
@@ -10,6 +10,8 @@ largest layers, once in f32 (Conv) and once in the QOperator int8 form export.py
 `tract_upsample_*` is a 1x1 convolution at stride 2 (3 -> 32 channels, 64x64) followed by a nearest
 upsampling x2 (ONNX Resize, as torch exports `interpolate(mode="nearest")`), in f32 and on uint8:
 tract runs the f32 one through a row-copying fast path and the uint8 one element by element.
+`tract_bilinear_*` is the same with the shipped network's bilinear upsampling (`mode="linear"`,
+half-pixel): tract resamples the last axis one value at a time, f32 and uint8 alike.
 All four follow the partguard contract (input `image`, outputs `anomaly_map` and `score`, metadata), so
 every partguard tool (bench, profile_model, eval) loads them. Weights are a fixed pseudo-random
 draw: the cost does not depend on their values.
@@ -112,13 +114,15 @@ def build(precision: str) -> onnx.ModelProto:
     return finish(nodes, inits, "tract_conv3x3", precision)
 
 
-def build_upsample(precision: str) -> onnx.ModelProto:
+def build_upsample(precision: str, bilinear: bool = False) -> onnx.ModelProto:
     rng = np.random.default_rng(1)
     cout = 32
     w = rng.normal(0, (2 / 3) ** 0.5, (cout, 3, 1, 1)).astype(np.float32)
     b = rng.normal(0, 0.01, cout).astype(np.float32)
     nodes, inits = [], [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
     resize = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    if bilinear:  # as torch exports interpolate(mode="bilinear", align_corners=False): the shipped network
+        resize = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
     if precision == "f32":
         inits += [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
         nodes.append(helper.make_node("Conv", ["image", "w", "b"], ["c"], strides=[2, 2]))
@@ -143,12 +147,17 @@ def build_upsample(precision: str) -> onnx.ModelProto:
         nodes.append(helper.make_node("Resize", ["q", "", "scales"], ["up_q"], **resize))
         nodes.append(helper.make_node("DequantizeLinear", ["up_q", "y_scale", "y_zp"], ["up"]))
     heads(nodes, inits, "up")
-    return finish(nodes, inits, "tract_upsample", precision)
+    return finish(nodes, inits, "tract_bilinear" if bilinear else "tract_upsample", precision)
+
+
+def build_bilinear(precision: str) -> onnx.ModelProto:
+    return build_upsample(precision, bilinear=True)
 
 
 def main() -> None:
     out = ROOT / "tests/data"
-    for name, make in (("tract_conv3x3", build), ("tract_upsample", build_upsample)):
+    for name, make in (("tract_conv3x3", build), ("tract_upsample", build_upsample),
+                       ("tract_bilinear", build_bilinear)):
         for precision in ("f32", "int8"):
             path = out / f"{name}_{precision}.onnx"
             onnx.save(make(precision), str(path))

@@ -291,7 +291,7 @@ fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
         );
         first_sample(&mut engine)
     };
-    for name in ["tract_conv3x3", "tract_upsample"] {
+    for name in ["tract_conv3x3", "tract_upsample", "tract_bilinear"] {
         let file = |p: &str| common::root().join(format!("tests/data/{name}_{p}.onnx"));
         let (s_f32, m_f32) = map_of(&file("f32"));
         let (s_int8, m_int8) = map_of(&file("int8"));
@@ -436,25 +436,32 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
 
 /// The engine's preparation resizes row by row instead of tract's value-by-value `Resize` (the
 /// shipped network's bilinear upsamplings) and computes exactly what tract's own plan computes,
-/// on the shipped bottle model in int8 (quantized byte maps) and in f32.
+/// on the shipped bottle model and on the upstream reproducer, in int8 (quantized byte maps) and
+/// in f32.
 #[test]
 fn bilinear_resizes_row_by_row_give_tract_own_values() {
     use tract_onnx::prelude::*;
     for precision in ["int8", "f32"] {
-        let path = shipped(precision);
-        let (plain, prepared) = plain_and_prepared(&path, (128, 128));
-        let count =
-            |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op().name() == name).count();
-        let resizes = count(&plain, "Resize");
-        assert!(resizes > 0, "{precision}: tract's plan has no Resize");
-        assert_eq!(count(&prepared, "Resize"), 0, "{precision}: Resize left");
-        assert_eq!(count(&prepared, "RowResize"), resizes, "{precision}");
-        let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
-            ((x * 5 + y * 9 + c * 70 + ((x / 8 + y / 8) % 2) * 60) % 256) as f32 / 255.0
-        });
-        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
-        assert_eq!(a.len(), 128 * 128 + 1, "{precision}");
-        let differ = bits_differ(&a, &b);
-        assert_eq!(differ, 0, "{precision}: {differ} values differ");
+        for path in [
+            shipped(precision),
+            common::root().join(format!("tests/data/tract_bilinear_{precision}.onnx")),
+        ] {
+            let precision = format!("{precision} {}", path.display());
+            let (plain, prepared) = plain_and_prepared(&path, (128, 128));
+            let count = |m: &TypedModel, name: &str| {
+                m.nodes().iter().filter(|n| n.op().name() == name).count()
+            };
+            let resizes = count(&plain, "Resize");
+            assert!(resizes > 0, "{precision}: tract's plan has no Resize");
+            assert_eq!(count(&prepared, "Resize"), 0, "{precision}: Resize left");
+            assert_eq!(count(&prepared, "RowResize"), resizes, "{precision}");
+            let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
+                ((x * 5 + y * 9 + c * 70 + ((x / 8 + y / 8) % 2) * 60) % 256) as f32 / 255.0
+            });
+            let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
+            assert_eq!(a.len(), 128 * 128 + 1, "{precision}");
+            let differ = bits_differ(&a, &b);
+            assert_eq!(differ, 0, "{precision}: {differ} values differ");
+        }
     }
 }
