@@ -280,7 +280,8 @@ fn resizes_by_rows(model: &mut TypedModel) -> TractResult<()> {
                 .map(|&outlet| model.outlet_fact(outlet))
                 .transpose()?
                 .and_then(|fact| fact.konst.clone());
-            let Some(ours) = aux.and_then(|aux| resize::RowResize::replacing(op, shape, &aux))
+            let Some(ours) =
+                aux.and_then(|aux| resize::RowResize::replacing(op, input.datum_type, shape, &aux))
             else {
                 return Ok(None);
             };

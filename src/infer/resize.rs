@@ -63,11 +63,17 @@ pub struct RowResize {
 }
 
 impl RowResize {
-    /// The op that computes what `op` computes on an input of `shape`, given the constant scales
-    /// or sizes input `aux` (as tract's `eval` reads it), where it can.
-    pub fn replacing(op: &Resize, shape: &[usize], aux: &Tensor) -> Option<RowResize> {
+    /// The op that computes what `op` computes on an input of `dt` and `shape`, given the
+    /// constant scales or sizes input `aux` (as tract's `eval` reads it), where it can: f32 or
+    /// byte maps (plain or quantized), only the last two axes resized.
+    pub fn replacing(
+        op: &Resize,
+        dt: DatumType,
+        shape: &[usize],
+        aux: &Tensor,
+    ) -> Option<RowResize> {
         let rank = shape.len();
-        if rank < 2 {
+        if rank < 2 || !(dt == f32::datum_type() || ByteStore::of(dt).is_ok()) {
             return None;
         }
         let scales_input = op.optional_scales_input.map(|_| aux);
@@ -112,69 +118,224 @@ impl RowResize {
         )
     }
 
-    /// `src`: planes of `h x w` f32 values, one after the other; returns the resized planes.
-    fn resize(&self, src: &[f32]) -> Vec<f32> {
+    /// Resizes `planes` planes of `h x w` values one output row at a time: `read` puts plane `p`
+    /// into the f32 buffer it is given, `write` takes output row `y` of plane `p`. The arithmetic
+    /// is tract's `resample_axis`, height first: each value starts at 0 and gets `weight * value`
+    /// added for each tap of non-zero weight, in the plan's order.
+    fn resize_rows(
+        &self,
+        planes: usize,
+        mut read: impl FnMut(usize, &mut [f32]),
+        mut write: impl FnMut(usize, usize, &[f32]),
+    ) {
         let (h, w) = self.input;
         let (oh, ow) = self.output_hw();
-        let planes = src.len() / (h * w).max(1);
-        // along the height: output row y is a weighted sum of input rows (tract: inner = w)
-        let tall = match &self.rows {
-            None => src.to_vec(),
-            Some(taps) => {
-                let mut tall = vec![0f32; planes * oh * w];
-                for (plane, out) in src.chunks_exact(h * w).zip(tall.chunks_exact_mut(oh * w)) {
-                    for (y, row) in out.chunks_exact_mut(w).enumerate() {
+        let mut plane = vec![0f32; h * w];
+        let mut tall = vec![0f32; w];
+        let mut wide = vec![0f32; ow];
+        // the width's taps laid out once: (index, weight) per tap
+        let cols: Option<Vec<(usize, f32)>> = self.cols.as_ref().map(|taps| {
+            taps.index
+                .iter()
+                .zip(&taps.weight)
+                .map(|(&i, &w)| (i, f32::from_bits(w)))
+                .collect()
+        });
+        let doubling = cols.as_deref().and_then(|cols| doubling(cols, w, ow));
+        for p in 0..planes {
+            read(p, &mut plane);
+            for y in 0..oh {
+                // along the height: a weighted sum of input rows (tract: inner = w)
+                let row: &[f32] = match &self.rows {
+                    None => &plane[y * w..(y + 1) * w],
+                    Some(taps) => {
+                        tall.fill(0.0);
                         for (i, weight) in taps.of_output(y) {
-                            for (d, s) in row.iter_mut().zip(&plane[i * w..(i + 1) * w]) {
+                            for (d, s) in tall.iter_mut().zip(&plane[i * w..(i + 1) * w]) {
                                 *d += weight * s;
                             }
                         }
+                        &tall
                     }
-                }
-                tall
-            }
-        };
-        // along the width: output value x is a weighted sum of values of its row (tract: inner = 1)
-        let Some(taps) = &self.cols else {
-            return tall;
-        };
-        let mut out = vec![0f32; planes * oh * ow];
-        if taps.window == 2 {
-            // the linear case, with its taps laid out once per row
-            let pairs: Vec<[(usize, f32); 2]> = (0..ow)
-                .map(|x| {
-                    let mut pair = [(0, 0.0); 2];
-                    for (k, tap) in pair.iter_mut().enumerate() {
-                        *tap = (
-                            taps.index[2 * x + k],
-                            f32::from_bits(taps.weight[2 * x + k]),
-                        );
-                    }
-                    pair
-                })
-                .collect();
-            for (row, out) in tall.chunks_exact(w).zip(out.chunks_exact_mut(ow)) {
-                for (d, &[(i0, w0), (i1, w1)]) in out.iter_mut().zip(&pairs) {
+                };
+                // along the width: a weighted sum of values of the row (tract: inner = 1)
+                let Some(cols) = &cols else {
+                    write(p, y, row);
+                    continue;
+                };
+                let window = cols.len() / ow;
+                let weighted = |taps: &[(usize, f32)]| {
                     let mut v = 0.0f32;
-                    if w0 != 0.0 {
-                        v += w0 * row[i0];
+                    for &(i, weight) in taps {
+                        if weight != 0.0 {
+                            v += weight * row[i];
+                        }
                     }
-                    if w1 != 0.0 {
-                        v += w1 * row[i1];
+                    v
+                };
+                match doubling {
+                    // the same sums, two outputs per input value, in a loop the compiler vectorizes
+                    Some([a0, a1, b0, b1]) => {
+                        wide[0] = weighted(&cols[..window]);
+                        wide[ow - 1] = weighted(&cols[(ow - 1) * window..]);
+                        let inner = wide[1..ow - 1].chunks_exact_mut(2);
+                        for ((pair, &l), &r) in inner.zip(row).zip(&row[1..]) {
+                            // outputs 2j + 1 and 2j + 2 both read inputs j and j + 1
+                            let mut odd = 0.0f32;
+                            odd += b0 * l;
+                            odd += b1 * r;
+                            let mut even = 0.0f32;
+                            even += a0 * l;
+                            even += a1 * r;
+                            pair[0] = odd;
+                            pair[1] = even;
+                        }
                     }
-                    *d = v;
+                    None => {
+                        for (d, taps) in wide.iter_mut().zip(cols.chunks_exact(window)) {
+                            *d = weighted(taps);
+                        }
+                    }
+                }
+                write(p, y, &wide);
+            }
+        }
+    }
+
+    /// The resized tensor of `input` (f32, or bytes plain or quantized), values as tract's Resize
+    /// gives them: bytes read as tract casts them to f32, written back as tract casts f32 to them.
+    fn resize(&self, input: &Tensor) -> TractResult<Tensor> {
+        let dt = input.datum_type();
+        let rank = input.rank();
+        let (h, w) = self.input;
+        let (oh, ow) = self.output_hw();
+        let mut shape: TVec<usize> = input.shape().into();
+        (shape[rank - 2], shape[rank - 1]) = (oh, ow);
+        let planes = input.len() / (h * w).max(1);
+        let plain = input.try_as_plain_ram()?;
+        if dt == f32::datum_type() {
+            let src = plain.as_slice::<f32>()?;
+            let mut out = vec![0f32; planes * oh * ow];
+            self.resize_rows(
+                planes,
+                |p, plane| plane.copy_from_slice(&src[p * h * w..(p + 1) * h * w]),
+                |p, y, row| out[(p * oh + y) * ow..][..ow].copy_from_slice(row),
+            );
+            return Ok(tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tensor());
+        }
+        ensure!(
+            dt.size_of() == 1,
+            "RowResize: {dt:?} maps are not resized here"
+        );
+        // every byte value as tract casts it to f32 (dequantized where the type is quantized)
+        let mut all = Tensor::from_shape::<u8>(&[256], &(0..=255).collect::<Vec<u8>>())?;
+        unsafe { all.set_datum_type(dt) };
+        let lut = all.cast_to::<f32>()?;
+        let lut = lut.try_as_plain_ram()?;
+        let lut = lut.as_slice::<f32>()?;
+        let store = ByteStore::of(dt)?;
+        let bytes = input.as_bytes();
+        let mut out = vec![0u8; planes * oh * ow];
+        self.resize_rows(
+            planes,
+            |p, plane| {
+                for (d, &b) in plane.iter_mut().zip(&bytes[p * h * w..(p + 1) * h * w]) {
+                    *d = lut[b as usize];
+                }
+            },
+            |p, y, row| store.write(row, &mut out[(p * oh + y) * ow..][..ow]),
+        );
+        let mut out = tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tensor();
+        unsafe { out.set_datum_type(dt) };
+        Ok(out)
+    }
+}
+
+/// Where the width's plan doubles it with two taps of constant non-zero weights: output 2j reads
+/// inputs (j - 1, j) with weights (a0, a1) and output 2j + 1 reads (j, j + 1) with (b0, b1), for
+/// every output but the first and the last (which read the edge twice): bilinear x2 with
+/// half-pixel centres. Returns [a0, a1, b0, b1].
+fn doubling(cols: &[(usize, f32)], w: usize, ow: usize) -> Option<[f32; 4]> {
+    if ow != 2 * w || w < 2 || cols.len() != 2 * ow {
+        return None;
+    }
+    let (a0, a1) = (cols[4].1, cols[5].1);
+    let (b0, b1) = (cols[2].1, cols[3].1);
+    if [a0, a1, b0, b1].contains(&0.0) {
+        return None;
+    }
+    let fits = (1..ow - 1).all(|x| {
+        let (j, taps) = (x / 2, &cols[2 * x..2 * x + 2]);
+        if x % 2 == 0 {
+            taps == [(j - 1, a0), (j, a1)]
+        } else {
+            taps == [(j, b0), (j + 1, b1)]
+        }
+    });
+    fits.then_some([a0, a1, b0, b1])
+}
+
+/// 1.5 * 2^23: adding and subtracting it rounds an f32 within +-2^22 to an integer, half to even.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// How tract 0.23 casts an f32 value to a byte type (`tract-data`, `Tensor::cast_to_dt`): plain
+/// bytes with `as` (truncating, saturating); quantized ones rounded half to even after `v / scale +
+/// zero_point`, then clamped.
+#[derive(Debug, Clone, Copy)]
+enum ByteStore {
+    U8,
+    I8,
+    Quantized {
+        scale: f32,
+        zero_point: f32,
+        signed: bool,
+    },
+}
+
+impl ByteStore {
+    fn of(dt: DatumType) -> TractResult<ByteStore> {
+        Ok(match dt {
+            DatumType::U8 => ByteStore::U8,
+            DatumType::I8 => ByteStore::I8,
+            DatumType::QU8(_) | DatumType::QI8(_) => {
+                let (zero_point, scale) = dt.zp_scale();
+                ByteStore::Quantized {
+                    scale,
+                    zero_point: zero_point as f32,
+                    signed: matches!(dt, DatumType::QI8(_)),
                 }
             }
-        } else {
-            for (row, out) in tall.chunks_exact(w).zip(out.chunks_exact_mut(ow)) {
-                for (x, d) in out.iter_mut().enumerate() {
-                    for (i, weight) in taps.of_output(x) {
-                        *d += weight * row[i];
-                    }
+            _ => bail!("RowResize: no byte cast for {dt:?}"),
+        })
+    }
+
+    fn write(&self, row: &[f32], out: &mut [u8]) {
+        match *self {
+            ByteStore::U8 => out.iter_mut().zip(row).for_each(|(d, &v)| *d = v as u8),
+            ByteStore::I8 => out
+                .iter_mut()
+                .zip(row)
+                .for_each(|(d, &v)| *d = v as i8 as u8),
+            ByteStore::Quantized {
+                scale,
+                zero_point,
+                signed,
+            } => {
+                let (lo, hi) = if signed {
+                    (-128.0, 127.0)
+                } else {
+                    (0.0, 255.0)
+                };
+                for (d, &v) in out.iter_mut().zip(row) {
+                    // tract rounds, then clamps; clamping first gives the same byte (and NaN stays
+                    // NaN, cast to 0 as tract's is), and lets the rounding be the branch-free
+                    // half-to-even of a value within +-2^22 (tract's `round_ties_to_even` trick)
+                    let c = (v / scale + zero_point).clamp(lo, hi);
+                    let r = (c + ROUND_MAGIC) - ROUND_MAGIC;
+                    *d = if signed { r as i8 as u8 } else { r as u8 };
                 }
             }
         }
-        out
     }
 }
 
@@ -195,7 +356,6 @@ impl Op for RowResize {
 impl EvalOp for RowResize {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
-        let dt = input.datum_type();
         let rank = input.rank();
         ensure!(
             rank >= 2 && (input.shape()[rank - 2], input.shape()[rank - 1]) == self.input,
@@ -203,17 +363,7 @@ impl EvalOp for RowResize {
             input.shape(),
             self.input
         );
-        // tract's own casts in and out, as its Resize does
-        let values = input.cast_to::<f32>()?;
-        let resized = self.resize(values.try_as_plain_ram()?.as_slice::<f32>()?);
-        let mut shape: TVec<usize> = input.shape().into();
-        (shape[rank - 2], shape[rank - 1]) = self.output_hw();
-        let out = tract_ndarray::ArrayD::from_shape_vec(&*shape, resized)?.into_tensor();
-        let out = if dt == f32::datum_type() {
-            out
-        } else {
-            out.cast_to_dt(dt)?.into_owned()
-        };
+        let out = self.resize(input)?;
         Ok(tvec!(out.into_tvalue()))
     }
 
@@ -240,7 +390,8 @@ mod tests {
     use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Nearest};
 
     /// Bit for bit tract's own `Resize::eval`, for each interpolator (window 2 and 4), coordinate
-    /// transform, element type (f32, u8, a quantized u8 as the int8 model's maps) and for either
+    /// transform, element type (f32, u8, i8, quantized u8 as the int8 model's maps and quantized
+    /// i8) and for either
     /// axis alone, upsampling, downsampling and non-integer scales.
     #[test]
     fn resizes_as_tract_does_bit_for_bit() {
@@ -258,7 +409,15 @@ mod tests {
                 scale: 0.037,
             }))
         };
-        for input in [f32s, bytes, quantized] {
+        let mut signed = bytes.cast_to::<i8>().unwrap().into_owned();
+        unsafe {
+            signed.set_datum_type(DatumType::QI8(QParams::ZpScale {
+                zero_point: -5,
+                scale: 0.05,
+            }))
+        };
+        let plain_signed = bytes.cast_to::<i8>().unwrap().into_owned();
+        for input in [f32s, bytes, quantized, signed, plain_signed] {
             for interpolator in [
                 Interpolator::Linear,
                 Interpolator::Cubic,
@@ -285,8 +444,9 @@ mod tests {
                             "{:?} {interpolator:?} {coord:?} {scales:?}",
                             input.datum_type()
                         );
-                        let ours = RowResize::replacing(&op, input.shape(), &aux)
-                            .unwrap_or_else(|| panic!("{case}: not replaced"));
+                        let ours =
+                            RowResize::replacing(&op, input.datum_type(), input.shape(), &aux)
+                                .unwrap_or_else(|| panic!("{case}: not replaced"));
                         let run = |op: &dyn EvalOp| {
                             op.eval(
                                 &EvalContext::out_of_plan(),
