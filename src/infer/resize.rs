@@ -1,12 +1,15 @@
-//! Linear resizing of the last two axes, row by row, with tract's own arithmetic.
+//! Resizing of the last two axes, one output row at a time, with tract's own arithmetic.
 //!
-//! tract 0.23's `Resize` (the shipped network's bilinear upsamplings) resamples one axis at a time
-//! through a generic loop: on the last axis every output value walks its taps through slices of
-//! the plan, ~25 ns per value on x86 and a third of the shipped int8 frame (models/HISTORY.md,
-//! "bilinear resizes row by row"). [`RowResize`] is the same computation for a `Resize` that
-//! changes only the last two axes: the same plans (tract's `plan_axis`), the same f32 operations
-//! in the same order (`0 + w0 * a + w1 * b`, zero weights skipped), tract's own casts on the way
-//! in and out; only the loops differ. The values are the same, bit for bit (`tests/model.rs`).
+//! tract 0.23's `Resize` (the shipped network's bilinear upsamplings) casts the map to f32,
+//! resamples one axis at a time through a generic loop (on the last axis every output value walks
+//! its taps through slices of the plan, ~25 ns per value on x86) and casts back: a third of the
+//! shipped int8 frame on x86 (models/HISTORY.md, "bilinear resizes row by row"). [`RowResize`] is
+//! the same computation for a `Resize` that changes only the last two axes: the same plans
+//! (tract's `plan_axis`), the same f32 operations in the same order (`0 + w0 * a + w1 * b`, zero
+//! weights skipped), byte maps read and written as tract's casts do. Only the loops differ: one
+//! output row at a time, and a bilinear x2 along the width two outputs per input value. The
+//! values are the same, bit for bit (`tests/model.rs`, and the unit test below against tract's
+//! own `Resize::eval`).
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::resize::{AxisPlan, Resize};
