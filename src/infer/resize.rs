@@ -226,17 +226,15 @@ impl RowResize {
             );
             return Ok(tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tensor());
         }
-        ensure!(
-            dt.size_of() == 1,
-            "RowResize: {dt:?} maps are not resized here"
-        );
+        // u8, i8 or their quantized forms, or an error
+        let store = ByteStore::of(dt)?;
         // every byte value as tract casts it to f32 (dequantized where the type is quantized)
         let mut all = Tensor::from_shape::<u8>(&[256], &(0..=255).collect::<Vec<u8>>())?;
+        // SAFETY: `dt` is one of those four one-byte types, for which every byte is a value
         unsafe { all.set_datum_type(dt) };
         let lut = all.cast_to::<f32>()?;
         let lut = lut.try_as_plain_ram()?;
         let lut = lut.as_slice::<f32>()?;
-        let store = ByteStore::of(dt)?;
         let bytes = input.as_bytes();
         let mut out = vec![0u8; planes * oh * ow];
         self.resize_rows(
@@ -249,6 +247,7 @@ impl RowResize {
             |p, y, row| store.write(row, &mut out[(p * oh + y) * ow..][..ow]),
         );
         let mut out = tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tensor();
+        // SAFETY: as above, and `store` wrote each byte as tract's cast to `dt` would
         unsafe { out.set_datum_type(dt) };
         Ok(out)
     }
