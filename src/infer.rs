@@ -50,6 +50,7 @@ pub mod im2col;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod resize;
+pub mod sumpool;
 pub mod upsample;
 
 pub use contract::model_info_from_bytes;
@@ -259,7 +260,24 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
     let mut model = model.into_optimized()?;
     patches_by_panels(&mut model)?;
     resizes_by_rows(&mut model)?;
+    score_window_by_rows(&mut model)?;
     Ok(model)
+}
+
+/// tract sums each value's window on its own (the score window: 441 scalar additions per value at
+/// 21x21; models/HISTORY.md, "the score window row by row"); the engine adds the same taps in the
+/// same order for a whole row at once ([`sumpool::RowSumPool`]).
+fn score_window_by_rows(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::cnn::OptSumPool;
+    Rewriter::<()>::default()
+        .with_rule_for::<OptSumPool>("score window row by row", |_ctx, model, node, _name, op| {
+            let input = model.outlet_fact(node.inputs[0])?;
+            let Some(ours) = sumpool::RowSumPool::replacing(op, input) else {
+                return Ok(None);
+            };
+            TypedModelPatch::replace_single_op(model, node, &node.inputs, ours).map(Some)
+        })
+        .rewrite(&(), model)
 }
 
 /// tract resizes (the shipped network's bilinear upsamplings) one value at a time along the last

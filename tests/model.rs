@@ -465,3 +465,34 @@ fn bilinear_resizes_row_by_row_give_tract_own_values() {
         }
     }
 }
+
+/// The engine's preparation sums the score window row by row instead of tract's window-by-window
+/// `OptSumPool`, and computes exactly what tract's own plan computes: on the shipped bottle model
+/// (21x21 window) in int8 and f32, and on the aligned screw model (the recipe's 3x3 window, maps
+/// 64 x 240).
+#[test]
+fn score_window_summed_row_by_row_gives_tract_own_values() {
+    use tract_onnx::prelude::*;
+    for path in [
+        shipped("int8"),
+        shipped("f32"),
+        common::root().join("tests/data/screw_aligned_int8.onnx"),
+    ] {
+        let info = partguard::infer::read_model_info(&path).unwrap();
+        let (h, w) = (info.input.height, info.input.width);
+        let (plain, prepared) = plain_and_prepared(&path, (h, w));
+        let count =
+            |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op().name() == name).count();
+        let file = path.display();
+        assert_eq!(count(&plain, "OptSumPool"), 1, "{file}");
+        assert_eq!(count(&prepared, "OptSumPool"), 0, "{file}: OptSumPool left");
+        assert_eq!(count(&prepared, "RowSumPool"), 1, "{file}");
+        let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
+            ((x * 11 + y * 5 + c * 40 + ((x / 6 + y / 6) % 2) * 80) % 256) as f32 / 255.0
+        });
+        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
+        assert_eq!(a.len(), h * w + 1, "{file}");
+        let differ = bits_differ(&a, &b);
+        assert_eq!(differ, 0, "{file}: {differ} values differ");
+    }
+}
