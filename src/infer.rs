@@ -280,6 +280,42 @@ fn score_window_by_rows(model: &mut TypedModel) -> TractResult<()> {
         .rewrite(&(), model)
 }
 
+/// For the engine's ops on 2-D maps: a 2-D kernel over channels-first maps at stride 1.
+fn is_2d_unit_stride(spec: &tract_onnx::tract_core::ops::cnn::PoolSpec) -> bool {
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+    spec.kernel_shape.len() == 2
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && spec.strides().iter().all(|&s| s == 1)
+}
+
+/// For the engine's ops on 2-D maps: (C, H, W) of a concrete `[1,] C, H, W` fact (one image).
+fn one_chw_image(fact: &TypedFact) -> Option<(usize, usize, usize)> {
+    let shape = fact.shape.as_concrete()?;
+    let rank = shape.len();
+    if rank < 3 || shape[..rank - 3].iter().product::<usize>() != 1 {
+        return None;
+    }
+    Some((shape[rank - 3], shape[rank - 2], shape[rank - 1]))
+}
+
+/// For the engine's ops on 2-D maps: `fact`'s shape with its last two axes `hw`, of type `dt`.
+fn with_last_two_axes(
+    fact: &TypedFact,
+    dt: DatumType,
+    (h, w): (usize, usize),
+) -> TractResult<TypedFact> {
+    let rank = fact.rank();
+    tract_onnx::tract_core::internal::ensure!(
+        rank >= 2,
+        "a 2-D map needs at least 2 axes, got {:?}",
+        fact.shape
+    );
+    let mut shape = fact.shape.to_tvec();
+    shape[rank - 2] = h.into();
+    shape[rank - 1] = w.into();
+    Ok(dt.fact(shape))
+}
+
 /// tract resizes (the shipped network's bilinear upsamplings) one value at a time along the last
 /// axis (models/HISTORY.md, "bilinear resizes row by row"); the engine does the same arithmetic
 /// row by row ([`resize::RowResize`]). Runs on the optimized model, where `Resize` stays.

@@ -16,7 +16,6 @@
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
-use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
@@ -117,20 +116,10 @@ impl RowIm2Col {
     /// axes, a concrete shape, stride 1 and one of the two packings).
     pub fn replacing(op: &Im2Col, input: &TypedFact, output: &TypedFact) -> Option<RowIm2Col> {
         let spec = &op.pool_spec;
-        if op.group != 1
-            || input.datum_type.size_of() != 1
-            || spec.kernel_shape.len() != 2
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || spec.strides().iter().any(|&s| s != 1)
-        {
+        if op.group != 1 || input.datum_type.size_of() != 1 || !super::is_2d_unit_stride(spec) {
             return None;
         }
-        let shape = input.shape.as_concrete()?;
-        let rank = shape.len();
-        if rank < 3 || shape[..rank - 3].iter().product::<usize>() != 1 {
-            return None;
-        }
-        let (channels, h, w) = (shape[rank - 3], shape[rank - 2], shape[rank - 1]);
+        let (channels, h, w) = super::one_chw_image(input)?;
         let packed = output.exotic_fact()?.downcast_ref::<PackedExoticFact>()?;
         let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
         if packed.k == 0 || packed.k != channels * kh * kw {

@@ -374,13 +374,11 @@ impl EvalOp for RowResize {
 
 impl TypedOp for RowResize {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rank = inputs[0].rank();
-        ensure!(rank >= 2, "RowResize needs at least 2 axes");
-        let mut shape = inputs[0].shape.to_tvec();
-        let (oh, ow) = self.output_hw();
-        shape[rank - 2] = oh.into();
-        shape[rank - 1] = ow.into();
-        Ok(tvec!(inputs[0].datum_type.fact(shape)))
+        Ok(tvec!(super::with_last_two_axes(
+            inputs[0],
+            inputs[0].datum_type,
+            self.output_hw()
+        )?))
     }
 
     as_op!();
@@ -393,8 +391,7 @@ mod tests {
 
     /// Bit for bit tract's own `Resize::eval`, for each interpolator (window 2 and 4), coordinate
     /// transform, element type (f32, u8, i8, quantized u8 as the int8 model's maps and quantized
-    /// i8) and for either
-    /// axis alone, upsampling, downsampling and non-integer scales.
+    /// i8), for either axis alone, upsampling, downsampling and non-integer scales.
     #[test]
     fn resizes_as_tract_does_bit_for_bit() {
         let (c, h, w) = (3, 7, 9);

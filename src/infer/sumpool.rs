@@ -11,7 +11,6 @@
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::OptSumPool;
-use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 /// tract's `OptSumPool` for f32 maps `[1,] C, H, W`, stride 1, no dilation, the divisor (where it
@@ -32,19 +31,12 @@ impl RowSumPool {
         let spec = &op.pool_spec;
         if op.count_include_pad
             || input.datum_type != f32::datum_type()
-            || spec.kernel_shape.len() != 2
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || spec.strides().iter().any(|&s| s != 1)
+            || !super::is_2d_unit_stride(spec)
             || spec.dilations().iter().any(|&d| d != 1)
         {
             return None;
         }
-        let shape = input.shape.as_concrete()?;
-        let rank = shape.len();
-        if rank < 3 || shape[..rank - 3].iter().product::<usize>() != 1 {
-            return None;
-        }
-        let (channels, h, w) = (shape[rank - 3], shape[rank - 2], shape[rank - 1]);
+        let (channels, h, w) = super::one_chw_image(input)?;
         let padding = spec.computed_padding(&[h, w]);
         let output = (padding[0].convoluted, padding[1].convoluted);
         let kernel = (spec.kernel_shape[0], spec.kernel_shape[1]);
@@ -160,12 +152,11 @@ impl EvalOp for RowSumPool {
 
 impl TypedOp for RowSumPool {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rank = inputs[0].rank();
-        ensure!(rank >= 3, "RowSumPool needs at least 3 axes");
-        let mut shape = inputs[0].shape.to_tvec();
-        shape[rank - 2] = self.output.0.into();
-        shape[rank - 1] = self.output.1.into();
-        Ok(tvec!(f32::fact(shape)))
+        Ok(tvec!(super::with_last_two_axes(
+            inputs[0],
+            f32::datum_type(),
+            self.output
+        )?))
     }
 
     as_op!();
@@ -175,6 +166,7 @@ impl TypedOp for RowSumPool {
 mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec, SumPool};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
 
     /// Bit for bit tract's own `OptSumPool`, with windows larger than the map's edges allow (so
     /// the counts vary along both axes), same-size and valid padding, mean and sum.
