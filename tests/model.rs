@@ -343,6 +343,15 @@ fn run_flat(
         .collect()
 }
 
+/// How many nodes of `model` run the operator called `name`.
+fn count_ops(model: &tract_onnx::prelude::TypedModel, name: &str) -> usize {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| n.op().name() == name)
+        .count()
+}
+
 /// How many values of `a` and `b`, side by side, differ bit for bit.
 fn bits_differ(a: &[f32], b: &[f32]) -> usize {
     a.iter()
@@ -404,9 +413,7 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
         let info = partguard::infer::read_model_info(&path).unwrap();
         let (h, w) = (info.input.height, info.input.width);
         let (plain, prepared) = plain_and_prepared(&path, (h, w));
-        let count =
-            |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op().name() == name).count();
-        let im2col = count(&plain, "Im2col");
+        let im2col = count_ops(&plain, "Im2col");
         assert!(im2col > 0, "{file}: tract's plan has no Im2col");
         let left: Vec<String> = prepared
             .nodes()
@@ -422,7 +429,7 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
             })
             .collect();
         assert!(left.is_empty(), "{file}: Im2col left: {left:?}");
-        assert_eq!(count(&prepared, "RowIm2Col"), im2col, "{file}");
+        assert_eq!(count_ops(&prepared, "RowIm2Col"), im2col, "{file}");
         // a varied image: ramps and a checker pattern, different in each channel
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
@@ -448,13 +455,14 @@ fn bilinear_resizes_row_by_row_give_tract_own_values() {
         ] {
             let precision = format!("{precision} {}", path.display());
             let (plain, prepared) = plain_and_prepared(&path, (128, 128));
-            let count = |m: &TypedModel, name: &str| {
-                m.nodes().iter().filter(|n| n.op().name() == name).count()
-            };
-            let resizes = count(&plain, "Resize");
+            let resizes = count_ops(&plain, "Resize");
             assert!(resizes > 0, "{precision}: tract's plan has no Resize");
-            assert_eq!(count(&prepared, "Resize"), 0, "{precision}: Resize left");
-            assert_eq!(count(&prepared, "RowResize"), resizes, "{precision}");
+            assert_eq!(
+                count_ops(&prepared, "Resize"),
+                0,
+                "{precision}: Resize left"
+            );
+            assert_eq!(count_ops(&prepared, "RowResize"), resizes, "{precision}");
             let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
                 ((x * 5 + y * 9 + c * 70 + ((x / 8 + y / 8) % 2) * 60) % 256) as f32 / 255.0
             });
@@ -481,12 +489,14 @@ fn score_window_summed_row_by_row_gives_tract_own_values() {
         let info = partguard::infer::read_model_info(&path).unwrap();
         let (h, w) = (info.input.height, info.input.width);
         let (plain, prepared) = plain_and_prepared(&path, (h, w));
-        let count =
-            |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op().name() == name).count();
         let file = path.display();
-        assert_eq!(count(&plain, "OptSumPool"), 1, "{file}");
-        assert_eq!(count(&prepared, "OptSumPool"), 0, "{file}: OptSumPool left");
-        assert_eq!(count(&prepared, "RowSumPool"), 1, "{file}");
+        assert_eq!(count_ops(&plain, "OptSumPool"), 1, "{file}");
+        assert_eq!(
+            count_ops(&prepared, "OptSumPool"),
+            0,
+            "{file}: OptSumPool left"
+        );
+        assert_eq!(count_ops(&prepared, "RowSumPool"), 1, "{file}");
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 11 + y * 5 + c * 40 + ((x / 6 + y / 6) % 2) * 80) % 256) as f32 / 255.0
         });
