@@ -46,7 +46,7 @@ ci)
     t --test reject actuator
     t --test cli -- check_reports config_errors missing_camera
     echo "== aarch64, QEMU_CPU=cortex-a72"
-    QEMU_CPU=cortex-a72 t --test model -- --nocapture outputs_match int8_patches
+    QEMU_CPU=cortex-a72 t --test model -- --nocapture outputs_match int8_patches int8_products
     onnxruntime
     ;;
 full)

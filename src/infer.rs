@@ -49,6 +49,7 @@ pub mod contract;
 pub mod im2col;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
+pub mod products;
 pub mod resize;
 pub mod sumpool;
 pub mod upsample;
@@ -259,6 +260,7 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
     upsample_bytes_by_row_copies(&mut model)?;
     let mut model = model.into_optimized()?;
     patches_by_panels(&mut model)?;
+    products_by_partial_sums(&mut model)?;
     resizes_by_rows(&mut model)?;
     score_window_by_rows(&mut model)?;
     Ok(model)
@@ -360,6 +362,34 @@ fn patches_by_panels(model: &mut TypedModel) -> TractResult<()> {
                     return Ok(None);
                 };
                 TypedModelPatch::replace_single_op(model, node, &node.inputs, ours).map(Some)
+            },
+        )
+        .rewrite(&(), model)
+}
+
+/// On Arm cores without 8-bit dot products tract multiplies the int8 convolutions' bytes one
+/// widened element at a time (models/HISTORY.md, "the int8 products on cores without dot
+/// products"); the engine computes the products with 16-bit partial sums
+/// ([`products::Int8Products`]) and leaves the rest of the matmul (bias, zero points, scale,
+/// store) to tract's own `OptMatMul`. Runs after [`patches_by_panels`]; elsewhere nothing matches.
+fn products_by_partial_sums(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    Rewriter::<()>::default()
+        .with_rule_for::<OptMatMul>(
+            "int8 products by 16-bit partial sums",
+            |_ctx, model, node, _name, op| {
+                let facts = model.node_input_facts(node.id)?;
+                let Some((ours, b_ix)) = products::Int8Products::replacing(op, &facts) else {
+                    return Ok(None);
+                };
+                let mut patch = TypedModelPatch::default();
+                let mut inputs = patch.taps(model, &node.inputs)?;
+                let name = format!("{}.products", node.name);
+                inputs[b_ix] = patch.wire_node(name, ours, &[inputs[b_ix]])?[0];
+                let fed = products::Int8Products::feeding(op, b_ix);
+                let out = patch.wire_node(&node.name, fed, &inputs)?[0];
+                patch.shunt_outside(model, node.id.into(), out)?;
+                Ok(Some(patch))
             },
         )
         .rewrite(&(), model)

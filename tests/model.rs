@@ -441,6 +441,44 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
     }
 }
 
+/// On aarch64 cores without 8-bit dot products (Cortex-A72, under `QEMU_CPU=cortex-a72`) the
+/// engine's preparation computes the int8 convolutions' products with 16-bit partial sums and feeds
+/// them to tract's own matmul, and computes exactly what tract's own plan computes, on the same
+/// three int8 models as above. Elsewhere (x86, dot-product cores) tract's kernels read other
+/// layouts and no node is taken.
+#[test]
+fn int8_products_by_partial_sums_give_tract_own_values() {
+    use tract_onnx::prelude::*;
+    #[cfg(target_arch = "aarch64")]
+    let without_dot = !std::arch::is_aarch64_feature_detected!("dotprod");
+    #[cfg(not(target_arch = "aarch64"))]
+    let without_dot = false;
+    for file in [
+        "tests/data/tract_conv3x3_int8.onnx",
+        "models/bottle_sspcab_int8.onnx",
+        "tests/data/screw_aligned_int8.onnx",
+    ] {
+        let path = common::root().join(file);
+        let info = partguard::infer::read_model_info(&path).unwrap();
+        let (h, w) = (info.input.height, info.input.width);
+        let (plain, prepared) = plain_and_prepared(&path, (h, w));
+        let products = count_ops(&prepared, "Int8Products");
+        if !without_dot {
+            assert_eq!(products, 0, "{file}");
+            continue;
+        }
+        // every int8 convolution's matmul: one per tract Im2col
+        assert_eq!(products, count_ops(&plain, "Im2col"), "{file}");
+        let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
+            ((x * 13 + y * 7 + c * 60 + ((x / 5 + y / 3) % 2) * 70) % 256) as f32 / 255.0
+        });
+        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
+        assert_eq!(a.len(), h * w + 1, "{file}");
+        let differ = bits_differ(&a, &b);
+        assert_eq!(differ, 0, "{file}: {differ} values differ");
+    }
+}
+
 /// The engine's preparation resizes row by row instead of tract's value-by-value `Resize` (the
 /// shipped network's bilinear upsamplings) and computes exactly what tract's own plan computes,
 /// on the shipped bottle model and on the upstream reproducer, in int8 (quantized byte maps) and
