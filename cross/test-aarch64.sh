@@ -7,7 +7,8 @@
 #     cortex-a76: unit tests; config, convert, preprocess, replay, schedule; the model tests (both
 #                 shipped models on the samples, outputs against the x86_64 reference); the reject
 #                 actuator thread in real time; the aarch64 binary's check and error paths;
-#     cortex-a72: the outputs against the x86_64 reference;
+#     cortex-a72: the outputs against the x86_64 reference, the engine's int8 ops against tract's,
+#                 one thread against three;
 #     onnxruntime engine (feature onnxruntime, dynamically linked, PyPI aarch64 libonnxruntime.so):
 #                 tract vs ONNX Runtime on two samples, f32 and int8 (tests/engines.rs).
 #   cross/test-aarch64.sh full   the whole suite on cortex-a76, then the model tests on cortex-a72
@@ -46,7 +47,7 @@ ci)
     t --test reject actuator
     t --test cli -- check_reports config_errors missing_camera
     echo "== aarch64, QEMU_CPU=cortex-a72"
-    QEMU_CPU=cortex-a72 t --test model -- --nocapture outputs_match int8_patches int8_products
+    QEMU_CPU=cortex-a72 t --test model -- --nocapture outputs_match int8_patches int8_products multithreaded
     onnxruntime
     ;;
 full)
