@@ -219,10 +219,21 @@ impl RowIm2Col {
 fn interleave4(dst: &mut [u8], rows: [&[u8]; 4]) {
     let lanes = dst.len() / 4;
     assert!(rows.iter().all(|row| row.len() >= lanes));
+    let done = interleave4_by_8(dst, rows, lanes);
+    let [r0, r1, r2, r3] = rows.map(|row| &row[done..lanes]);
+    let quads = r0.iter().zip(r1).zip(r2).zip(r3);
+    for (quad, (((&a, &b), &c), &d)) in dst[4 * done..].chunks_exact_mut(4).zip(quads) {
+        quad.copy_from_slice(&[a, b, c, d]);
+    }
+}
+
+/// [`interleave4`]'s first `lanes / 8 * 8` lanes with `st4`; returns how many it wrote.
+#[cfg(target_arch = "aarch64")]
+fn interleave4_by_8(dst: &mut [u8], rows: [&[u8]; 4], lanes: usize) -> usize {
+    use std::arch::aarch64::{uint8x8x4_t, vld1_u8, vst4_u8};
+    assert!(dst.len() >= 4 * lanes && rows.iter().all(|row| row.len() >= lanes));
     let mut done = 0;
-    #[cfg(target_arch = "aarch64")]
     while lanes - done >= 8 {
-        use std::arch::aarch64::{uint8x8x4_t, vld1_u8, vst4_u8};
         // SAFETY: NEON is part of aarch64; 8 bytes read from each row at `done` and 32 written
         // to `dst` at 4 * done, inside the lengths checked above (`done + 8 <= lanes`).
         unsafe {
@@ -234,10 +245,13 @@ fn interleave4(dst: &mut [u8], rows: [&[u8]; 4]) {
         }
         done += 8;
     }
-    for (j, quad) in dst[4 * done..].chunks_exact_mut(4).enumerate() {
-        let j = done + j;
-        quad.copy_from_slice(&[rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
-    }
+    done
+}
+
+/// Elsewhere the plain loop (vectorized by LLVM) does it all.
+#[cfg(not(target_arch = "aarch64"))]
+fn interleave4_by_8(_dst: &mut [u8], _rows: [&[u8]; 4], _lanes: usize) -> usize {
+    0
 }
 
 /// `dst.copy_from_slice(src)`, with the whole panel row of 8 bytes (the aarch64 kernels' r) as one
