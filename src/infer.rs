@@ -50,6 +50,7 @@ pub mod im2col;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod products;
+pub mod quantize;
 pub mod resize;
 pub mod sumpool;
 pub mod upsample;
@@ -261,6 +262,7 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
     let mut model = model.into_optimized()?;
     patches_by_panels(&mut model)?;
     products_by_partial_sums(&mut model)?;
+    quantize_vectorized(&mut model)?;
     resizes_by_rows(&mut model)?;
     score_window_by_rows(&mut model)?;
     Ok(model)
@@ -392,6 +394,26 @@ fn products_by_partial_sums(model: &mut TypedModel) -> TractResult<()> {
                 Ok(Some(patch))
             },
         )
+        .rewrite(&(), model)
+}
+
+/// tract quantizes the int8 model's f32 maps one value at a time through a rounding no compiler
+/// vectorizes; the engine computes the same values with `round_ties_even`
+/// ([`quantize::VecQuantize`]).
+fn quantize_vectorized(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+    use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
+    Rewriter::<()>::default()
+        .with_rule_for::<ElementWiseOp>("quantize vectorized", |_ctx, model, node, _name, op| {
+            let Some(quantize) = op.0.downcast_ref::<QuantizeLinearU8>() else {
+                return Ok(None);
+            };
+            if model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
+                return Ok(None);
+            }
+            let ours = quantize::VecQuantize::replacing(quantize, &node.outputs[0].fact);
+            TypedModelPatch::replace_single_op(model, node, &node.inputs, ours).map(Some)
+        })
         .rewrite(&(), model)
 }
 

@@ -398,7 +398,8 @@ fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
 }
 
 /// The engine's preparation writes the int8 convolutions' patches into the matmul's panels panel by
-/// panel instead of tract's value-by-value `Im2col`, and computes exactly what tract's own plan
+/// panel instead of tract's value-by-value `Im2col` (and quantizes the f32 maps in a vectorized
+/// loop instead of tract's scalar one), and computes exactly what tract's own plan
 /// computes: on the two-convolution reproducer, the shipped bottle model (128x128) and the aligned
 /// screw model (64x240, whose deeper maps are 30 and 15 wide: rows that end inside a panel).
 #[test]
@@ -430,6 +431,10 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
             .collect();
         assert!(left.is_empty(), "{file}: Im2col left: {left:?}");
         assert_eq!(count_ops(&prepared, "RowIm2Col"), im2col, "{file}");
+        // and quantizes the f32 maps in a vectorized loop
+        let quantize = count_ops(&plain, "QuantizeLinearU8");
+        assert!(quantize > 0, "{file}: tract's plan has no QuantizeLinearU8");
+        assert_eq!(count_ops(&prepared, "VecQuantize"), quantize, "{file}");
         // a varied image: ramps and a checker pattern, different in each channel
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
