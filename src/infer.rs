@@ -398,7 +398,7 @@ fn products_by_partial_sums(model: &mut TypedModel) -> TractResult<()> {
 }
 
 /// tract quantizes the int8 model's f32 maps one value at a time through a rounding no compiler
-/// vectorizes; the engine computes the same values with `round_ties_even`
+/// vectorizes; the engine computes the same values in a loop that vectorizes
 /// ([`quantize::VecQuantize`]).
 fn quantize_vectorized(model: &mut TypedModel) -> TractResult<()> {
     use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;

@@ -11,7 +11,7 @@
 //! `AddUnicast` tract uses when it fuses an addition into a product, in place of its `AddMatMul`,
 //! so tract's bias, zero-point sums, scaling, rounding, clamp and store stay as they are, and the
 //! values are tract's bit for bit (`tests/model.rs`). A node is taken only where no sum of four
-//! products can leave 16 bits, checked on its weights (`export.py`'s 7-bit weights, -64..63,
+//! products can leave 16 bits, checked on its weights (`export.py`'s 7-bit weights, -64..=64,
 //! overflow only if four weights of a group are all -64).
 
 use std::borrow::Cow;
@@ -64,6 +64,11 @@ impl Int8Products {
             return None;
         }
         let mmm = &op.mmm[0];
+        // the 8x8 kernel without dot products (not the `_dot` one, not SVE's `sve_mmm_i32_8x8`,
+        // which read the same panels)
+        if mmm.name() != "arm64simd_mmm_i32_8x8" {
+            return None;
+        }
         let Some(ProtoFusedSpec::AddMatMul {
             geo,
             a,
@@ -154,23 +159,7 @@ impl Int8Products {
         if bytes.len() < m.div_ceil(R) * a.panel_bytes {
             return None;
         }
-        let groups = k.div_ceil(KG);
-        let mut weights = vec![0i8; m.div_ceil(MB) * groups * BLOCK_GROUP];
-        for row in 0..m {
-            let (block, mi) = (row / MB, row % MB);
-            for g in 0..groups {
-                let group: Vec<i8> = (g * KG..k.min(g * KG + KG))
-                    .map(|kk| weight(row, kk))
-                    .collect();
-                if !partial_sums_fit(&group) {
-                    return None;
-                }
-                for (j, &w) in group.iter().enumerate() {
-                    let at = (block * groups + g) * BLOCK_GROUP + mi * KG * R + j * R;
-                    weights[at..at + R].fill(w);
-                }
-            }
-        }
+        let weights = laid_out(m, k, weight)?;
         let fact = i32::datum_type().fact(shape);
         let ours = Int8Products {
             m,
@@ -180,6 +169,47 @@ impl Int8Products {
             fact,
         };
         Some((ours, *b_ix))
+    }
+
+    /// The products against `patches` (tract's panels), on tract's pool where it has one.
+    fn products(&self, patches: &EagerPackedInput) -> TractResult<Tensor> {
+        ensure!(
+            patches.k() == self.k && patches.mn() == self.n && patches.panel_bytes >= self.k * R,
+            "Int8Products: patches k {} n {} panel {} bytes, expected k {} n {}",
+            patches.k(),
+            patches.mn(),
+            patches.panel_bytes,
+            self.k,
+            self.n
+        );
+        let bytes = patches.packed.as_bytes();
+        let needed = (self.n.div_ceil(R) - 1) * patches.panel_bytes + self.k * R;
+        ensure!(
+            bytes.len() >= needed,
+            "Int8Products: {} bytes of patches, {needed} needed",
+            bytes.len()
+        );
+        let shape = self
+            .fact
+            .shape
+            .as_concrete()
+            .context("Int8Products: symbolic shape")?;
+        let mut out = Tensor::zero::<i32>(shape)?;
+        let mut plain = out.try_as_plain_ram_mut()?;
+        let rows = plain.as_slice_mut::<i32>()?;
+        let (panels, panel_bytes) = self.whole_groups(bytes, patches.panel_bytes);
+        let write =
+            |(b, chunk): (usize, &mut [i32])| self.write_rows(b * MB, chunk, &panels, panel_bytes);
+        let block_len = MB * self.n;
+        use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
+        match current_tract_executor() {
+            Executor::MultiThread(pool) => {
+                use rayon::prelude::*;
+                pool.install(|| rows.par_chunks_mut(block_len).enumerate().for_each(write))
+            }
+            _ => rows.chunks_mut(block_len).enumerate().for_each(write),
+        }
+        Ok(out)
     }
 
     /// `op` with its `AddMatMul` replaced by the addition of these products, read from input
@@ -227,6 +257,29 @@ impl Int8Products {
             }
         }
     }
+}
+
+/// The `m x k` weights `weight(row, k)` as [`Int8Products::weights`] holds them, or `None` if a
+/// group of four could leave 16 bits ([`partial_sums_fit`]).
+fn laid_out(m: usize, k: usize, weight: impl Fn(usize, usize) -> i8) -> Option<Vec<i8>> {
+    let groups = k.div_ceil(KG);
+    let mut weights = vec![0i8; m.div_ceil(MB) * groups * BLOCK_GROUP];
+    for row in 0..m {
+        let (block, mi) = (row / MB, row % MB);
+        for g in 0..groups {
+            let group: Vec<i8> = (g * KG..k.min(g * KG + KG))
+                .map(|kk| weight(row, kk))
+                .collect();
+            if !partial_sums_fit(&group) {
+                return None;
+            }
+            for (j, &w) in group.iter().enumerate() {
+                let at = (block * groups + g) * BLOCK_GROUP + mi * KG * R + j * R;
+                weights[at..at + R].fill(w);
+            }
+        }
+    }
+    Some(weights)
 }
 
 /// Whether every sum of these weights' products with patch bytes (-128..=127) fits 16 bits, as
@@ -392,43 +445,7 @@ impl EvalOp for Int8Products {
             .value()
             .downcast_ref::<EagerPackedInput>()
             .context("Int8Products: patches not eagerly packed")?;
-        ensure!(
-            patches.k() == self.k && patches.mn() == self.n && patches.panel_bytes >= self.k * R,
-            "Int8Products: patches k {} n {} panel {} bytes, expected k {} n {}",
-            patches.k(),
-            patches.mn(),
-            patches.panel_bytes,
-            self.k,
-            self.n
-        );
-        let bytes = patches.packed.as_bytes();
-        let needed = (self.n.div_ceil(R) - 1) * patches.panel_bytes + self.k * R;
-        ensure!(
-            bytes.len() >= needed,
-            "Int8Products: {} bytes of patches, {needed} needed",
-            bytes.len()
-        );
-        let shape = self
-            .fact
-            .shape
-            .as_concrete()
-            .context("Int8Products: symbolic shape")?;
-        let mut out = Tensor::zero::<i32>(shape)?;
-        let mut plain = out.try_as_plain_ram_mut()?;
-        let rows = plain.as_slice_mut::<i32>()?;
-        let (panels, panel_bytes) = self.whole_groups(bytes, patches.panel_bytes);
-        let write =
-            |(b, chunk): (usize, &mut [i32])| self.write_rows(b * MB, chunk, &panels, panel_bytes);
-        let block_len = MB * self.n;
-        use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
-        match current_tract_executor() {
-            Executor::MultiThread(pool) => {
-                use rayon::prelude::*;
-                pool.install(|| rows.par_chunks_mut(block_len).enumerate().for_each(write))
-            }
-            _ => rows.chunks_mut(block_len).enumerate().for_each(write),
-        }
-        Ok(tvec!(out.into_tvalue()))
+        Ok(tvec!(self.products(patches)?.into_tvalue()))
     }
 
     op_out_of_plan!();
@@ -446,11 +463,51 @@ impl TypedOp for Int8Products {
 mod tests {
     use super::*;
 
-    /// Four 7-bit weights fit unless all four are -64 (4 x -64 x -128 = 32768); 8-bit ones need
+    /// The op's products against tract's own packing of the patches (8-lane i8 panels aligned
+    /// to 16 with a padding record, so panels are longer than k x 8), with k = 27 (not a multiple
+    /// of 4: the whole-groups copy), n = 13 (an odd number of panels, the last one partial) and
+    /// m = 5 (a partial block of rows), against the plain matrix product.
+    #[test]
+    fn products_of_tract_packed_patches_are_the_matrix_product() {
+        use tract_onnx::prelude::tract_ndarray::Array2;
+        let (m, k, n) = (5usize, 27usize, 13usize);
+        let w = |row: usize, kk: usize| ((row * 37 + kk * 11) % 129) as i32 - 64;
+        let b = |kk: usize, col: usize| ((kk * 71 + col * 23 + 5) % 256) as i32 - 128;
+        let weights = laid_out(m, k, |row, kk| w(row, kk) as i8).unwrap();
+        let patches = Array2::from_shape_fn((k, n), |(kk, col)| b(kk, col) as i8).into_tensor();
+        let format = PackedFormat::new(i8::datum_type(), R, 16).with_end_padding_record(1);
+        let packed = format.pack_tensor(&patches, 0, 1).unwrap();
+        let packed = packed.downcast_ref::<EagerPackedInput>().unwrap();
+        assert!(
+            packed.panel_bytes > k * R,
+            "{} bytes per panel",
+            packed.panel_bytes
+        );
+        let op = Int8Products {
+            m,
+            k,
+            n,
+            weights: Arc::new(weights),
+            fact: i32::fact([1, 1, m, n]),
+        };
+        let out = op.products(packed).unwrap();
+        let plain = out.try_as_plain_ram().unwrap();
+        let values = plain.as_slice::<i32>().unwrap();
+        for row in 0..m {
+            for col in 0..n {
+                let expected: i32 = (0..k).map(|kk| w(row, kk) * b(kk, col)).sum();
+                assert_eq!(values[row * n + col], expected, "row {row} col {col}");
+            }
+        }
+    }
+
+    /// Four of export.py's weights (-64..=64) fit unless all four are -64 (4 x -64 x -128 = 32768;
+    /// 4 x 64 x -128 = -32768 fits); 8-bit ones need
     /// smaller neighbours.
     #[test]
     fn sums_of_four_products_fit_16_bits_only_where_they_can() {
         assert!(partial_sums_fit(&[63, 63, 63, 63]));
+        assert!(partial_sums_fit(&[64, 64, 64, 64]));
         assert!(partial_sums_fit(&[-64, -64, -64, 63]));
         assert!(partial_sums_fit(&[-64, -64, -64]));
         assert!(!partial_sums_fit(&[-64, -64, -64, -64]));

@@ -4,9 +4,10 @@
 //! `round_ties_to_even` (bit tests and two additions of 2^23 per value), which no compiler
 //! vectorizes: 4% of the shipped int8 frame on an emulated Cortex-A76 (models/HISTORY.md, "the
 //! int8 products on cores without dot products"). [`VecQuantize`] computes the same
-//! `clamp(round_half_even(x * scale) + zero_point, 0, 255)` with the rounding written without
-//! branches (4 values per instruction on aarch64 and on x86-64's baseline): the same value for
-//! every f32, NaN and infinities included (`cargo test --lib quantize`, and bit for bit on the
+//! `clamp(round_half_even(x * scale) + zero_point, 0, 255)` (the addition wrapping as tract's does
+//! in a release build, for products past 2^31) with a rounding that compiles to vector selects
+//! (4 values per instruction on aarch64 and on x86-64's baseline): the same value for every f32,
+//! NaN and infinities included (`cargo test --lib quantize`, and bit for bit on the
 //! models in `tests/model.rs`).
 
 use tract_onnx::tract_core::internal::*;
@@ -46,14 +47,17 @@ impl VecQuantize {
     fn quantize(&self, xs: &[f32], ys: &mut [u8]) {
         let zp = i32::from(self.zero_point);
         for (y, &x) in ys.iter_mut().zip(xs) {
-            *y = (round_half_even(x * self.scale) as i32 + zp).clamp(0, 255) as u8;
+            // wrapping as tract's op does in a release build (`as i32` saturates at 2^31)
+            *y = (round_half_even(x * self.scale) as i32)
+                .wrapping_add(zp)
+                .clamp(0, 255) as u8;
         }
     }
 }
 
 /// `x.round_ties_even()` in operations every SIMD level has: below 2^23 in magnitude, adding and
 /// subtracting 2^23 rounds to an integer, half to even, in the default rounding mode (tract's own
-/// way, without its branches); from 2^23 on, and NaN, `x` itself. `round_ties_even` would call
+/// way; the choice compiles to a vector select, not a branch); from 2^23 on, and NaN, `x` itself. `round_ties_even` would call
 /// `roundevenf` per value on x86-64's baseline (SSE2 has no rounding instruction).
 #[inline]
 fn round_half_even(x: f32) -> f32 {
@@ -126,14 +130,21 @@ mod tests {
             8_388_607.5,
             8_388_608.0,
             -8_388_609.0,
-            1e30,
+            1e8,
             -1e30,
-            f32::INFINITY,
             f32::NEG_INFINITY,
             f32::NAN,
             f32::MIN_POSITIVE,
+            1e-45,
         ]);
+        // past 2^31 tract's `as i32 + zero_point` overflows (a panic in a debug build, a wrap in
+        // release): only where the zero point is 0
+        let huge = [1e30f32, f32::INFINITY];
         for (scale, zero_point) in [(1.0f32, 128u8), (0.37, 0), (3.0, 255)] {
+            let mut xs = xs.clone();
+            if zero_point == 0 {
+                xs.extend(huge);
+            }
             let theirs = QuantizeLinearU8 { scale, zero_point };
             let input = tensor1(&xs);
             let expected = theirs.eval_out_of_place(&input, None).unwrap();
