@@ -352,6 +352,21 @@ fn count_ops(model: &tract_onnx::prelude::TypedModel, name: &str) -> usize {
         .count()
 }
 
+/// Runs tract's own plan and the engine's on `image`: both give the anomaly map (one value per
+/// pixel) and the score, bit for bit.
+fn assert_same_values(
+    label: &str,
+    plain: tract_onnx::prelude::TypedModel,
+    prepared: tract_onnx::prelude::TypedModel,
+    image: &tract_onnx::prelude::tract_ndarray::Array4<f32>,
+) {
+    let (h, w) = (image.shape()[2], image.shape()[3]);
+    let (a, b) = (run_flat(plain, image), run_flat(prepared, image));
+    assert_eq!(a.len(), h * w + 1, "{label}");
+    let differ = bits_differ(&a, &b);
+    assert_eq!(differ, 0, "{label}: {differ} values differ");
+}
+
 /// How many values of `a` and `b`, side by side, differ bit for bit.
 fn bits_differ(a: &[f32], b: &[f32]) -> usize {
     a.iter()
@@ -392,9 +407,7 @@ fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
     let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
         ((x * 2 + y * 3 + c * 50) % 256) as f32 / 255.0
     });
-    let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
-    assert_eq!(a.len(), 128 * 128 + 1);
-    assert_eq!(bits_differ(&a, &b), 0, "maps differ");
+    assert_same_values("maps", plain, prepared, &image);
 }
 
 /// The engine's preparation writes the int8 convolutions' patches into the matmul's panels panel by
@@ -439,10 +452,7 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
         });
-        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
-        assert_eq!(a.len(), h * w + 1, "{file}");
-        let differ = bits_differ(&a, &b);
-        assert_eq!(differ, 0, "{file}: {differ} values differ");
+        assert_same_values(file, plain, prepared, &image);
     }
 }
 
@@ -477,10 +487,7 @@ fn int8_products_by_partial_sums_give_tract_own_values() {
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 13 + y * 7 + c * 60 + ((x / 5 + y / 3) % 2) * 70) % 256) as f32 / 255.0
         });
-        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
-        assert_eq!(a.len(), h * w + 1, "{file}");
-        let differ = bits_differ(&a, &b);
-        assert_eq!(differ, 0, "{file}: {differ} values differ");
+        assert_same_values(file, plain, prepared, &image);
     }
 }
 
@@ -509,10 +516,7 @@ fn bilinear_resizes_row_by_row_give_tract_own_values() {
             let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
                 ((x * 5 + y * 9 + c * 70 + ((x / 8 + y / 8) % 2) * 60) % 256) as f32 / 255.0
             });
-            let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
-            assert_eq!(a.len(), 128 * 128 + 1, "{precision}");
-            let differ = bits_differ(&a, &b);
-            assert_eq!(differ, 0, "{precision}: {differ} values differ");
+            assert_same_values(&precision, plain, prepared, &image);
         }
     }
 }
@@ -543,9 +547,6 @@ fn score_window_summed_row_by_row_gives_tract_own_values() {
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 11 + y * 5 + c * 40 + ((x / 6 + y / 6) % 2) * 80) % 256) as f32 / 255.0
         });
-        let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
-        assert_eq!(a.len(), h * w + 1, "{file}");
-        let differ = bits_differ(&a, &b);
-        assert_eq!(differ, 0, "{file}: {differ} values differ");
+        assert_same_values(&file.to_string(), plain, prepared, &image);
     }
 }
