@@ -56,6 +56,22 @@ def test_validation_defects_are_small_and_on_the_part() -> None:
     assert kinds == ["scratch", "spot"] and out.shape[0] == 2
 
 
+def test_scratches_start_on_the_part_wherever_it_lies() -> None:
+    # a small part away from the frame's diagonal, in a wide frame (an aligned screw is 64 x 240):
+    # a scratch started at the part pixel's (column, row) instead of (row, column) would start
+    # off the part, or outside the frame and leave it untouched (the bug until 2026-12-03)
+    img = np.full((64, 240, 3), 0.8, np.float32)
+    img[8:24, 150:200] = 0.3
+    part = np.zeros(img.shape[:2], bool)
+    part[8:24, 150:200] = True
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        for scale in (verdict.DefectScale(), verdict.DefectScale(1.9, 243.0)):
+            out = verdict.validation_defect(img, "scratch", rng, scale=scale)
+            changed = np.abs(out - img).max(-1) > 0.05
+            assert changed[part].any(), (seed, scale)
+
+
 def test_validation_defects_keep_their_size_on_the_part_at_a_finer_input_scale() -> None:
     img = np.full((80, 128, 3), 0.8, np.float32)
     img[20:60, 30:100] = 0.3

@@ -133,7 +133,7 @@ def validation_defect(img: np.ndarray, kind: str, rng: np.random.Generator,
         up = 4  # drawn at 4x and averaged down: anti-aliased edges
         canvas = Image.new("L", (w * up, h * up), 0)
         length = rng.uniform(0.1, 0.3) * side
-        points = [(cx, cy)]
+        points = [(cy, cx)]  # (row, column), from the part pixel drawn above
         angle = rng.uniform(0, np.pi)
         for _ in range(2):  # two segments, slightly bent
             angle += rng.uniform(-0.4, 0.4)
