@@ -48,7 +48,7 @@ pub fn list(fd: i32, device: &Path) -> Result<Vec<CameraControl>, CaptureError> 
             .name
             .iter()
             .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
+            .map(|&c| c.to_ne_bytes()[0]) // c_char is i8 on x86_64, u8 on aarch64
             .collect();
         let name = String::from_utf8_lossy(&name_bytes).into_owned();
         let kind = match q.type_ {
