@@ -46,6 +46,7 @@ pub enum ModelError {
 }
 
 pub mod contract;
+pub mod conv;
 pub mod im2col;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
@@ -259,6 +260,7 @@ pub fn typed_for_contract(
 pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
     upsample_bytes_by_row_copies(&mut model)?;
+    f32_convolutions_direct(&mut model)?;
     let mut model = model.into_optimized()?;
     patches_by_panels(&mut model)?;
     products_by_partial_sums(&mut model)?;
@@ -414,6 +416,43 @@ fn quantize_vectorized(model: &mut TypedModel) -> TractResult<()> {
             let ours = quantize::VecQuantize::replacing(quantize, &node.outputs[0].fact);
             TypedModelPatch::replace_single_op(model, node, &node.inputs, ours).map(Some)
         })
+        .rewrite(&(), model)
+}
+
+/// tract runs the f32 3x3 convolutions at 14-34 GMAC/s on an AVX-512 core (models/HISTORY.md,
+/// "tract's f32 on x86"); there the engine computes them directly over a padded copy of the map
+/// ([`conv::F32Conv3x3`], within f32 rounding of tract's values). Runs on the decluttered model,
+/// where `Conv` still holds its kernel and bias as constant inputs; elsewhere nothing matches.
+/// Not in int8 networks: there their few f32 convolutions (the first ones, 1.5% of the shipped
+/// network's MACs) feed a quantization, where another rounding of the sums moves some bytes by a
+/// step, and the int8 figures are tract's own bit for bit. Public for the tests, which compare
+/// the engine's other ops with tract's plan bit for bit.
+pub fn f32_convolutions_direct(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::cnn::Conv;
+    let quantized = model
+        .nodes()
+        .iter()
+        .any(|n| n.op_as::<Conv>().is_some_and(|c| c.q_params.is_some()));
+    if quantized {
+        return Ok(());
+    }
+    Rewriter::<()>::default()
+        .with_rule_for::<Conv>(
+            "f32 3x3 convolutions direct",
+            |_ctx, model, node, _name, op| {
+                let facts = model.node_input_facts(node.id)?;
+                let (Some(kernel), Some(bias)) = (
+                    facts.get(1).and_then(|f| f.konst.as_ref()),
+                    facts.get(2).and_then(|f| f.konst.as_ref()),
+                ) else {
+                    return Ok(None);
+                };
+                let Some(ours) = conv::F32Conv3x3::replacing(op, facts[0], kernel, bias) else {
+                    return Ok(None);
+                };
+                TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], ours).map(Some)
+            },
+        )
         .rewrite(&(), model)
 }
 
