@@ -420,7 +420,8 @@ fn quantize_vectorized(model: &mut TypedModel) -> TractResult<()> {
 }
 
 /// tract runs the f32 3x3 convolutions at 14-34 GMAC/s on an AVX-512 core (models/HISTORY.md,
-/// "tract's f32 on x86"); there the engine computes them directly over a padded copy of the map
+/// "tract's f32 on x86"); on x86-64 cores with AVX-512 or AVX2 the engine computes them directly
+/// over a padded copy of the map
 /// ([`conv::F32Conv3x3`], within f32 rounding of tract's values). Runs on the decluttered model,
 /// where `Conv` still holds its kernel and bias as constant inputs; elsewhere nothing matches.
 /// Not in int8 networks: there their few f32 convolutions (the first ones, 1.5% of the shipped

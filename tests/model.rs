@@ -304,7 +304,7 @@ fn upstream_reproducers_follow_the_contract_and_int8_tracks_f32() {
 }
 
 /// tract's own plan and the engine's (`prepare_for_tract`) for the model at `path`, for an input
-/// of `hw`. tract's plan takes the engine's f32 3x3 convolutions where this core does (AVX-512):
+/// of `hw`. tract's plan takes the engine's f32 3x3 convolutions where this core does (x86-64):
 /// they are within rounding of tract's, not bit for bit
 /// (`f32_convolutions_direct_stay_within_rounding_of_tract`), so that the other ops can be
 /// compared bit for bit.
@@ -326,11 +326,14 @@ fn plain_and_prepared(
     (plain, prepared)
 }
 
-/// Whether this core has AVX-512, where the engine computes the f32 3x3 convolutions itself.
-fn has_avx512() -> bool {
+/// Whether this core has AVX-512 or AVX2 with FMA, where the engine computes the f32 3x3
+/// convolutions itself.
+fn direct_convolutions_here() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+            || (std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -338,10 +341,10 @@ fn has_avx512() -> bool {
     }
 }
 
-/// On AVX-512 cores the engine computes the f32 3x3 convolutions directly (`F32Conv3x3`), summing
+/// On x86-64 cores with AVX-512 or AVX2 the engine computes the f32 3x3 convolutions directly (`F32Conv3x3`), summing
 /// in another order than tract: the shipped models' anomaly maps and scores stay within f32
-/// rounding of tract's own plan; the int8 model's f32 convolutions, and every one on a core
-/// without AVX-512, stay tract's.
+/// rounding of tract's own plan; the int8 model's f32 convolutions, and every one on other
+/// cores, stay tract's.
 #[test]
 fn f32_convolutions_direct_stay_within_rounding_of_tract() {
     use tract_onnx::prelude::*;
@@ -360,7 +363,11 @@ fn f32_convolutions_direct_stay_within_rounding_of_tract() {
             .unwrap();
         let prepared = partguard::infer::prepare_for_tract(load(), (128, 128)).unwrap();
         let taken = count_ops(&prepared, "F32Conv3x3");
-        assert_eq!(taken, if has_avx512() { convs } else { 0 }, "{label}");
+        assert_eq!(
+            taken,
+            if direct_convolutions_here() { convs } else { 0 },
+            "{label}"
+        );
         let (a, b) = (run_flat(plain, &image), run_flat(prepared, &image));
         assert_eq!(a.len(), b.len(), "{label}");
         let (map_a, map_b) = (&a[..a.len() - 1], &b[..b.len() - 1]);

@@ -1,4 +1,4 @@
-//! The f32 3x3 convolutions computed directly over a padded copy of the map, with AVX-512.
+//! The f32 3x3 convolutions computed directly over a padded copy of the map, with AVX-512 or AVX2.
 //!
 //! tract 0.23 runs the f32 networks' 3x3 convolutions at 14-34 GMAC/s on an AVX-512 core
 //! (`DirectSpatialConv` at 128x128, lazy-im2col matmuls elsewhere; models/HISTORY.md, "tract's
@@ -12,8 +12,9 @@
 //!
 //! The sums run in another order than tract's, so the values differ from tract's in the last
 //! bits (f32 rounding), not bit for bit as the engine's other ops (`tests/model.rs` bounds the
-//! difference on the shipped model). Taken only on x86-64 cores with AVX-512 (`avx512f`); the
-//! portable kernel below computes the same blocks for the tests on any machine.
+//! difference on the shipped model). Taken only on x86-64 cores with AVX-512 (`avx512f`), or AVX2
+//! with FMA (two channels at a time, in 16 registers); the portable kernel below computes the
+//! same blocks for the tests on any machine.
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ const MAX_TILE: usize = 8;
 /// group, one pixel of zero padding on every side (the output the input's size).
 #[derive(Debug, Clone)]
 pub struct F32Conv3x3 {
+    /// The kernel that sums the blocks.
+    vector: Kernel,
     channels: usize,
     outputs: usize,
     hw: (usize, usize),
@@ -46,9 +49,19 @@ pub struct F32Conv3x3 {
 impl PartialEq for F32Conv3x3 {
     fn eq(&self, other: &Self) -> bool {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        (self.channels, self.outputs, self.hw, &self.tiles)
-            == (other.channels, other.outputs, other.hw, &other.tiles)
-            && bits(&self.weights) == bits(&other.weights)
+        (
+            self.vector,
+            self.channels,
+            self.outputs,
+            self.hw,
+            &self.tiles,
+        ) == (
+            other.vector,
+            other.channels,
+            other.outputs,
+            other.hw,
+            &other.tiles,
+        ) && bits(&self.weights) == bits(&other.weights)
             && bits(&self.bias) == bits(&other.bias)
     }
 }
@@ -57,25 +70,23 @@ impl Eq for F32Conv3x3 {}
 
 impl F32Conv3x3 {
     /// The op that computes what `op` computes on `input` with `kernel` and `bias` (constants),
-    /// where it can and where this core has AVX-512.
+    /// where it can and where this core has AVX-512 or AVX2 with FMA.
     pub fn replacing(
         op: &Conv,
         input: &TypedFact,
         kernel: &Tensor,
         bias: &Tensor,
     ) -> Option<F32Conv3x3> {
-        if !has_avx512() {
-            return None;
-        }
-        Self::for_any_core(op, input, kernel, bias)
+        Self::with_kernel(op, input, kernel, bias, best_kernel()?)
     }
 
-    /// [`Self::replacing`] without looking at the core (the tests' portable kernel).
-    fn for_any_core(
+    /// [`Self::replacing`] with the vector kernel `vector`.
+    fn with_kernel(
         op: &Conv,
         input: &TypedFact,
         kernel: &Tensor,
         bias: &Tensor,
+        vector: Kernel,
     ) -> Option<F32Conv3x3> {
         let spec = &op.pool_spec;
         if op.q_params.is_some()
@@ -133,6 +144,7 @@ impl F32Conv3x3 {
             }
         }
         Some(F32Conv3x3 {
+            vector,
             channels,
             outputs,
             hw: (h, w),
@@ -175,7 +187,7 @@ impl F32Conv3x3 {
     }
 
     /// Block `b`'s sums for every output channel into `sums` (`[channel][BLOCK]`).
-    fn block(&self, xp: &[f32], b: usize, sums: &mut [f32], portable: bool) {
+    fn block(&self, xp: &[f32], b: usize, sums: &mut [f32]) {
         let o0 = b * BLOCK;
         for &(m0, mt) in &self.tiles {
             let w = &self.weights[m0 * self.channels * 9..(m0 + mt) * self.channels * 9];
@@ -187,29 +199,28 @@ impl F32Conv3x3 {
                 row: self.row(),
                 o0,
             };
-            if portable {
-                tile_portable(&geo, xp, w, bias, out);
-            } else {
+            match self.vector {
+                Kernel::Portable => tile_portable(&geo, xp, w, bias, out),
+                // SAFETY: `vector` is a kernel `best_kernel` found on this core (or a test's,
+                // which checks first); the kernels check the slices' lengths before any load.
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: only built where `has_avx512` said yes (`replacing`); the slices'
-                // lengths are checked by `tile_avx512` before any load.
-                unsafe {
-                    avx512::tile(&geo, xp, w, bias, out)
-                }
+                Kernel::Avx512 => unsafe { avx512::tile(&geo, xp, w, bias, out) },
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => unsafe { avx2::tile(&geo, xp, w, bias, out) },
             }
         }
     }
 
     /// The convolution of `src` (`C x H x W`) into `out` (`M x H x W`), on tract's pool where it
     /// has one, with the buffers of `scratch`.
-    fn convolve(&self, src: &[f32], out: &mut [f32], scratch: &mut Scratch, portable: bool) {
+    fn convolve(&self, src: &[f32], out: &mut [f32], scratch: &mut Scratch) {
         let (h, w) = self.hw;
         let row = self.row();
         self.pad_into(src, &mut scratch.padded);
         let chunk = self.outputs * BLOCK;
         scratch.sums.resize(self.blocks() * chunk, 0.0);
         let xp = &scratch.padded;
-        let write = |(b, sums): (usize, &mut [f32])| self.block(xp, b, sums, portable);
+        let write = |(b, sums): (usize, &mut [f32])| self.block(xp, b, sums);
         use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
         match current_tract_executor() {
             Executor::MultiThread(pool) => {
@@ -259,7 +270,7 @@ impl F32Conv3x3 {
         // SAFETY: every value is written by `convolve` (each output row, x from 0 to w)
         let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let mut plain_out = out.try_as_plain_ram_mut()?;
-        self.convolve(src, plain_out.as_slice_mut::<f32>()?, scratch, false);
+        self.convolve(src, plain_out.as_slice_mut::<f32>()?, scratch);
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -325,15 +336,33 @@ fn tile_portable(geo: &Geometry, xp: &[f32], w: &[f32], bias: &[f32], out: &mut 
     }
 }
 
-fn has_avx512() -> bool {
+/// The vector kernels this core can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// [`tile_portable`], for the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Portable,
+    /// 16 lanes, 32 registers: a tile's 8 x 32 sums in registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// 8 lanes, 16 registers: two channels x 32 positions at a time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+/// The fastest kernel this core has, if any.
+fn best_kernel() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Kernel::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(Kernel::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    None
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -403,6 +432,79 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Geometry, BLOCK};
+    use std::arch::x86_64::*;
+
+    /// [`super::tile_portable`] two channels at a time, their 2 x 32 sums in registers.
+    ///
+    /// # Safety
+    /// The core must have AVX2 and FMA.
+    pub(super) unsafe fn tile(
+        geo: &Geometry,
+        xp: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+    ) {
+        let mt = bias.len();
+        let last = (geo.channels - 1) * geo.plane + geo.o0 + geo.tap(8) + BLOCK;
+        assert!(last <= xp.len() && w.len() == geo.channels * 9 * mt && out.len() == mt * BLOCK);
+        let mut m = 0;
+        while m < mt {
+            if m + 1 < mt {
+                pair::<2>(geo, xp, w, mt, m, bias, out);
+                m += 2;
+            } else {
+                pair::<1>(geo, xp, w, mt, m, bias, out);
+                m += 1;
+            }
+        }
+    }
+
+    /// Channels `m..m + P` of a tile of `mt`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pair<const P: usize>(
+        geo: &Geometry,
+        xp: &[f32],
+        w: &[f32],
+        mt: usize,
+        m: usize,
+        bias: &[f32],
+        out: &mut [f32],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 4]; P];
+        for (p, acc) in acc.iter_mut().enumerate() {
+            *acc = [_mm256_set1_ps(bias[m + p]); 4];
+        }
+        for c in 0..geo.channels {
+            let base = xp.as_ptr().add(c * geo.plane + geo.o0);
+            let wc = w.as_ptr().add(c * 9 * mt + m);
+            for t in 0..9 {
+                let at = base.add(geo.tap(t));
+                let x = [
+                    _mm256_loadu_ps(at),
+                    _mm256_loadu_ps(at.add(8)),
+                    _mm256_loadu_ps(at.add(16)),
+                    _mm256_loadu_ps(at.add(24)),
+                ];
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_set1_ps(*wc.add(t * mt + p));
+                    for (a, &x) in acc.iter_mut().zip(&x) {
+                        *a = _mm256_fmadd_ps(x, wv, *a);
+                    }
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            for (q, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add((m + p) * BLOCK + 8 * q), *a);
+            }
+        }
+    }
+}
+
 impl Op for F32Conv3x3 {
     fn name(&self) -> StaticName {
         "F32Conv3x3".into()
@@ -410,12 +512,13 @@ impl Op for F32Conv3x3 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{}x{}x{} -> {}, tiles {:?}",
+            "{}x{}x{} -> {}, tiles {:?}, {:?}",
             self.channels,
             self.hw.0,
             self.hw.1,
             self.outputs,
-            self.tiles.iter().map(|t| t.1).collect::<Vec<_>>()
+            self.tiles.iter().map(|t| t.1).collect::<Vec<_>>(),
+            self.vector
         )])
     }
 
@@ -486,9 +589,28 @@ mod tests {
             .collect()
     }
 
+    /// Every kernel this core can run, the portable one first.
+    fn kernels() -> Vec<Kernel> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut all = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                all.push(Kernel::Avx2);
+            }
+        }
+        all
+    }
+
     /// The engine's convolution against tract's own `Conv`, within f32 rounding, for maps whose
     /// rows are not whole blocks, tiles of 3, 6 and 8 channels and more input channels than a
-    /// block of taps: with the portable kernel everywhere, with AVX-512 where the core has it.
+    /// block of taps: with the portable kernel everywhere, with AVX-512 and AVX2 where the core has
+    /// them.
     #[test]
     fn convolves_as_tract_does_within_rounding() {
         for (i, &(c, m, h, w)) in [
@@ -514,35 +636,27 @@ mod tests {
             let theirs = theirs[0].to_plain_array_view::<f32>().unwrap();
             let theirs: Vec<f32> = theirs.iter().copied().collect();
             let fact = f32::fact([1, c, h, w]);
-            let ours = F32Conv3x3::for_any_core(&op, &fact, &k, &b).unwrap();
             let src: Vec<f32> = x
                 .to_plain_array_view::<f32>()
                 .unwrap()
                 .iter()
                 .copied()
                 .collect();
-            let kernels = if has_avx512() {
-                vec![true, false]
-            } else {
-                vec![true]
-            };
-            for portable in kernels {
+            for vector in kernels() {
+                let ours = F32Conv3x3::with_kernel(&op, &fact, &k, &b, vector).unwrap();
                 let mut out = vec![f32::NAN; m * h * w];
                 let mut scratch = Scratch::default();
-                ours.convolve(&src, &mut out, &mut scratch, portable);
+                ours.convolve(&src, &mut out, &mut scratch);
                 // again with the buffers of the first run, as a plan runs frame after frame
                 out.fill(f32::NAN);
-                ours.convolve(&src, &mut out, &mut scratch, portable);
+                ours.convolve(&src, &mut out, &mut scratch);
                 let worst = out
                     .iter()
                     .zip(&theirs)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 // sums of up to 180 products of values below 1: rounding, not a wrong tap
-                assert!(
-                    worst < 1e-5,
-                    "{c}x{h}x{w} -> {m} portable {portable}: {worst}"
-                );
+                assert!(worst < 1e-5, "{c}x{h}x{w} -> {m} {vector:?}: {worst}");
             }
         }
     }
@@ -553,17 +667,17 @@ mod tests {
         let k = Tensor::from_shape(&[4, 2, 3, 3], &values(72, 1)).unwrap();
         let b = Tensor::from_shape(&[4], &values(4, 2)).unwrap();
         let fact = f32::fact([1, 2, 8, 8]);
-        assert!(F32Conv3x3::for_any_core(&conv(2, 4), &fact, &k, &b).is_some());
+        assert!(F32Conv3x3::with_kernel(&conv(2, 4), &fact, &k, &b, Kernel::Portable).is_some());
         let mut strided = conv(2, 4);
         strided.pool_spec.strides = Some(tvec![2, 2]);
-        assert!(F32Conv3x3::for_any_core(&strided, &fact, &k, &b).is_none());
+        assert!(F32Conv3x3::with_kernel(&strided, &fact, &k, &b, Kernel::Portable).is_none());
         let mut valid = conv(2, 4);
         valid.pool_spec.padding = PaddingSpec::Valid;
-        assert!(F32Conv3x3::for_any_core(&valid, &fact, &k, &b).is_none());
+        assert!(F32Conv3x3::with_kernel(&valid, &fact, &k, &b, Kernel::Portable).is_none());
         let mut grouped = conv(2, 4);
         grouped.group = 2;
-        assert!(F32Conv3x3::for_any_core(&grouped, &fact, &k, &b).is_none());
+        assert!(F32Conv3x3::with_kernel(&grouped, &fact, &k, &b, Kernel::Portable).is_none());
         let bytes = u8::fact([1, 2, 8, 8]);
-        assert!(F32Conv3x3::for_any_core(&conv(2, 4), &bytes, &k, &b).is_none());
+        assert!(F32Conv3x3::with_kernel(&conv(2, 4), &bytes, &k, &b, Kernel::Portable).is_none());
     }
 }
