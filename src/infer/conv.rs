@@ -188,17 +188,16 @@ impl F32Conv3x3 {
 
     /// Block `b`'s sums for every output channel into `sums` (`[channel][BLOCK]`).
     fn block(&self, xp: &[f32], b: usize, sums: &mut [f32]) {
-        let o0 = b * BLOCK;
+        let geo = Geometry {
+            channels: self.channels,
+            plane: self.plane(),
+            row: self.row(),
+            o0: b * BLOCK,
+        };
         for &(m0, mt) in &self.tiles {
             let w = &self.weights[m0 * self.channels * 9..(m0 + mt) * self.channels * 9];
             let bias = &self.bias[m0..m0 + mt];
             let out = &mut sums[m0 * BLOCK..(m0 + mt) * BLOCK];
-            let geo = Geometry {
-                channels: self.channels,
-                plane: self.plane(),
-                row: self.row(),
-                o0,
-            };
             match self.vector {
                 Kernel::Portable => tile_portable(&geo, xp, w, bias, out),
                 // SAFETY: `vector` is a kernel `best_kernel` found on this core (or a test's,
@@ -315,6 +314,14 @@ impl Geometry {
     fn tap(&self, t: usize) -> usize {
         (t / 3) * self.row + t % 3
     }
+
+    /// Panics unless every value a vector kernel reads or writes for a tile of `mt` channels lies
+    /// inside `xp`, `w` and `out`: what makes their unchecked loads and stores sound.
+    #[cfg(target_arch = "x86_64")]
+    fn assert_fits(&self, xp: &[f32], w: &[f32], mt: usize, out: &[f32]) {
+        let last = (self.channels - 1) * self.plane + self.o0 + self.tap(8) + BLOCK;
+        assert!(last <= xp.len() && w.len() == self.channels * 9 * mt && out.len() == mt * BLOCK);
+    }
 }
 
 /// The block's sums for a tile of `bias.len()` output channels, one value at a time.
@@ -402,9 +409,7 @@ mod avx512 {
         bias: &[f32],
         out: &mut [f32],
     ) {
-        // every load below stays inside these bounds
-        let last = (geo.channels - 1) * geo.plane + geo.o0 + geo.tap(8) + BLOCK;
-        assert!(last <= xp.len() && w.len() == geo.channels * 9 * MT && out.len() == MT * BLOCK);
+        geo.assert_fits(xp, w, MT, out);
         let mut lo = [_mm512_setzero_ps(); MT];
         let mut hi = [_mm512_setzero_ps(); MT];
         for m in 0..MT {
@@ -449,8 +454,7 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let mt = bias.len();
-        let last = (geo.channels - 1) * geo.plane + geo.o0 + geo.tap(8) + BLOCK;
-        assert!(last <= xp.len() && w.len() == geo.channels * 9 * mt && out.len() == mt * BLOCK);
+        geo.assert_fits(xp, w, mt, out);
         let mut m = 0;
         while m < mt {
             if m + 1 < mt {
