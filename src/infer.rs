@@ -324,7 +324,9 @@ fn with_last_two_axes(
 
 /// tract resizes (the shipped network's bilinear upsamplings) one value at a time along the last
 /// axis (models/HISTORY.md, "bilinear resizes row by row"); the engine does the same arithmetic
-/// row by row ([`resize::RowResize`]). Runs on the optimized model, where `Resize` stays.
+/// row by row ([`resize::RowResize`]), byte maps with weights in quarters in integers (tract's
+/// values for plain bytes, as the int8 model's maps are). Runs on the optimized model, where
+/// `Resize` stays.
 fn resizes_by_rows(model: &mut TypedModel) -> TractResult<()> {
     use tract_onnx::tract_core::ops::nn::resize::Resize;
     Rewriter::<()>::default()

@@ -568,8 +568,8 @@ fn int8_products_by_partial_sums_give_tract_own_values() {
 
 /// The engine's preparation resizes row by row instead of tract's value-by-value `Resize` (the
 /// shipped network's bilinear upsamplings) and computes exactly what tract's own plan computes,
-/// on the shipped bottle model and on the upstream reproducer, in int8 (quantized byte maps) and
-/// in f32.
+/// on the shipped bottle model and on the upstream reproducer, in int8 (byte maps, resized in
+/// integers) and in f32.
 #[test]
 fn bilinear_resizes_row_by_row_give_tract_own_values() {
     use tract_onnx::prelude::*;
@@ -588,6 +588,27 @@ fn bilinear_resizes_row_by_row_give_tract_own_values() {
                 "{precision}: Resize left"
             );
             assert_eq!(count_ops(&prepared, "RowResize"), resizes, "{precision}");
+            // byte maps (plain bytes to tract) resized in integers, f32 ones in f32
+            for node in prepared.nodes() {
+                if node.op().name() != "RowResize" {
+                    continue;
+                }
+                let bytes =
+                    prepared.outlet_fact(node.inputs[0]).unwrap().datum_type == DatumType::U8;
+                let in_integers = node.op().info().unwrap().concat().contains("in integers");
+                assert_eq!(in_integers, bytes, "{precision}: {}", node.name);
+            }
+            if precision.starts_with("int8") {
+                let bytes = prepared
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.op().name() == "RowResize")
+                    .filter(|n| {
+                        prepared.outlet_fact(n.inputs[0]).unwrap().datum_type == DatumType::U8
+                    })
+                    .count();
+                assert!(bytes > 0, "{precision}: no byte map resized");
+            }
             let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
                 ((x * 5 + y * 9 + c * 70 + ((x / 8 + y / 8) % 2) * 60) % 256) as f32 / 255.0
             });
