@@ -67,7 +67,7 @@ class TrainConfig:
     upsample: str = "bilinear"  # x2 upsampling in both networks: "bilinear" (DRAEM) or "nearest"
     full_res_convs: int = 2  # 3x3 convolutions per block at the input's resolution: 2 (DRAEM) or 1
     stem: int = 0  # > 0: a thin level of this many channels at the input's resolution (net.AnomalyNet)
-    align: bool = False  # the part found, turned to its axis and cropped (align.py); not yet in the firmware
+    align: bool = False  # the part found, turned to its axis and cropped (align.py; the firmware does the same)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
