@@ -52,6 +52,7 @@ pub mod im2col;
 pub mod onnxruntime;
 pub mod products;
 pub mod quantize;
+pub mod requantize;
 pub mod resize;
 pub mod sumpool;
 pub mod upsample;
@@ -255,7 +256,8 @@ pub fn typed_for_contract(
 
 /// The model as [`TractEngine`] runs it: [`typed_for_contract`], decluttered, its byte maps
 /// upsampled by row copies ([`upsample::RowCopyUpsample`]), optimized, its int8 patches written
-/// panel by panel ([`im2col::RowIm2Col`]). `examples/profile_model`
+/// panel by panel ([`im2col::RowIm2Col`]), its byte maps requantized by table
+/// ([`requantize::ByteTable`]), and the other ops below. `examples/profile_model`
 /// profiles exactly this.
 pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
@@ -264,6 +266,7 @@ pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResu
     let mut model = model.into_optimized()?;
     patches_by_panels(&mut model)?;
     products_by_partial_sums(&mut model)?;
+    requantize::requantize_bytes(&mut model)?;
     quantize_vectorized(&mut model)?;
     resizes_by_rows(&mut model)?;
     score_window_by_rows(&mut model)?;

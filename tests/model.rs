@@ -519,10 +519,11 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
             .collect();
         assert!(left.is_empty(), "{file}: Im2col left: {left:?}");
         assert_eq!(count_ops(&prepared, "RowIm2Col"), im2col, "{file}");
-        // and quantizes the f32 maps in a vectorized loop
+        // and quantizes the f32 maps in a vectorized loop (those not requantized by table)
         let quantize = count_ops(&plain, "QuantizeLinearU8");
         assert!(quantize > 0, "{file}: tract's plan has no QuantizeLinearU8");
-        assert_eq!(count_ops(&prepared, "VecQuantize"), quantize, "{file}");
+        assert_eq!(count_ops(&prepared, "QuantizeLinearU8"), 0, "{file}");
+        assert!(count_ops(&prepared, "VecQuantize") > 0, "{file}");
         // a varied image: ramps and a checker pattern, different in each channel
         let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
             ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
@@ -645,4 +646,34 @@ fn score_window_summed_row_by_row_gives_tract_own_values() {
         });
         assert_same_values(&file.to_string(), plain, prepared, &image);
     }
+}
+
+/// The engine's preparation requantizes the int8 model's skip connections (byte maps dequantized,
+/// concatenated and quantized again) by table, leaves out the ReLUs that feed a quantization at
+/// zero point 0, and computes exactly what tract's own plan computes.
+#[test]
+fn byte_maps_requantized_by_table_give_tract_own_values() {
+    use tract_onnx::prelude::*;
+    let path = shipped("int8");
+    let (plain, prepared) = plain_and_prepared(&path, (128, 128));
+    let concats_of_dequantized = |m: &TypedModel| {
+        m.nodes()
+            .iter()
+            .filter(|n| n.op().name() == "Concat")
+            .filter(|n| {
+                n.inputs
+                    .iter()
+                    .any(|i| m.node(i.node).op().name() == "DequantizeLinearF32")
+            })
+            .count()
+    };
+    assert!(concats_of_dequantized(&plain) > 0, "tract's plan has none");
+    assert_eq!(concats_of_dequantized(&prepared), 0, "one left");
+    assert!(count_ops(&prepared, "ByteTable") >= 2 * concats_of_dequantized(&plain));
+    let relus = |m: &TypedModel| count_ops(m, "OptMaxByScalar");
+    assert!(relus(&prepared) < relus(&plain), "no ReLU left out");
+    let image = tract_ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
+        ((x * 3 + y * 13 + c * 90 + ((x / 10 + y / 10) % 2) * 70) % 256) as f32 / 255.0
+    });
+    assert_same_values("int8 requantized", plain, prepared, &image);
 }
