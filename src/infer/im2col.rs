@@ -142,6 +142,22 @@ impl RowIm2Col {
         Some(RowIm2Col::new(patches, panels, output.clone()))
     }
 
+    /// Whether [`RowIm2Col::write`] sets every byte of the packed buffer: every panel full (the
+    /// output pixels a multiple of r) and nothing but patch values in a panel (k a multiple of 4
+    /// in `PackedI8K4`, no alignment padding). Then the buffer need not be zeroed first (a pass
+    /// over up to 4.7 MB per convolution on the shipped model).
+    fn fills_every_byte(&self) -> bool {
+        let Panels {
+            r,
+            panel_len,
+            lane_stride,
+            ..
+        } = self.panels;
+        let (oh, ow) = self.patches.output;
+        let k_len = self.offsets.len();
+        (oh * ow) % r == 0 && (lane_stride == 1 || k_len % 4 == 0) && panel_len == k_len * r
+    }
+
     /// Every patch value of `input` (`C * H * W` bytes) written into `packed`, `pad` outside
     /// the map. The map is first copied into a padded one, so that every patch value is a plain
     /// read; then the panels are written one after the other, each while it sits in the cache
@@ -188,7 +204,13 @@ impl RowIm2Col {
                     for k in 0..k_len {
                         copy_lanes(&mut panel[k * r + lane0..][..len], src(k));
                     }
-                } else {
+                } else if !interleave4_segment(
+                    &mut panel[lane0 * 4..],
+                    r * 4,
+                    &padded[base..],
+                    &offset[..k_len / 4 * 4],
+                    len,
+                ) {
                     // [k / 4][lane][k % 4]: four rows of the patch interleaved
                     for kb in 0..k_len / 4 {
                         let (s0, s1, s2, s3) = (
@@ -200,6 +222,8 @@ impl RowIm2Col {
                         let dst = &mut panel[kb * r * 4 + lane0 * 4..][..len * 4];
                         interleave4(dst, [s0, s1, s2, s3]);
                     }
+                }
+                if lane_stride != 1 {
                     for k in k_len / 4 * 4..k_len {
                         let dst = &mut panel[self.panels.k_offset(k) + lane0 * 4..];
                         for (j, &v) in src(k).iter().enumerate() {
@@ -249,54 +273,120 @@ fn interleave4_by_8(dst: &mut [u8], rows: [&[u8]; 4], lanes: usize) -> usize {
     done
 }
 
-/// [`interleave4`]'s first `lanes / 8 * 8` lanes with SSE2 (part of x86_64): 16 lanes from two
-/// rounds of unpacks (bytes, then byte pairs) and four 16-byte stores, then 8 lanes the same way
-/// from the low halves; returns how many it wrote. The plain loop compiled to one byte move per
-/// value here: the int8 patches were a third of the shipped int8 frame on x86.
+/// [`interleave4`]'s first `lanes / 8 * 8` lanes with SSE2 (part of x86_64), 16 then 8 at a
+/// time ([`sse2`]); returns how many it wrote. The plain loop compiled to one byte move per value
+/// here: the int8 patches were a third of the shipped int8 frame on x86.
 #[cfg(target_arch = "x86_64")]
 fn interleave4_by_8(dst: &mut [u8], rows: [&[u8]; 4], lanes: usize) -> usize {
-    use std::arch::x86_64::{
-        __m128i, _mm_loadl_epi64, _mm_loadu_si128, _mm_storeu_si128, _mm_unpackhi_epi16,
-        _mm_unpackhi_epi8, _mm_unpacklo_epi16, _mm_unpacklo_epi8,
-    };
     assert!(dst.len() >= 4 * lanes && rows.iter().all(|row| row.len() >= lanes));
     let mut done = 0;
-    // SAFETY: SSE2 is part of x86_64; 16 (then 8) bytes read from each row at `done` and 64
-    // (then 32) written to `dst` at 4 * done, inside the lengths checked above (`done + 16 <=
-    // lanes`, then `done + 8 <= lanes`); the loads and stores are unaligned ones.
-    let base = dst.as_mut_ptr();
+    let out = dst.as_mut_ptr();
+    // SAFETY: 16 (then 8) bytes read from each row at `done` and 64 (then 32) written to `dst`
+    // at 4 * done, inside the lengths checked above (`done + 16 <= lanes`, `done + 8 <= lanes`).
     unsafe {
-        let out = |at: usize| base.add(4 * at).cast::<__m128i>();
+        let at = |done: usize| rows.map(|row| row.as_ptr().add(done));
         while lanes - done >= 16 {
-            let at = |i: usize| _mm_loadu_si128(rows[i].as_ptr().add(done).cast::<__m128i>());
-            let (ab_lo, ab_hi) = (
-                _mm_unpacklo_epi8(at(0), at(1)),
-                _mm_unpackhi_epi8(at(0), at(1)),
-            );
-            let (cd_lo, cd_hi) = (
-                _mm_unpacklo_epi8(at(2), at(3)),
-                _mm_unpackhi_epi8(at(2), at(3)),
-            );
-            let o = out(done);
-            _mm_storeu_si128(o, _mm_unpacklo_epi16(ab_lo, cd_lo));
-            _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
-            _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
-            _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+            sse2::interleave16(out.add(4 * done), at(done));
             done += 16;
         }
         if lanes - done >= 8 {
-            let at = |i: usize| _mm_loadl_epi64(rows[i].as_ptr().add(done).cast::<__m128i>());
-            let (ab, cd) = (
-                _mm_unpacklo_epi8(at(0), at(1)),
-                _mm_unpacklo_epi8(at(2), at(3)),
-            );
-            let o = out(done);
-            _mm_storeu_si128(o, _mm_unpacklo_epi16(ab, cd));
-            _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(ab, cd));
+            sse2::interleave8(out.add(4 * done), at(done));
             done += 8;
         }
     }
     done
+}
+
+/// One panel segment of `lanes` output pixels, every group of four patch values at once:
+/// `dst[q * stride + 4 j + i] = src[offsets[4 q + i] + j]` for `j < lanes` (`offsets` holds a
+/// multiple of 4 values). Done (true) only for a whole panel of tract's x86 int8 kernels (8 or 16
+/// lanes: every segment of a map whose width is a multiple of 16), with the bounds checked once
+/// per group instead of through four slices; false, with nothing written, otherwise.
+#[cfg(target_arch = "x86_64")]
+fn interleave4_segment(
+    dst: &mut [u8],
+    stride: usize,
+    src: &[u8],
+    offsets: &[usize],
+    lanes: usize,
+) -> bool {
+    let quads = offsets.len() / 4;
+    if !(lanes == 8 || lanes == 16) || quads == 0 || (quads - 1) * stride + 4 * lanes > dst.len() {
+        return false;
+    }
+    let (out, from) = (dst.as_mut_ptr(), src.as_ptr());
+    for (q, o) in offsets.chunks_exact(4).enumerate() {
+        assert!(o.iter().all(|&o| o + lanes <= src.len()));
+        let rows = [o[0], o[1], o[2], o[3]];
+        // SAFETY: each read is `lanes` bytes at an offset checked just above; the write ends at
+        // `q * stride + 4 * lanes <= (quads - 1) * stride + 4 * lanes <= dst.len()`.
+        unsafe {
+            let rows = rows.map(|o| from.add(o));
+            if lanes == 16 {
+                sse2::interleave16(out.add(q * stride), rows);
+            } else {
+                sse2::interleave8(out.add(q * stride), rows);
+            }
+        }
+    }
+    true
+}
+
+/// Elsewhere [`interleave4`] does every segment.
+#[cfg(not(target_arch = "x86_64"))]
+fn interleave4_segment(
+    _dst: &mut [u8],
+    _stride: usize,
+    _src: &[u8],
+    _offsets: &[usize],
+    _lanes: usize,
+) -> bool {
+    false
+}
+
+/// Four rows of bytes interleaved (`out[4 j + i] = rows[i][j]`) by two rounds of SSE2 unpacks
+/// (bytes, then byte pairs).
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_loadl_epi64, _mm_loadu_si128, _mm_storeu_si128, _mm_unpackhi_epi16,
+        _mm_unpackhi_epi8, _mm_unpacklo_epi16, _mm_unpacklo_epi8,
+    };
+
+    /// 16 lanes: 64 bytes written.
+    ///
+    /// # Safety
+    /// 16 bytes readable at each of `rows`, 64 writable at `out` (no alignment needed).
+    #[inline(always)]
+    pub unsafe fn interleave16(out: *mut u8, rows: [*const u8; 4]) {
+        // SAFETY: as the caller guarantees; SSE2 is part of x86_64.
+        unsafe {
+            let [a, b, c, d] = rows.map(|row| _mm_loadu_si128(row.cast::<__m128i>()));
+            let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+            let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+            let out = out.cast::<__m128i>();
+            _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
+            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
+            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+        }
+    }
+
+    /// 8 lanes: 32 bytes written.
+    ///
+    /// # Safety
+    /// 8 bytes readable at each of `rows`, 32 writable at `out` (no alignment needed).
+    #[inline(always)]
+    pub unsafe fn interleave8(out: *mut u8, rows: [*const u8; 4]) {
+        // SAFETY: as the caller guarantees; SSE2 is part of x86_64.
+        unsafe {
+            let [a, b, c, d] = rows.map(|row| _mm_loadl_epi64(row.cast::<__m128i>()));
+            let (ab, cd) = (_mm_unpacklo_epi8(a, b), _mm_unpacklo_epi8(c, d));
+            let out = out.cast::<__m128i>();
+            _mm_storeu_si128(out, _mm_unpacklo_epi16(ab, cd));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(ab, cd));
+        }
+    }
 }
 
 /// Elsewhere the plain loop does it all.
@@ -362,12 +452,16 @@ impl EvalOp for RowIm2Col {
         let (oh, ow) = self.patches.output;
         let n = oh * ow;
         let panels = n.div_ceil(self.panels.r);
-        // zeroed: tract zeroes the last panel's unused lanes and PackedI8K4's padding of k
-        let mut data = Tensor::zero_aligned_dt(
-            DatumType::U8,
-            &[panels * self.panels.panel_len],
-            self.panels.align,
-        )?;
+        let (len, align) = ([panels * self.panels.panel_len], self.panels.align);
+        let mut data = if self.fills_every_byte() {
+            // SAFETY: `write` sets every byte of the buffer before it is read (whole panels, no
+            // padding of k or of the panel: `fills_every_byte`, and the test
+            // `whole_panels_are_written_to_the_last_byte`); the bytes are plain `u8`.
+            unsafe { Tensor::uninitialized_aligned_dt(DatumType::U8, &len, align)? }
+        } else {
+            // zeroed: tract zeroes the last panel's unused lanes and PackedI8K4's padding of k
+            Tensor::zero_aligned_dt(DatumType::U8, &len, align)?
+        };
         let (c, (h, w)) = (self.patches.channels, self.patches.input);
         let bytes = input.as_bytes();
         ensure!(
@@ -413,6 +507,43 @@ mod tests {
     /// is 0. Rows of 7 pixels straddle the panels, rows of 22 also fill whole panels of 8 and
     /// rows of 46 whole panels of 16 (the interleave's 8- and 16-lane paths), and k = 2 * 2 * 3 =
     /// 12 or 3 * 2 * 3 = 18 (not a multiple of 4) leaves padding lanes.
+    /// Where `fills_every_byte` says so, `write` leaves no byte of a buffer as it found it
+    /// (written twice, over 0x00 and over 0xFF, the two buffers come out equal).
+    #[test]
+    fn whole_panels_are_written_to_the_last_byte() {
+        for (channels, lane_stride, r, w) in [(4usize, 4, 8, 14), (4, 4, 16, 30), (3, 1, 8, 14)] {
+            let (h, k_len) = (6, channels * 9);
+            let panel_len = k_len * r;
+            let op = RowIm2Col::new(
+                Patches {
+                    channels,
+                    input: (h, w),
+                    kernel: (3, 3),
+                    dilations: (1, 1),
+                    pad_before: (1, 1),
+                    output: (h, w + 2),
+                },
+                Panels {
+                    r,
+                    panel_len,
+                    align: 16,
+                    lane_stride,
+                },
+                u8::fact([1, 1]),
+            );
+            assert!(op.fills_every_byte(), "{channels} channels, r {r}");
+            let input: Vec<u8> = (0..channels * h * w).map(|i| (i * 7 % 199) as u8).collect();
+            let len = (h * (w + 2)).div_ceil(r) * panel_len;
+            let (mut zeros, mut ones) = (vec![0u8; len], vec![0xFFu8; len]);
+            op.write(&input, 200, &mut zeros);
+            op.write(&input, 200, &mut ones);
+            assert_eq!(
+                zeros, ones,
+                "{channels} channels, lane stride {lane_stride}, r {r}"
+            );
+        }
+    }
+
     #[test]
     fn patches_land_where_the_layouts_say() {
         let pad = 200u8;
