@@ -155,7 +155,9 @@ impl RowIm2Col {
         } = self.panels;
         let (oh, ow) = self.patches.output;
         let k_len = self.offsets.len();
-        (oh * ow) % r == 0 && (lane_stride == 1 || k_len % 4 == 0) && panel_len == k_len * r
+        (oh * ow).is_multiple_of(r)
+            && (lane_stride == 1 || k_len.is_multiple_of(4))
+            && panel_len == k_len * r
     }
 
     /// Every patch value of `input` (`C * H * W` bytes) written into `packed`, `pad` outside
