@@ -503,12 +503,6 @@ impl TypedOp for RowIm2Col {
 mod tests {
     use super::*;
 
-    /// Both layouts, against the definition: patch value k = (c, ky, kx) of output pixel n =
-    /// (yo, xo) is the input at (yo + ky * dy - py, xo + kx * dx - px), or the pad value outside;
-    /// it lands at `(n / r) * panel_len + k_offset(k) + (n % r) * lane_stride`; every other byte
-    /// is 0. Rows of 7 pixels straddle the panels, rows of 22 also fill whole panels of 8 and
-    /// rows of 46 whole panels of 16 (the interleave's 8- and 16-lane paths), and k = 2 * 2 * 3 =
-    /// 12 or 3 * 2 * 3 = 18 (not a multiple of 4) leaves padding lanes.
     /// Where `fills_every_byte` says so, `write` leaves no byte of a buffer as it found it
     /// (written twice, over 0x00 and over 0xFF, the two buffers come out equal).
     #[test]
@@ -546,6 +540,12 @@ mod tests {
         }
     }
 
+    /// Both layouts, against the definition: patch value k = (c, ky, kx) of output pixel n =
+    /// (yo, xo) is the input at (yo + ky * dy - py, xo + kx * dx - px), or the pad value outside;
+    /// it lands at `(n / r) * panel_len + k_offset(k) + (n % r) * lane_stride`; every other byte
+    /// is 0. Rows of 7 pixels straddle the panels, rows of 22 also fill whole panels of 8 and
+    /// rows of 46 whole panels of 16 (the interleave's 8- and 16-lane paths), and k = 2 * 2 * 3 =
+    /// 12 or 3 * 2 * 3 = 18 (not a multiple of 4) leaves padding lanes.
     #[test]
     fn patches_land_where_the_layouts_say() {
         let pad = 200u8;
