@@ -206,26 +206,27 @@ impl RowIm2Col {
                     for k in 0..k_len {
                         copy_lanes(&mut panel[k * r + lane0..][..len], src(k));
                     }
-                } else if !interleave4_segment(
-                    &mut panel[lane0 * 4..],
-                    r * 4,
-                    &padded[base..],
-                    &offset[..k_len / 4 * 4],
-                    len,
-                ) {
+                } else {
                     // [k / 4][lane][k % 4]: four rows of the patch interleaved
-                    for kb in 0..k_len / 4 {
-                        let (s0, s1, s2, s3) = (
-                            src(4 * kb),
-                            src(4 * kb + 1),
-                            src(4 * kb + 2),
-                            src(4 * kb + 3),
-                        );
-                        let dst = &mut panel[kb * r * 4 + lane0 * 4..][..len * 4];
-                        interleave4(dst, [s0, s1, s2, s3]);
+                    let whole = interleave4_segment(
+                        &mut panel[lane0 * 4..],
+                        r * 4,
+                        &padded[base..],
+                        &offset[..k_len / 4 * 4],
+                        len,
+                    );
+                    if !whole {
+                        for kb in 0..k_len / 4 {
+                            let (s0, s1, s2, s3) = (
+                                src(4 * kb),
+                                src(4 * kb + 1),
+                                src(4 * kb + 2),
+                                src(4 * kb + 3),
+                            );
+                            let dst = &mut panel[kb * r * 4 + lane0 * 4..][..len * 4];
+                            interleave4(dst, [s0, s1, s2, s3]);
+                        }
                     }
-                }
-                if lane_stride != 1 {
                     for k in k_len / 4 * 4..k_len {
                         let dst = &mut panel[self.panels.k_offset(k) + lane0 * 4..];
                         for (j, &v) in src(k).iter().enumerate() {
