@@ -45,6 +45,7 @@ pub enum ModelError {
     },
 }
 
+pub mod amx;
 pub mod contract;
 pub mod conv;
 pub mod im2col;
