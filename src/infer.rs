@@ -45,7 +45,6 @@ pub enum ModelError {
     },
 }
 
-pub mod amx;
 pub mod contract;
 pub mod conv;
 pub mod im2col;
@@ -56,6 +55,7 @@ pub mod quantize;
 pub mod requantize;
 pub mod resize;
 pub mod sumpool;
+pub mod tiles;
 pub mod upsample;
 
 pub use contract::model_info_from_bytes;
