@@ -258,8 +258,9 @@ pub fn typed_for_contract(
 /// The model as [`TractEngine`] runs it: [`typed_for_contract`], decluttered, its byte maps
 /// upsampled by row copies ([`upsample::RowCopyUpsample`]), optimized, its int8 patches written
 /// panel by panel ([`im2col::RowIm2Col`]), its byte maps requantized by table
-/// ([`requantize::ByteTable`]), and the other ops below. `examples/profile_model`
-/// profiles exactly this.
+/// ([`requantize::ByteTable`]), and the other ops below. On x86 cores with AVX-512 VNNI the
+/// optimizer gives its int8 products tract's 16x16 tile (the dispatch rung in [`tiles`]).
+/// `examples/profile_model` profiles exactly this.
 pub fn prepare_for_tract(model: InferenceModel, hw: (usize, usize)) -> TractResult<TypedModel> {
     let mut model = typed_for_contract(model, hw)?.into_decluttered()?;
     upsample_bytes_by_row_copies(&mut model)?;
