@@ -8,10 +8,11 @@
 //! (16,384 positions at 128 x 128), and what dominates the 8x8 there is a cost per tile of ~1-1.5
 //! us, paid four times as often as with the 16x16: `perf annotate` puts most of the 8x8 kernel's
 //! samples on the non-VEX `movd`/`movq` of its epilogue amid AVX code (an SSE/AVX transition);
-//! the 16x16 kernels use the VEX forms. Measured on the shipped int8 model (Xeon, one thread, `examples/profile_model`): the
-//! discriminative network's 12-channel layers at 128 x 128 (m 12, k 108-216, n 16,384) take
-//! 2.5-4.5 ms each with tract's AMX 8x8 and 6.1-6.7 ms with its VNNI 8x8, 0.5-0.8 ms with the
-//! 16x16 of either; the whole model 29.6 -> 15.5 ms (AMX), 49.6 -> 20.0 ms (VNNI without AMX).
+//! the 16x16 kernels use the VEX forms. Measured on the shipped int8 model (Xeon, one thread,
+//! `examples/profile_model`): the discriminative network's 12-channel layers at 128 x 128 (m 12,
+//! k 108-216, n 16,384) take 2.5-4.5 ms each with tract's AMX 8x8 and 6.1-6.7 ms with its VNNI
+//! 8x8, 0.5-0.8 ms with the 16x16 of either; the whole model 29.6 -> 15.5 ms (AMX), 49.6 -> 20.0
+//! ms (VNNI without AMX).
 //!
 //! The tier below is one more rung on tract's own dispatch ladder (`tract_linalg::mmm_tiers`,
 //! the registry tract's architectures declare their kernel choices in), above tract's VNNI and
