@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::values::{assert_same_values, bits_differ, run_flat, varied_image};
+
 use std::path::{Path, PathBuf};
 
 use partguard::capture::{FrameSource, Label, ReplaySource};
@@ -396,57 +398,12 @@ fn f32_convolutions_direct_stay_within_rounding_of_tract() {
     }
 }
 
-/// Every output value of `model` on `image`: the anomaly map, then the score.
-fn run_flat(
-    model: tract_onnx::prelude::TypedModel,
-    image: &tract_onnx::prelude::tract_ndarray::Array4<f32>,
-) -> Vec<f32> {
-    use tract_onnx::prelude::*;
-    let out = model
-        .into_runnable()
-        .unwrap()
-        .run(tvec![Tensor::from(image.clone()).into()])
-        .unwrap();
-    out.iter()
-        .flat_map(|t| {
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// How many nodes of `model` run the operator called `name`.
 fn count_ops(model: &tract_onnx::prelude::TypedModel, name: &str) -> usize {
     model
         .nodes()
         .iter()
         .filter(|n| n.op().name() == name)
-        .count()
-}
-
-/// Runs tract's own plan and the engine's on `image`: both give the anomaly map (one value per
-/// pixel) and the score, bit for bit.
-fn assert_same_values(
-    label: &str,
-    plain: tract_onnx::prelude::TypedModel,
-    prepared: tract_onnx::prelude::TypedModel,
-    image: &tract_onnx::prelude::tract_ndarray::Array4<f32>,
-) {
-    let (h, w) = (image.shape()[2], image.shape()[3]);
-    let (a, b) = (run_flat(plain, image), run_flat(prepared, image));
-    assert_eq!(a.len(), h * w + 1, "{label}");
-    let differ = bits_differ(&a, &b);
-    assert_eq!(differ, 0, "{label}: {differ} values differ");
-}
-
-/// How many values of `a` and `b`, side by side, differ bit for bit.
-fn bits_differ(a: &[f32], b: &[f32]) -> usize {
-    a.iter()
-        .zip(b)
-        .filter(|(x, y)| x.to_bits() != y.to_bits())
         .count()
 }
 
@@ -492,7 +449,6 @@ fn byte_maps_upsampled_by_row_copies_give_tract_own_values() {
 /// screw model (64x240, whose deeper maps are 30 and 15 wide: rows that end inside a panel).
 #[test]
 fn int8_patches_written_by_panels_give_tract_own_values() {
-    use tract_onnx::prelude::*;
     for file in [
         "tests/data/tract_conv3x3_int8.onnx",
         "models/bottle_sspcab_int8.onnx",
@@ -524,11 +480,7 @@ fn int8_patches_written_by_panels_give_tract_own_values() {
         assert!(quantize > 0, "{file}: tract's plan has no QuantizeLinearU8");
         assert_eq!(count_ops(&prepared, "QuantizeLinearU8"), 0, "{file}");
         assert!(count_ops(&prepared, "VecQuantize") > 0, "{file}");
-        // a varied image: ramps and a checker pattern, different in each channel
-        let image = tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
-            ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
-        });
-        assert_same_values(file, plain, prepared, &image);
+        assert_same_values(file, plain, prepared, &varied_image(h, w));
     }
 }
 

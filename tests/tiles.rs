@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::values::{assert_same_values, varied_image};
 use partguard::infer::tiles;
 use tract_onnx::prelude::*;
 
@@ -28,23 +29,6 @@ fn int8_kernels(model: &TypedModel) -> Vec<String> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
             Some(name)
-        })
-        .collect()
-}
-
-fn run_bits(model: TypedModel, image: &tract_ndarray::Array4<f32>) -> Vec<u32> {
-    let out = model
-        .into_runnable()
-        .unwrap()
-        .run(tvec![Tensor::from(image.clone()).into()])
-        .unwrap();
-    out.iter()
-        .flat_map(|t| {
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -100,16 +84,8 @@ fn int8_convolutions_run_16x16_tiles_with_tracts_values() {
             "{file}: tract's own choice has no 8x8 tile: {k_tracts:?}"
         );
 
-        let image = tract_ndarray::Array4::from_shape_fn((1, 3, hw.0, hw.1), |(_, c, y, x)| {
-            ((x * 7 + y * 3 + c * 50 + ((x / 4 + y / 4) % 2) * 90) % 256) as f32 / 255.0
-        });
-        let (a, b) = (run_bits(ours, &image), run_bits(tracts, &image));
-        assert_eq!(a.len(), hw.0 * hw.1 + 1, "{file}");
-        let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-        assert_eq!(
-            differ, 0,
-            "{file}: {differ} values differ between the tiles"
-        );
+        let label = format!("{file}, the 16x16 tile against tract's choice");
+        assert_same_values(&label, ours, tracts, &varied_image(hw.0, hw.1));
     }
     // The VNNI leg on a core with AMX: this test again, in a process that does not see the AMX.
     if kernel == tiles::AMX_16X16 {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod station;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
