@@ -4,11 +4,18 @@ A Perlin-noise mask (scales 2^U{0..5} per axis, thresholded at 0.5) is filled wi
 three random photometric augmentations and blended into the good image with opacity beta ~ U(0, 0.8).
 DTD is not available here, so textures are procedural (multi-octave colour noise, stripes, checkers) or
 patches of other training images.
+
+With `anomaly_on_part` (train.py) the mask is cut to the part and a thin margin around it
+(`part_region`), as MemSeg (Yang et al., 2023) does for objects: on a small part in a plain frame
+most masks would otherwise fall on the background, where no real defect lies.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageFilter
+
+from verdict import part_mask, solid
 
 
 def _fade(t: np.ndarray) -> np.ndarray:
@@ -126,8 +133,12 @@ def make_texture_bank(shape: tuple[int, int], n: int, seed: int) -> np.ndarray |
 
 
 def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
-                 textures: np.ndarray | None = None):
-    """img: HxWx3 float32 in [0,1]. Returns (augmented image, mask HxW, has_anomaly)."""
+                 textures: np.ndarray | None = None, region: np.ndarray | None = None):
+    """img: HxWx3 float32 in [0,1]. Returns (augmented image, mask HxW, has_anomaly).
+
+    `region` (HxW bool, `part_region`): where the anomaly may fall; None: anywhere. A noise mask
+    that misses the region is drawn again (up to 4 times), then kept whole.
+    """
     shape = img.shape[:2]
     if rng.random() < 0.5:
         return img, np.zeros(shape, np.float32), 0.0
@@ -139,6 +150,13 @@ def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
         tex = procedural_texture(shape, rng)
     tex = _augment(tex, rng)
     mask = perlin_mask(shape, rng)
+    if region is not None:
+        for _ in range(4):
+            on_part = mask * region
+            if on_part.sum() > 0:
+                mask = on_part
+                break
+            mask = perlin_mask(shape, rng)
     beta = rng.uniform(0.0, 0.8)
     m = mask[..., None]
     out = img * (1 - m) + (1 - beta) * tex * m + beta * img * m
@@ -176,3 +194,18 @@ def random_relight(img: np.ndarray, strength: float, rng: np.random.Generator,
     grey = img.mean(-1, keepdims=True)
     out = (grey + (img - grey) * sat[..., None]) * scale[..., None]
     return np.clip(out, 0, 1).astype(np.float32)
+
+
+PART_MARGIN = 0.05  # the margin around the part where training anomalies may fall, of the shorter side
+
+
+def part_region(img: np.ndarray) -> np.ndarray | None:
+    """Where training anomalies may fall on `img` (H,W,3): the part (`verdict.part_mask` with its
+    shadow, holes filled) grown by `PART_MARGIN` of the shorter side, so that an anomaly can also
+    add or take material at the outline; None when the part fills the frame."""
+    part = solid(part_mask(img))
+    if part.all():
+        return None
+    r = max(1, round(PART_MARGIN * min(part.shape)))
+    grown = Image.fromarray(part.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * r + 1))
+    return np.asarray(grown) > 0

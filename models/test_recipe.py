@@ -13,7 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import verdict  # noqa: E402
-from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
+from synth import make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
 from train import input_hw  # noqa: E402
 
 
@@ -210,6 +210,24 @@ def test_synthesis_keeps_a_non_square_shape() -> None:
         out, mask, _ = make_anomaly(imgs[0], imgs, rng, bank)
         assert out.shape == (48, 80, 3) and mask.shape == (48, 80)
     assert random_relight(imgs[0], 1.0, rng).shape == (48, 80, 3)
+
+
+def test_training_anomalies_fall_on_the_part_and_its_margin() -> None:
+    rng = np.random.default_rng(5)
+    # a dark bar on a plain grey ground, and a part that fills the frame
+    img = np.full((48, 160, 3), 0.7, np.float32)
+    img[18:30, 20:140] = 0.2
+    region = part_region(img)
+    margin = round(0.05 * 48)
+    assert region[18:30, 20:140].all() and region[18 - margin, 80] and not region[18 - margin - 1, 80]
+    assert not region[:, : 20 - margin].any() and not region[:5].any()
+    drawn = 0
+    for _ in range(60):
+        out, mask, has = make_anomaly(img, img[None], rng, None, region)
+        assert not mask[~region].any() and not (out != img)[~region].any()
+        drawn += int(has)
+    assert drawn > 10  # half the draws carry an anomaly, none lost to the region
+    assert part_region(rng.uniform(0.4, 0.45, (48, 160, 3)).astype(np.float32)) is None  # fills the frame
 
 
 def test_input_shape_keeps_the_aspect_ratio() -> None:

@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import align  # noqa: E402
 from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
-from synth import make_anomaly, make_texture_bank, random_relight  # noqa: E402
+from synth import make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
 from verdict import DefectScale, faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -68,6 +68,7 @@ class TrainConfig:
     full_res_convs: int = 2  # 3x3 convolutions per block at the input's resolution: 2 (DRAEM) or 1
     stem: int = 0  # > 0: a thin level of this many channels at the input's resolution (net.AnomalyNet)
     align: bool = False  # the part found, turned to its axis and cropped (align.py; the firmware does the same)
+    anomaly_on_part: bool = False  # synthetic anomalies only on the part and a margin (synth.part_region)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -330,6 +331,8 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
 
     def __init__(self, images: np.ndarray, cfg: dict, textures: np.ndarray | None):
         self.images, self.cfg, self.textures = images, cfg, textures
+        # where each image's anomalies may fall (None: anywhere), found once per image
+        self.regions = [part_region(img) for img in images] if cfg["anomaly_on_part"] else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -338,14 +341,18 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
         epoch, slot, i = key
         rng = np.random.default_rng([int(self.cfg["seed"]), int(epoch), int(slot)])
         img = self.images[i]
+        region = self.regions[i] if self.regions is not None else None
         if self.cfg["flip_augment"]:
             if rng.random() < 0.5:
                 img = img[:, ::-1]
+                region = region[:, ::-1] if region is not None else None
             if rng.random() < 0.5:
                 img = img[::-1]
+                region = region[::-1] if region is not None else None
             img = np.ascontiguousarray(img)
         if self.cfg["warp_augment"]:
             img = random_warp(img, float(self.cfg["warp_augment"]), rng)
+            region = part_region(img) if region is not None else None
         target = img
         if self.cfg["relight_augment"] and rng.random() < float(self.cfg["relight_prob"]):
             img = random_relight(img, float(self.cfg["relight_augment"]), rng,
@@ -354,7 +361,7 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
             # the part as photographed (the discriminator still labels the relit pixels normal).
             if self.cfg["relight_target"] == "relit":
                 target = img
-        a, m, _ = make_anomaly(img, self.images, rng, self.textures)
+        a, m, _ = make_anomaly(img, self.images, rng, self.textures, region)
         return (torch.from_numpy(target).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
 
