@@ -206,9 +206,10 @@ def main() -> None:
             print(f"== {cat.relative_to(args.data)} seed {seed}", flush=True)
             row = one(args, cat, seed, pg)
             print(json.dumps(row), flush=True)
-            rows.append(row)
             with open(results, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            # every finished run, also those of other seeds run at the same time into the same OUT
+            rows = [json.loads(line) for line in results.read_text().splitlines()]
             (args.out / f"table{suffix}.md").write_text(table(rows))
     print(table(rows))
 
