@@ -56,15 +56,37 @@ def _square(shape: tuple[int, int]) -> int:
     return -(-max(shape) // 32) * 32
 
 
-def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, threshold: float = 0.5) -> np.ndarray:
+ANOMALY_SCALES = ("longer_side", "shorter_side")  # what perlin_mask's cells divide
+MIN_CELL = 4  # px: the finest noise cell "shorter_side" draws (a 128-px square's finest)
+
+
+def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, threshold: float = 0.5,
+                scale: str = "longer_side") -> np.ndarray:
+    """A DRAEM noise mask for an image of `shape` (H, W): Perlin noise of 2^U{0..5} cells per axis,
+    thresholded. `scale` is what the cells divide: "longer_side" (DRAEM's square image; on a long
+    crop most blobs are wider than the crop is high) or "shorter_side" (the same sizes relative to
+    the shorter side, the noise repeated along the longer one; cells of at least `MIN_CELL` px).
+    Both draw the same random numbers and give the same mask on a square image."""
     h, w = shape
     side = _square(shape)
+    short = -(-min(shape) // 32) * 32
     for _ in range(8):
         sy = 2 ** int(rng.integers(0, 6))
         sx = 2 ** int(rng.integers(0, 6))
-        noise = perlin((side, side), (sy, sx), rng)
-        k = int(rng.integers(0, 4))
-        noise = np.rot90(noise, k)[:h, :w]
+        if scale == "shorter_side" and short < side:
+            sy, sx = min(sy, short // MIN_CELL), min(sx, short // MIN_CELL)
+            n = -(-max(shape) // short)  # squares of the shorter side along the longer one
+            grid = (short, short * n) if w >= h else (short * n, short)
+            res = (sy, sx * n) if w >= h else (sy * n, sx)
+            noise = perlin(grid, res, rng)
+            k = int(rng.integers(0, 4))  # a turn of a long strip would not fit: flips instead
+            noise = noise[::-1] if k & 1 else noise
+            noise = noise[:, ::-1] if k & 2 else noise
+            noise = noise[:h, :w]
+        else:
+            noise = perlin((side, side), (sy, sx), rng)
+            k = int(rng.integers(0, 4))
+            noise = np.rot90(noise, k)[:h, :w]
         mask = (noise > threshold).astype(np.float32)
         if mask.sum() > 0:
             return np.ascontiguousarray(mask)
@@ -133,11 +155,12 @@ def make_texture_bank(shape: tuple[int, int], n: int, seed: int) -> np.ndarray |
 
 
 def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
-                 textures: np.ndarray | None = None, region: np.ndarray | None = None):
+                 textures: np.ndarray | None = None, region: np.ndarray | None = None,
+                 scale: str = "longer_side"):
     """img: HxWx3 float32 in [0,1]. Returns (augmented image, mask HxW, has_anomaly).
 
     `region` (HxW bool, `part_region`): where the anomaly may fall; None: anywhere. A noise mask
-    that misses the region is drawn again (up to 4 times), then kept whole.
+    that misses the region is drawn again (up to 4 times), then kept whole. `scale`: `perlin_mask`'s.
     """
     shape = img.shape[:2]
     if rng.random() < 0.5:
@@ -149,14 +172,14 @@ def make_anomaly(img: np.ndarray, others: np.ndarray, rng: np.random.Generator,
     else:
         tex = procedural_texture(shape, rng)
     tex = _augment(tex, rng)
-    mask = perlin_mask(shape, rng)
+    mask = perlin_mask(shape, rng, scale=scale)
     if region is not None:
         for _ in range(4):
             on_part = mask * region
             if on_part.sum() > 0:
                 mask = on_part
                 break
-            mask = perlin_mask(shape, rng)
+            mask = perlin_mask(shape, rng, scale=scale)
     beta = rng.uniform(0.0, 0.8)
     m = mask[..., None]
     out = img * (1 - m) + (1 - beta) * tex * m + beta * img * m

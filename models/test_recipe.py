@@ -13,7 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import verdict  # noqa: E402
-from synth import make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
+from synth import make_anomaly, perlin_mask, make_texture_bank, part_region, random_relight  # noqa: E402
 from train import input_hw  # noqa: E402
 
 
@@ -210,6 +210,27 @@ def test_synthesis_keeps_a_non_square_shape() -> None:
         out, mask, _ = make_anomaly(imgs[0], imgs, rng, bank)
         assert out.shape == (48, 80, 3) and mask.shape == (48, 80)
     assert random_relight(imgs[0], 1.0, rng).shape == (48, 80, 3)
+
+
+def test_anomaly_masks_follow_the_shorter_side_of_a_long_crop() -> None:
+    # a square image: both scales draw the same mask from the same random numbers
+    for seed in range(5):
+        a = perlin_mask((128, 128), np.random.default_rng(seed))
+        b = perlin_mask((128, 128), np.random.default_rng(seed), scale="shorter_side")
+        assert np.array_equal(a, b)
+
+    # a long crop (the aligned screw's 64 x 240): masks spanning the whole height are rarer, the
+    # covered share stays about the same
+    def draw(scale: str) -> tuple[float, float]:
+        rng = np.random.default_rng(0)
+        masks = [perlin_mask((64, 240), rng, scale=scale) for _ in range(200)]
+        assert all(m.shape == (64, 240) and m.any() for m in masks)
+        return np.mean([m.all(0).any() for m in masks]), np.mean([m.mean() for m in masks])
+
+    (span_long, area_long), (span_short, area_short) = draw("longer_side"), draw("shorter_side")
+    assert span_short < span_long / 3, (span_short, span_long)
+    assert abs(area_short - area_long) < 0.03, (area_short, area_long)
+    assert perlin_mask((240, 64), np.random.default_rng(1), scale="shorter_side").shape == (240, 64)
 
 
 def test_training_anomalies_fall_on_the_part_and_its_margin() -> None:

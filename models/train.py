@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import align  # noqa: E402
 from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
-from synth import make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
+from synth import ANOMALY_SCALES, make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
 from verdict import DefectScale, faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -69,6 +69,7 @@ class TrainConfig:
     stem: int = 0  # > 0: a thin level of this many channels at the input's resolution (net.AnomalyNet)
     align: bool = False  # the part found, turned to its axis and cropped (align.py; the firmware does the same)
     anomaly_on_part: bool = False  # synthetic anomalies only on the part and a margin (synth.part_region)
+    anomaly_scale: str = "longer_side"  # what the anomaly masks' sizes follow (synth.perlin_mask)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -117,6 +118,9 @@ def load_config(path: Path) -> dict:
         sys.exit(f"error: training config {path}: full_res_convs is {cfg['full_res_convs']}; use 1 or 2")
     if cfg["stem"] < 0:
         sys.exit(f"error: training config {path}: stem is {cfg['stem']}; use 0 (none) or a channel count (8)")
+    if cfg["anomaly_scale"] not in ANOMALY_SCALES:
+        sys.exit(f"error: training config {path}: anomaly_scale is {cfg['anomaly_scale']!r}; "
+                 f"use one of {', '.join(ANOMALY_SCALES)}")
     if cfg["relight_target"] not in ("relit", "original"):
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
@@ -361,7 +365,7 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
             # the part as photographed (the discriminator still labels the relit pixels normal).
             if self.cfg["relight_target"] == "relit":
                 target = img
-        a, m, _ = make_anomaly(img, self.images, rng, self.textures, region)
+        a, m, _ = make_anomaly(img, self.images, rng, self.textures, region, self.cfg["anomaly_scale"])
         return (torch.from_numpy(target).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
 
