@@ -7,7 +7,8 @@ patches of other training images.
 
 With `anomaly_on_part` (train.py) the mask is cut to the part and a thin margin around it
 (`part_region`), as MemSeg (Yang et al., 2023) does for objects: on a small part in a plain frame
-most masks would otherwise fall on the background, where no real defect lies.
+most masks would otherwise fall on the background, where no real defect lies. With `anomaly_scale`
+"shorter_side" the masks on a long input are sized by its shorter side (`perlin_mask`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import verdict  # noqa: E402
-from synth import make_anomaly, perlin_mask, make_texture_bank, part_region, random_relight  # noqa: E402
+from synth import make_anomaly, make_texture_bank, part_region, perlin_mask, random_relight  # noqa: E402
 from train import input_hw  # noqa: E402
 
 
