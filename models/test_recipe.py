@@ -88,7 +88,7 @@ def test_validation_defects_keep_their_size_on_the_part_at_a_finer_input_scale()
 def test_faint_defects_differ_only_in_contrast() -> None:
     img = np.full((64, 96, 3), 0.8, np.float32)
     img[16:48, 20:80] = 0.4
-    out, labels = verdict.faint_set(img[None], seed=3)
+    out, labels = verdict.faint_set(img[None], seed=3, shifts=())  # the grey marks only
     assert labels == [(k, c) for k in ("scratch", "spot") for c in verdict.SENSITIVITY_CONTRASTS]
     for kind in ("scratch", "spot"):
         diffs = [out[i] - img for i, (k, _) in enumerate(labels) if k == kind]
@@ -231,6 +231,32 @@ def test_anomaly_masks_follow_the_shorter_side_of_a_long_crop() -> None:
     assert span_short < span_long / 3, (span_short, span_long)
     assert abs(area_short - area_long) < 0.03, (area_short, area_long)
     assert perlin_mask((240, 64), np.random.default_rng(1), scale="shorter_side").shape == (240, 64)
+
+
+def test_warps_move_the_parts_own_pixels_at_its_outline() -> None:
+    img = np.full((64, 160, 3), 0.8, np.float32)
+    img[24:40, 20:140] = 0.2
+    img[24:40, 20:140:6] = 0.35  # thread-like stripes on the bar
+    scale = verdict.DefectScale(px=2.0)
+    moved = verdict.warp(img, np.random.default_rng(4), (0.5, 1.0, 1.5), scale)
+    changed = [np.abs(m - img).max(-1) > 1e-6 for m in moved]
+    assert all(c.any() for c in changed)
+    # one place for every shift, growing with it; only near the outline (radius <= 6% of 64 px)
+    ys, xs = np.nonzero(changed[-1])
+    assert not (changed[0] & ~changed[-1]).any()
+    assert np.abs(moved[2] - img).sum() > np.abs(moved[0] - img).sum()
+    assert ys.max() - ys.min() <= 2 * 0.06 * 64 and xs.max() - xs.min() <= 2 * 0.06 * 64
+    assert min(m.min() for m in moved) >= 0.2 - 1e-6 and max(m.max() for m in moved) <= 0.8 + 1e-6
+    # the sensitivity set: scratches and spots are the same with or without warps; none where the
+    # part fills the frame
+    images = np.stack([img, img[::-1].copy()])
+    with_warps, labels = verdict.faint_set(images, 7, scale=scale)
+    without, labels0 = verdict.faint_set(images, 7, scale=scale, shifts=())
+    assert [l for l in labels if l[0] != "warp"] == labels0 and labels.count(("warp", 1.0)) == 2
+    keep = [i for i, l in enumerate(labels) if l[0] != "warp"]
+    assert np.array_equal(with_warps[keep], without)
+    full = np.random.default_rng(1).uniform(0.4, 0.45, (1, 64, 160, 3)).astype(np.float32)
+    assert all(l[0] != "warp" for l in verdict.faint_set(full, 7)[1])
 
 
 def test_training_anomalies_fall_on_the_part_and_its_margin() -> None:

@@ -37,6 +37,11 @@ The verdict, with its rules fixed before any test image was scored (2026-12-02):
   `partguard calibrate` picks from so few parts), or more than a quarter of the held-out good images
   scoring above every training image (the model learnt its training images, not the part).
 - "usable" otherwise.
+
+Below the verdict, a sensitivity report that changes nothing in it (`faint_set`): grey scratches
+and spots at 5-40% contrast, and warps (the part's own pixels moved at its outline by up to 0.5-1.5
+px of the whole frame's input; added 2026-12-05, designed before any model scored one), each as the
+share found above the highest held-out good score.
 """
 
 from __future__ import annotations
@@ -216,18 +221,56 @@ def validation_set(images: np.ndarray, seed: int,
 
 
 SENSITIVITY_CONTRASTS = (0.05, 0.1, 0.2, 0.4)
+WARP_SHIFTS = (0.5, 1.0, 1.5)  # the warps' largest shift, in the whole frame's input pixels (x scale.px)
+
+
+def warp(img: np.ndarray, rng: np.random.Generator, shifts: tuple[float, ...],
+         scale: DefectScale = DefectScale()) -> list[np.ndarray]:
+    """The part's own pixels moved, as a bent thread, a burr or a dented rim moves them: no texture,
+    no new grey level. A disc of radius 3-6% of the shorter side centred on an outline pixel of
+    `body`; the image resampled (bilinear) at each pixel shifted by up to d * `scale.px` in one
+    direction, weighted by (1 - distance / radius)^2. One image per d in `shifts`, same centre,
+    radius and direction (models/HISTORY.md, "Warps", fixed before any model scored one)."""
+    h, w = img.shape[:2]
+    ys, xs = np.nonzero(outline(body(img)))
+    i = int(rng.integers(0, len(ys)))
+    cy, cx = float(ys[i]), float(xs[i])
+    r = rng.uniform(0.03, 0.06) * scale.side_of(h, w)
+    a = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    weight = np.clip(1 - np.hypot(yy - cy, xx - cx) / r, 0, 1) ** 2
+    return [bilinear(img, yy - d * scale.px * np.sin(a) * weight, xx - d * scale.px * np.cos(a) * weight)
+            for d in shifts]
+
+
+def bilinear(img: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+    """`img` (H,W,C) sampled at rows `sy` and columns `sx` (H,W), clamped to the frame; a pixel
+    sampled at its own place keeps its value exactly."""
+    h, w = img.shape[:2]
+    sy, sx = np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)
+    y0, x0 = np.minimum(np.floor(sy).astype(int), h - 2), np.minimum(np.floor(sx).astype(int), w - 2)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
+    out = (img[y0, x0] * (1 - fy) * (1 - fx) + img[y0 + 1, x0] * fy * (1 - fx)
+           + img[y0, x0 + 1] * (1 - fy) * fx + img[y0 + 1, x0 + 1] * fy * fx)
+    return out.astype(np.float32)
 
 
 def faint_set(images: np.ndarray, seed: int, contrasts: tuple[float, ...] = SENSITIVITY_CONTRASTS,
-              scale: DefectScale = DefectScale()) -> tuple[np.ndarray, list[tuple[str, float]]]:
+              scale: DefectScale = DefectScale(),
+              shifts: tuple[float, ...] = WARP_SHIFTS) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """For the sensitivity report: each of `images` with a grey scratch and a grey spot at each of
-    `contrasts` (same shape, place and sign across the contrasts), and (kind, contrast) of each."""
+    `contrasts` (same shape, place and sign across the contrasts), and, where the part has an
+    outline, a `warp` at each of `shifts`; and (kind, contrast or shift) of each. The warps draw
+    from their own stream: the scratches and spots are the same with or without them."""
     out, labels = [], []
     for i, img in enumerate(images):
         for k, kind in enumerate(("scratch", "spot")):
             for c in contrasts:
                 out.append(validation_defect(img, kind, np.random.default_rng([seed, 0x5E45, i, k]), c, scale))
                 labels.append((kind, c))
+        if shifts and outline(body(img)).any():
+            out.extend(warp(img, np.random.default_rng([seed, 0x3A49, i]), shifts, scale))
+            labels.extend(("warp", d) for d in shifts)
     return np.stack(out), labels
 
 
@@ -287,6 +330,13 @@ class Verdict:
         ]
         for kind, by_c in self.sensitivity.items():
             low = faintest(by_c)
+            if kind == "warp":
+                shares = ", ".join(f"{d:g} px {100 * f:.0f}%" for d, f in sorted(by_c.items()))
+                out.append(f"sensitivity, warps (the part's own pixels moved at its outline) found above "
+                           f"{self.threshold:.4f} by largest shift (the whole frame's input pixels): {shares}; "
+                           + (f"at least half found from {low:g} px" if low is not None
+                              else "fewer than half found at every shift tried"))
+                continue
             shares = ", ".join(f"{100 * c:.0f}% {100 * f:.0f}%" for c, f in sorted(by_c.items()))
             out.append(f"sensitivity, grey {kind}{'es' if kind.endswith('h') else 's'} found above {self.threshold:.4f} by contrast: {shares}; "
                        + (f"at least half found from {100 * low:.0f}% contrast" if low is not None
