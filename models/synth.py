@@ -51,10 +51,15 @@ def perlin(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Generato
     return np.sqrt(2) * (a + tx * (b - a))
 
 
+def _up32(n: int) -> int:
+    """`n` rounded up to a multiple of 32 (Perlin needs its grid to divide the side)."""
+    return -(-n // 32) * 32
+
+
 def _square(shape: tuple[int, int]) -> int:
     """The side of the square the noise is drawn on for an image of `shape` (H, W): the longer side
-    rounded up to a multiple of 32 (Perlin needs its grid to divide the side); the result is cropped."""
-    return -(-max(shape) // 32) * 32
+    rounded up to a multiple of 32; the result is cropped."""
+    return _up32(max(shape))
 
 
 ANOMALY_SCALES = ("longer_side", "shorter_side")  # what perlin_mask's cells divide
@@ -70,7 +75,7 @@ def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, threshold: flo
     Both draw the same random numbers and give the same mask on a square image."""
     h, w = shape
     side = _square(shape)
-    short = -(-min(shape) // 32) * 32
+    short = _up32(min(shape))
     for _ in range(8):
         sy = 2 ** int(rng.integers(0, 6))
         sx = 2 ** int(rng.integers(0, 6))
