@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import align  # noqa: E402
 from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
 from synth import ANOMALY_SCALES, make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
-from verdict import DefectScale, faint_set, holdout_indices, judge, validation_set  # noqa: E402
+from verdict import DefectScale, bilinear, faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -254,14 +254,9 @@ def random_warp(img: np.ndarray, max_px: float, rng: np.random.Generator) -> np.
     shift = rng.uniform(-max_px, max_px, size=2)
     coarse = torch.from_numpy(rng.uniform(-max_px, max_px, size=(1, 2, 3, 3)).astype(np.float32))
     field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[0]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
-    src_y = ys + float(shift[0]) + field[0]
-    src_x = xs + float(shift[1]) + field[1]
-    grid = torch.stack([(src_x + 0.5) / w * 2 - 1, (src_y + 0.5) / h * 2 - 1], -1)[None]
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-    out = F.grid_sample(t, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0].permute(1, 2, 0).numpy().copy()
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = field.numpy()
+    return bilinear(img, ys + float(shift[0]) + field[0], xs + float(shift[1]) + field[1])
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
