@@ -88,7 +88,7 @@ def test_validation_defects_keep_their_size_on_the_part_at_a_finer_input_scale()
 def test_faint_defects_differ_only_in_contrast() -> None:
     img = np.full((64, 96, 3), 0.8, np.float32)
     img[16:48, 20:80] = 0.4
-    out, labels = verdict.faint_set(img[None], seed=3, shifts=())  # the grey marks only
+    out, labels = verdict.faint_set(img[None], seed=3, shifts=(), radii=())  # the grey marks only
     assert labels == [(k, c) for k in ("scratch", "spot") for c in verdict.SENSITIVITY_CONTRASTS]
     for kind in ("scratch", "spot"):
         diffs = [out[i] - img for i, (k, _) in enumerate(labels) if k == kind]
@@ -257,6 +257,37 @@ def test_warps_move_the_parts_own_pixels_at_its_outline() -> None:
     assert np.array_equal(with_warps[keep], without)
     full = np.random.default_rng(1).uniform(0.4, 0.45, (1, 64, 160, 3)).astype(np.float32)
     assert all(l[0] != "warp" for l in verdict.faint_set(full, 7)[1])
+
+
+def test_transplants_move_the_parts_own_texture_within_it() -> None:
+    img = np.full((64, 160, 3), 0.8, np.float32)
+    img[16:48, 10:150] = 0.2
+    img[16:48, 10:150:5] = 0.35  # thread-like stripes on the bar
+    radii = (0.015, 0.03, 0.06)
+    moved = verdict.transplant(img, np.random.default_rng(3), radii)
+    changed = [np.abs(m - img).max(-1) > 1e-6 for m in moved]
+    assert all(c.any() for c in changed)
+    # one place, growing with the radius; inside a disc of the radius (64 px: <= 3.84 px at 6%)
+    assert not (changed[0] & ~changed[-1]).any() and changed[0].sum() < changed[-1].sum()
+    ys, xs = np.nonzero(changed[-1])
+    assert ys.max() - ys.min() <= 2 * 0.06 * 64 + 1 and xs.max() - xs.min() <= 2 * 0.06 * 64 + 1
+    # the part's own texture: no grey outside the image's range, centre on the part
+    assert min(m.min() for m in moved) >= 0.2 - 1e-6 and max(m.max() for m in moved) <= 0.8 + 1e-6
+    assert 16 <= ys.mean() < 48 and 10 <= xs.mean() < 150
+    # in the sensitivity set on every part, even one that fills the frame; scratches and spots
+    # unchanged by them
+    images = np.stack([img, img[::-1].copy()])
+    with_t, labels = verdict.faint_set(images, 7)
+    without, labels0 = verdict.faint_set(images, 7, radii=())
+    assert [l for l in labels if l[0] != "transplant"] == labels0 and labels.count(("transplant", 0.03)) == 2
+    keep = [i for i, l in enumerate(labels) if l[0] != "transplant"]
+    assert np.array_equal(with_t[keep], without)
+    full = np.random.default_rng(1).uniform(0.4, 0.45, (1, 64, 160, 3)).astype(np.float32)
+    assert [l for l in verdict.faint_set(full, 7)[1] if l[0] == "transplant"] == [("transplant", r) for r in radii]
+    # in the report, with the figure (mean of the radii's shares)
+    v = verdict.Verdict("usable", [], 0, 0, 1, 1, 0, 0.5, 2,
+                        sensitivity={"transplant": {0.015: 0.0, 0.03: 0.5, 0.06: 1.0}})
+    assert any("transplant figure 0.500" in line for line in v.lines())
 
 
 def test_training_anomalies_fall_on_the_part_and_its_margin() -> None:

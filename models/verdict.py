@@ -39,9 +39,12 @@ The verdict, with its rules fixed before any test image was scored (2026-12-02):
 - "usable" otherwise.
 
 Below the verdict, a sensitivity report that changes nothing in it (`faint_set`): grey scratches
-and spots at 5-40% contrast, and warps (the part's own pixels moved at its outline by up to 0.5-1.5
-px of the whole frame's input; added 2026-12-05, designed before any model scored one), each as the
-share found above the highest held-out good score.
+and spots at 5-40% contrast, warps (the part's own pixels moved at its outline by up to 0.5-1.5
+px of the whole frame's input; added 2026-12-05, designed before any model scored one) and
+transplants (a disc of the part replaced by its own texture from 1-2 radii away, radius 1.5, 3 and
+6% of the shorter side; added 2026-12-05, designed before any model scored one), each as the share
+found above the highest held-out good score. The transplant figure (the mean of the three radii's
+shares) judges recipes that change the synthetic training anomalies (models/HISTORY.md).
 """
 
 from __future__ import annotations
@@ -255,13 +258,47 @@ def bilinear(img: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+TRANSPLANT_RADII = (0.015, 0.03, 0.06)  # the transplants' radius, in shares of the shorter side
+
+
+def transplant(img: np.ndarray, rng: np.random.Generator, radii: tuple[float, ...],
+               scale: DefectScale = DefectScale()) -> list[np.ndarray]:
+    """The part's own texture moved within it, as a thread cut out of phase or a burr: no colour
+    the image does not have. A centre on `body` (the whole frame where the part fills it); per
+    radius r = share * the shorter side, a disc of radius r there replaced by the image displaced
+    by U(1, 2) * r in one direction, length and direction drawn again (up to 16 times) until the
+    source centre is on `body` in the frame. One image per share in `radii`, same centre; the next
+    radius starts from the last direction (models/HISTORY.md, "Transplants", fixed before any
+    model scored one)."""
+    h, w = img.shape[:2]
+    part = body(img)
+    ys, xs = np.nonzero(part)  # never empty: `part_mask` takes the whole frame when the part fills it
+    i = int(rng.integers(0, len(ys)))
+    cy, cx = float(ys[i]), float(xs[i])
+    a = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for share in radii:
+        r = share * scale.side_of(h, w)
+        for _ in range(16):
+            dy, dx = rng.uniform(1, 2) * r * np.sin(a), rng.uniform(1, 2) * r * np.cos(a)
+            sy, sx = round(cy + dy), round(cx + dx)
+            if 0 <= sy < h and 0 <= sx < w and part[sy, sx]:
+                break
+            a = rng.uniform(0, 2 * np.pi)
+        alpha = disc(h, w, cy, cx, r, r)
+        out.append((img * (1 - alpha) + alpha * bilinear(img, yy + dy, xx + dx)).astype(np.float32))
+    return out
+
+
 def faint_set(images: np.ndarray, seed: int, contrasts: tuple[float, ...] = SENSITIVITY_CONTRASTS,
-              scale: DefectScale = DefectScale(),
-              shifts: tuple[float, ...] = WARP_SHIFTS) -> tuple[np.ndarray, list[tuple[str, float]]]:
+              scale: DefectScale = DefectScale(), shifts: tuple[float, ...] = WARP_SHIFTS,
+              radii: tuple[float, ...] = TRANSPLANT_RADII) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """For the sensitivity report: each of `images` with a grey scratch and a grey spot at each of
-    `contrasts` (same shape, place and sign across the contrasts), and, where the part has an
-    outline, a `warp` at each of `shifts`; and (kind, contrast or shift) of each. The warps draw
-    from their own stream: the scratches and spots are the same with or without them."""
+    `contrasts` (same shape, place and sign across the contrasts), where the part has an outline a
+    `warp` at each of `shifts`, and a `transplant` at each of `radii`; and (kind, contrast, shift
+    or radius) of each. Warps and transplants draw from their own streams: the scratches and spots
+    are the same with or without them."""
     out, labels = [], []
     for i, img in enumerate(images):
         for k, kind in enumerate(("scratch", "spot")):
@@ -271,6 +308,9 @@ def faint_set(images: np.ndarray, seed: int, contrasts: tuple[float, ...] = SENS
         if shifts and outline(body(img)).any():
             out.extend(warp(img, np.random.default_rng([seed, 0x3A49, i]), shifts, scale))
             labels.extend(("warp", d) for d in shifts)
+        if radii:
+            out.extend(transplant(img, np.random.default_rng([seed, 0x7E1A, i]), radii, scale))
+            labels.extend(("transplant", r) for r in radii)
     return np.stack(out), labels
 
 
@@ -336,6 +376,12 @@ class Verdict:
                            f"{self.threshold:.4f} by largest shift (the whole frame's input pixels): {shares}; "
                            + (f"at least half found from {low:g} px" if low is not None
                               else "fewer than half found at every shift tried"))
+                continue
+            if kind == "transplant":
+                shares = ", ".join(f"{100 * r:g}% {100 * f:.0f}%" for r, f in sorted(by_c.items()))
+                out.append(f"sensitivity, transplants (the part's own texture moved within it) found above "
+                           f"{self.threshold:.4f} by radius (share of the shorter side): {shares}; "
+                           f"transplant figure {np.mean(list(by_c.values())):.3f}")
                 continue
             shares = ", ".join(f"{100 * c:.0f}% {100 * f:.0f}%" for c, f in sorted(by_c.items()))
             out.append(f"sensitivity, grey {kind}{'es' if kind.endswith('h') else 's'} found above {self.threshold:.4f} by contrast: {shares}; "
