@@ -100,12 +100,21 @@ def data_license(cat: Path) -> str:
     return f"{cat.parent.name}: {found[0][:160]}" if found else f"{cat.parent.name}: see its SOURCE.txt"
 
 
-def rejudge(run: Path, window: int) -> dict:
-    """verdict.py's verdict on the run's final model through a `window` score head: what train.py
-    printed for its own window, recomputed with the current rules (the same numbers otherwise)."""
+def rejudge(run: Path, window: int, region: str | None = None) -> dict:
+    """verdict.py's verdict on the run's final model through a `window` score head over `region`
+    (default: the run's own): what train.py printed, recomputed with the current rules."""
+    from net import build
     from score_window import RunMaps
 
-    return dataclasses.asdict(RunMaps(run).verdict(window))
+    cfg = json.loads((run / "config.json").read_text())
+    on_part = build(dict(cfg, score_region=region or cfg.get("score_region", "frame"))).score_on_part
+    return dataclasses.asdict(RunMaps(run).verdict(window, on_part))
+
+
+def head_suffix(args) -> str:
+    """The suffix of a re-exported score head's folder and files: "" for the run's own head."""
+    return ("" if args.score_window is None else f"_w{args.score_window}") + (
+        "" if args.score_region is None else f"_{args.score_region}")
 
 
 def one(args, cat: Path, seed: int, pg: Path) -> dict:
@@ -121,17 +130,19 @@ def one(args, cat: Path, seed: int, pg: Path) -> dict:
              "--out", run_dir / "run", "--seed", seed, "--threads", args.threads], log)
         (run_dir / "train_seconds").write_text(f"{time.time() - t0:.0f}\n")
     cfg = json.loads(cfg_path.read_text())
-    model_dir = run_dir / ("model" if args.score_window is None else f"model_w{args.score_window}")
+    model_dir = run_dir / f"model{head_suffix(args)}"
     if not (model_dir / f"{name}_int8.onnx").is_file():
-        window = [] if args.score_window is None else ["--score-window", args.score_window]
+        head = ([] if args.score_window is None else ["--score-window", args.score_window]) + (
+            [] if args.score_region is None else ["--score-region", args.score_region])
         run([sys.executable, ROOT / "models/export.py", "--run", run_dir / "run", "--out", model_dir,
              "--name", name, "--calib", cat / "train/good",
-             "--data-license", data_license(cat)] + window, log)
-    verdict = rejudge(run_dir / "run", args.score_window or cfg.get("score_window", 21))
+             "--data-license", data_license(cat)] + head, log)
+    verdict = rejudge(run_dir / "run", args.score_window or cfg.get("score_window", 21), args.score_region)
     row = {"category": str(cat.relative_to(args.data)), "seed": seed,
            "train_seconds": int((run_dir / "train_seconds").read_text()) if (run_dir / "train_seconds").is_file() else None,
            "n_train": cfg["n_images"], "n_holdout": len(cfg["holdout_files"]), "input_hw": cfg["input_hw"],
            "macs": cfg["macs"], "score_window": args.score_window or cfg.get("score_window", 21),
+           "score_region": args.score_region or cfg.get("score_region", "frame"),
            "verdict": verdict}
     for prec in ("f32", "int8"):
         row[prec] = measure(pg, cat, run_dir, model_dir / f"{name}_{prec}.onnx", prec, log)
@@ -181,6 +192,9 @@ def main() -> None:
     ap.add_argument("--score-window", type=int,
                     help="re-export every run with this score window (no retraining; score_window.py) "
                          "and measure it: results_wN.jsonl, table_wN.md")
+    ap.add_argument("--score-region", choices=["frame", "part"],
+                    help="re-export every run with the score over this region (no retraining; net.py's "
+                         "inspected_region) and measure it: results_part.jsonl, table_part.md")
     args = ap.parse_args()
     args.data, args.out = args.data.resolve(), args.out.resolve()
     pg = args.partguard.resolve()
@@ -190,13 +204,13 @@ def main() -> None:
     if not cats:
         sys.exit(f"error: no category (a folder with train/good and test) under {args.data}")
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.score_window is None else f"_w{args.score_window}"
+    suffix = head_suffix(args)
     results = args.out / f"results{suffix}.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     if args.rejudge:
         for r in rows:
             run_dir = args.out / f"{Path(r['category']).name}_s{r['seed']}" / "run"
-            r["verdict"] = rejudge(run_dir, r.get("score_window", 21))
+            r["verdict"] = rejudge(run_dir, r.get("score_window", 21), r.get("score_region"))
         results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     finished = {(r["category"], r["seed"]) for r in rows}
     for seed in args.seeds:

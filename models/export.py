@@ -21,7 +21,7 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import build  # noqa: E402
+from net import SCORE_REGIONS, build  # noqa: E402
 from train import input_hw, list_images, load_rgb  # noqa: E402
 
 MODEL_VERSION = "3"
@@ -66,7 +66,9 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
             f"enabled=true,kernel=1,dilation=1,reduction=8,lambda={cfg['sspcab_lambda']},placement=recon-encoder-last"
             if cfg["sspcab"] else "enabled=false"
         ),
-        "partguard.score": "max of {k}x{k} mean-filtered anomaly map".format(k=cfg.get("score_window", 21)),
+        "partguard.score": "max of {k}x{k} mean-filtered anomaly map{where}".format(
+            k=cfg.get("score_window", 21),
+            where=" over the part (net.inspected_region)" if build(cfg).score_on_part else ""),
         "partguard.training_config": json.dumps(
             {k: cfg[k] for k in sorted(cfg) if k not in ("data", "camera_controls", "data_license")}),
     }
@@ -89,14 +91,16 @@ def set_metadata(model: onnx.ModelProto, cfg: dict, precision: str, name: str) -
 
 
 def export_f32(ckpt: Path, out: Path, name: str, data_license: str,
-               score_window: int | None = None) -> tuple[Path, dict]:
+               score_window: int | None = None, score_region: str | None = None) -> tuple[Path, dict]:
     ck = torch.load(ckpt, weights_only=False, map_location="cpu")
     cfg = dict(ck["config"], data_license=data_license)
+    # the score head only (no weights) may be changed after training, e.g. by models/score_window.py
     if score_window is not None:
-        # the score head only (no weights): chosen after training, e.g. by models/score_window.py
         if score_window < 1 or score_window % 2 == 0:
             sys.exit(f"error: --score-window {score_window}: use an odd number of pixels (21, 7, 3...)")
         cfg["score_window"] = score_window
+    if score_region is not None:
+        cfg["score_region"] = score_region
     model = build(cfg)
     model.load_state_dict(ck["model"])
     model.eval()
@@ -183,6 +187,8 @@ def main() -> None:
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--score-window", type=int,
                     help="the score's mean-filter window (odd; default: the run's score_window, 21)")
+    ap.add_argument("--score-region", choices=SCORE_REGIONS,
+                    help="where the score looks on an aligned part (default: the run's score_region)")
     ap.add_argument("--float-resize", action="store_true",
                     help="int8 model: upsample in float32 between Dequantize/QuantizeLinear (speed study)")
     ap.add_argument("--data-license", default=MVTEC_LICENSE,
@@ -190,7 +196,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     f32, cfg = export_f32(args.run / "final.pt", args.out, args.name, args.data_license,
-                          args.score_window)
+                          args.score_window, args.score_region)
     q = quantize_int8(f32, args.calib, cfg, args.name, args.n_calib, args.float_resize)
     for p in (f32, q):
         print(f"{p}: {p.stat().st_size} bytes")

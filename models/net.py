@@ -6,14 +6,20 @@ DRAEM (Zavrtanik et al., ICCV 2021); no code is copied from their implementation
 Graph contract (models/contract.json; see models/README.md):
   input  `image`       [1, 3, H, W] float32, RGB, pixels scaled to [0, 1]
   output `anomaly_map` [1, 1, H, W] float32, probability that a pixel is anomalous
-  output `score`       [1]          float32, max of the KxK mean-filtered anomaly map (K: score_window)
+  output `score`       [1]          float32, max of the KxK mean-filtered anomaly map (K: score_window),
+                                    over the part's region where `score_on_part` (AnomalyNet.forward)
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+PART_LEVEL = 0.1  # a pixel is the part's where its colour differs from the border's mean by more (verdict.part_mask)
+PART_MARGIN = 0.05  # the region grows by this share of the input's shorter side (synth.PART_MARGIN)
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -35,6 +41,7 @@ def full_res_block(cin: int, cout: int, convs: int) -> nn.Sequential:
 
 
 UPSAMPLE_MODES = ("bilinear", "nearest")
+SCORE_REGIONS = ("frame", "part")  # where the image score looks (build, inspected_region)
 
 
 def up2(t: torch.Tensor, mode: str) -> torch.Tensor:
@@ -175,8 +182,10 @@ class AnomalyNet(nn.Module):
     be multiples of 32 (five poolings), not 16."""
 
     def __init__(self, recon_width: int = 16, discr_width: int = 16, sspcab: bool = True,
-                 score_window: int = 21, upsample: str = "bilinear", full_res_convs: int = 2, stem: int = 0):
+                 score_window: int = 21, upsample: str = "bilinear", full_res_convs: int = 2, stem: int = 0,
+                 score_on_part: bool = False):
         super().__init__()
+        self.score_on_part = score_on_part
         self.recon = Reconstructive(recon_width, sspcab, upsample, full_res_convs, stem)
         self.discr = Discriminative(discr_width, upsample, full_res_convs, stem)
         self.score_window = score_window
@@ -186,15 +195,21 @@ class AnomalyNet(nn.Module):
         logits = self.discr(torch.cat([x, rec], 1))
         return rec, logits
 
-    def forward(self, x: torch.Tensor):
-        """Inference graph: anomaly map and image score, both inside the exported ONNX."""
+    def anomaly_map(self, x: torch.Tensor):
+        """The anomaly map [N, 1, H, W] and the reconstruction it was computed against."""
         rec = self.recon(x)
         logits = self.discr(torch.cat([x, rec], 1))
         # softmax over the two classes, taken for class 1: sigmoid(l1 - l0) is the same function and
         # cheaper for an inference engine than a Softmax over the whole map (tract: ~4% of a frame).
-        amap = torch.sigmoid(logits[:, 1:2] - logits[:, 0:1])
+        return torch.sigmoid(logits[:, 1:2] - logits[:, 0:1]), rec
+
+    def forward(self, x: torch.Tensor):
+        """Inference graph: anomaly map and image score, both inside the exported ONNX."""
+        amap, rec = self.anomaly_map(x)
         k = self.score_window
         pooled = F.avg_pool2d(amap, k, stride=1, padding=k // 2, count_include_pad=False)
+        if self.score_on_part:
+            pooled = pooled * inspected_region(x, rec)
         score = pooled.amax(dim=(1, 2, 3))
         return amap, score
 
@@ -204,11 +219,34 @@ class AnomalyNet(nn.Module):
         return self.recon.sspcab.self_supervised_loss()
 
 
+def inspected_region(x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+    """Where the image score looks on an aligned part ([N, 1, H, W], 1.0 inside, 0.0 outside): the
+    pixels whose colour differs from the mean of the input's border by over PART_LEVEL in the image
+    or in its reconstruction (where a defect took material away, the reconstruction still shows
+    the part), grown by PART_MARGIN of the shorter side. The conveyor or tray around the part is
+    not inspected. A part has been found in every frame that reaches the model (align.py, the
+    firmware's preprocess/align.rs), so the region is never empty; inside the graph, so every
+    engine computes it."""
+    with warnings.catch_warnings():  # the contract fixes the input's shape: a constant in the graph
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+    border = torch.cat([x[:, :, 0, :], x[:, :, h - 1, :], x[:, :, :, 0], x[:, :, :, w - 1]], 2)
+    bg = border.mean(2, keepdim=True).unsqueeze(3)
+    diff = torch.maximum((x - bg).abs(), (rec - bg).abs()).amax(1, keepdim=True)
+    part = (diff > PART_LEVEL).float()
+    r = max(1, round(PART_MARGIN * min(h, w)))
+    # grown by r: the mean over a (2r+1)^2 window is above 0 wherever a part pixel is within r
+    return (F.avg_pool2d(part, 2 * r + 1, stride=1, padding=r, count_include_pad=False) > 0).float()
+
+
 def build(cfg: dict) -> "AnomalyNet":
     """The network a training config (train.py's TrainConfig, or a run's config.json) describes.
-    Keys added after a run was made take their defaults, so old runs rebuild as they were."""
+    Keys added after a run was made take their defaults, so old runs rebuild as they were. The score
+    is taken over the part only where asked and where the run found a part to align."""
+    on_part = cfg.get("score_region", "frame") == "part" and bool(cfg.get("alignment"))
     return AnomalyNet(cfg["recon_width"], cfg["discr_width"], cfg["sspcab"], cfg.get("score_window", 21),
-                      cfg.get("upsample", "bilinear"), cfg.get("full_res_convs", 2), cfg.get("stem", 0))
+                      cfg.get("upsample", "bilinear"), cfg.get("full_res_convs", 2), cfg.get("stem", 0),
+                      on_part)
 
 
 def count_macs(model: nn.Module, h: int, w: int) -> int:

@@ -25,25 +25,32 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import AnomalyNet, build  # noqa: E402
+from net import AnomalyNet, build, inspected_region  # noqa: E402
 from train import defect_scale, input_hw, list_images, load_rgb  # noqa: E402
 from verdict import Verdict, auroc, faint_set, judge, validation_set  # noqa: E402
 
 WINDOWS = [21, 15, 11, 7, 5, 3]
 
 
-def maps(model: AnomalyNet, images: np.ndarray) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), 16):
-            amap, _ = model(torch.from_numpy(images[i : i + 16]).permute(0, 3, 1, 2))
-            out.append(amap)
-    return torch.cat(out)
+class Maps:
+    """Anomaly maps [N, 1, H, W] of some images and the part's region on each (net.inspected_region)."""
 
+    def __init__(self, model: AnomalyNet, images: np.ndarray):
+        amaps, regions = [], []
+        with torch.no_grad():
+            for i in range(0, len(images), 16):
+                x = torch.from_numpy(images[i : i + 16]).permute(0, 3, 1, 2)
+                amap, rec = model.anomaly_map(x)
+                amaps.append(amap)
+                regions.append(inspected_region(x, rec))
+        self.amaps, self.regions = torch.cat(amaps), torch.cat(regions)
 
-def score(amaps: torch.Tensor, k: int) -> np.ndarray:
-    pooled = F.avg_pool2d(amaps, k, stride=1, padding=k // 2, count_include_pad=False)
-    return pooled.amax(dim=(1, 2, 3)).numpy()
+    def score(self, k: int, on_part: bool = False) -> np.ndarray:
+        """The graph's image score through a k x k window, over the whole map or the part's region."""
+        pooled = F.avg_pool2d(self.amaps, k, stride=1, padding=k // 2, count_include_pad=False)
+        if on_part:
+            pooled = pooled * self.regions
+        return pooled.amax(dim=(1, 2, 3)).numpy()
 
 
 class RunMaps:
@@ -64,17 +71,18 @@ class RunMaps:
         train = np.stack([load_rgb(p, hw, a) for p in paths if str(p.relative_to(data)) not in held])
         hold = np.stack([load_rgb(data / f, hw, a) for f in cfg["holdout_files"]])
         self.all_images = np.concatenate([train, hold])
-        self.train, self.hold = maps(model, train), maps(model, hold)
+        self.train, self.hold = Maps(model, train), Maps(model, hold)
         scale = defect_scale(cfg, paths)  # derived, so runs made before it was recorded get it too
         defects, self.kinds = validation_set(hold, int(cfg["seed"]), scale)
-        self.defect = maps(model, defects)
+        self.defect = Maps(model, defects)
         faint, self.faint_labels = faint_set(hold, int(cfg["seed"]), scale=scale)
-        self.faint = maps(model, faint)
+        self.faint = Maps(model, faint)
 
-    def verdict(self, k: int) -> Verdict:
-        """verdict.judge with the score taken through a k x k window."""
-        return judge(self.all_images, score(self.train, k), score(self.hold, k), score(self.defect, k),
-                     self.kinds, (score(self.faint, k), self.faint_labels))
+    def verdict(self, k: int, on_part: bool = False) -> Verdict:
+        """verdict.judge with the score taken through a k x k window, over the part's region or not."""
+        return judge(self.all_images, self.train.score(k, on_part), self.hold.score(k, on_part),
+                     self.defect.score(k, on_part), self.kinds,
+                     (self.faint.score(k, on_part), self.faint_labels))
 
 
 def judge_run(run: Path) -> dict[int, tuple[float, float, float]]:

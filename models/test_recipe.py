@@ -344,6 +344,45 @@ def test_stem_keeps_the_contract_and_the_rest_of_the_network() -> None:
     assert count_macs(plain, 128, 128) < count_macs(stem, 256, 256) < 1.3 * count_macs(plain, 128, 128)
 
 
+def test_the_score_over_the_part_leaves_the_background_out() -> None:
+    import onnxruntime as ort
+    import torch
+
+    from net import AnomalyNet, build, inspected_region
+
+    x = torch.full((1, 3, 64, 96), 0.8)
+    x[:, :, 20:44, 20:60] = 0.3  # a dark part on a plain light background
+    rec = x.clone()
+    rec[:, :, 30:34, 60:70] = 0.3  # material the reconstruction shows and the image lacks (a chip)
+    region = inspected_region(x, rec)[0, 0]
+    assert region[20:44, 20:60].all() and region[30:34, 60:70].all()  # the part, and what it lacks
+    r = round(0.05 * 64)  # grown by 5% of the shorter side
+    assert region[20 - r, 30] and not region[20 - r - 1, 30] and region[30, 70 + r - 1]
+    assert not region[:8].any() and not region[:, 80:].any()  # the background away from it
+    # only where the run found a part to align: elsewhere the whole frame, as before
+    cfg = {"recon_width": 4, "discr_width": 4, "sspcab": True, "score_window": 3, "upsample": "nearest",
+           "full_res_convs": 1, "score_region": "part"}
+    assert build(dict(cfg, alignment={"rotate": True})).score_on_part and not build(cfg).score_on_part
+    torch.manual_seed(0)
+    net = AnomalyNet(4, 4, True, 3, "nearest", 1, score_on_part=True).eval()
+    whole = AnomalyNet(4, 4, True, 3, "nearest", 1)
+    whole.load_state_dict(net.state_dict())
+    whole.eval()
+    x[:, :, 2:5, 85:88] = 0.0  # a speck of dirt on the background
+    with torch.no_grad():
+        amap, score = net(x)
+        _, rec = net.anomaly_map(x)
+        pooled = torch.nn.functional.avg_pool2d(amap, 3, 1, 1, count_include_pad=False)
+        assert torch.isclose(score, (pooled * inspected_region(x, rec)).amax())
+        assert score <= whole(x)[1]
+    with tempfile.TemporaryDirectory() as d:  # the same score from the exported graph
+        path = Path(d) / "part.onnx"
+        torch.onnx.export(net, torch.zeros(1, 3, 64, 96), str(path), opset_version=17, dynamo=False,
+                          input_names=["image"], output_names=["anomaly_map", "score"])
+        got = ort.InferenceSession(str(path)).run(["score"], {"image": x.numpy()})[0]
+    assert np.isclose(got[0], score.item(), atol=1e-5), (got, score)
+
+
 if __name__ == "__main__":
     for name, fn in list(globals().items()):
         if name.startswith("test_"):

@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import align  # noqa: E402
-from net import UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
+from net import SCORE_REGIONS, UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
 from synth import ANOMALY_SCALES, make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
 from verdict import DefectScale, bilinear, faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
@@ -64,6 +64,7 @@ class TrainConfig:
     texture_bank: int = 0
     holdout: float = 0.15  # share of the good images held back for the verdict (verdict.py)
     score_window: int = 21  # the image score: max of the anomaly map after this mean filter (odd)
+    score_region: str = "frame"  # "part": the score's max over the aligned part only (net.inspected_region)
     upsample: str = "bilinear"  # x2 upsampling in both networks: "bilinear" (DRAEM) or "nearest"
     full_res_convs: int = 2  # 3x3 convolutions per block at the input's resolution: 2 (DRAEM) or 1
     stem: int = 0  # > 0: a thin level of this many channels at the input's resolution (net.AnomalyNet)
@@ -111,6 +112,9 @@ def load_config(path: Path) -> dict:
     if cfg["score_window"] < 1 or cfg["score_window"] % 2 == 0:
         sys.exit(f"error: training config {path}: score_window is {cfg['score_window']}; use an odd "
                  "number of pixels (21, 7, 3...)")
+    if cfg["score_region"] not in SCORE_REGIONS:
+        sys.exit(f"error: training config {path}: score_region is {cfg['score_region']!r}; "
+                 f"use one of {', '.join(SCORE_REGIONS)}")
     if cfg["upsample"] not in UPSAMPLE_MODES:
         sys.exit(f"error: training config {path}: upsample is {cfg['upsample']!r}; "
                  f"use one of {', '.join(UPSAMPLE_MODES)}")
