@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sys
 import tempfile
@@ -199,6 +201,13 @@ def test_rules() -> None:
     v = verdict.judge(images, train, np.zeros(0), np.zeros(0))
     assert v.verdict == "retrain with more images" and "fewer than 8" in v.reasons[0], v
     assert v.lines()[-1].startswith("verdict: retrain with more images")
+    # the sensitivity report prints the same from a verdict read back from a run's JSON (string keys)
+    labels = [(k, c) for k, cs in (("scratch", (0.1, 0.4)), ("warp", (0.5, 1.5)), ("transplant", (0.03,)))
+              for c in cs]
+    v = verdict.judge(images, train, good, scores(rng, 16, 0.5, 0.9),
+                      faint=(scores(rng, len(labels), 0.1, 0.9), labels))
+    back = verdict.Verdict(**json.loads(json.dumps(dataclasses.asdict(v))))
+    assert back.lines() == v.lines() and any("transplant figure" in line for line in v.lines()), v.lines()
 
 
 def test_synthesis_keeps_a_non_square_shape() -> None:

@@ -370,6 +370,14 @@ class Verdict:
             f"(rule: <= {BRIGHTNESS_STD_MAX})",
         ]
         for kind, by_c in self.sensitivity.items():
+            # keys are numbers, or their strings in a verdict read back from a run's JSON
+            by_c = {float(k): v for k, v in by_c.items()}
+            if kind == "transplant":
+                shares = ", ".join(f"{100 * r:g}% {100 * f:.0f}%" for r, f in sorted(by_c.items()))
+                out.append(f"sensitivity, transplants (the part's own texture moved within it) found above "
+                           f"{self.threshold:.4f} by radius (share of the shorter side): {shares}; "
+                           f"transplant figure {np.mean(list(by_c.values())):.3f}")
+                continue
             low = faintest(by_c)
             if kind == "warp":
                 shares = ", ".join(f"{d:g} px {100 * f:.0f}%" for d, f in sorted(by_c.items()))
@@ -377,12 +385,6 @@ class Verdict:
                            f"{self.threshold:.4f} by largest shift (the whole frame's input pixels): {shares}; "
                            + (f"at least half found from {low:g} px" if low is not None
                               else "fewer than half found at every shift tried"))
-                continue
-            if kind == "transplant":
-                shares = ", ".join(f"{100 * r:g}% {100 * f:.0f}%" for r, f in sorted(by_c.items()))
-                out.append(f"sensitivity, transplants (the part's own texture moved within it) found above "
-                           f"{self.threshold:.4f} by radius (share of the shorter side): {shares}; "
-                           f"transplant figure {np.mean(list(by_c.values())):.3f}")
                 continue
             shares = ", ".join(f"{100 * c:.0f}% {100 * f:.0f}%" for c, f in sorted(by_c.items()))
             out.append(f"sensitivity, grey {kind}{'es' if kind.endswith('h') else 's'} found above {self.threshold:.4f} by contrast: {shares}; "
