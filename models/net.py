@@ -206,12 +206,7 @@ class AnomalyNet(nn.Module):
     def forward(self, x: torch.Tensor):
         """Inference graph: anomaly map and image score, both inside the exported ONNX."""
         amap, rec = self.anomaly_map(x)
-        k = self.score_window
-        pooled = F.avg_pool2d(amap, k, stride=1, padding=k // 2, count_include_pad=False)
-        if self.score_on_part:
-            pooled = pooled * inspected_region(x, rec)
-        score = pooled.amax(dim=(1, 2, 3))
-        return amap, score
+        return amap, image_score(amap, self.score_window, inspected_region(x, rec) if self.score_on_part else None)
 
     def sspcab_loss(self) -> torch.Tensor:
         if self.recon.sspcab is None:
@@ -219,14 +214,22 @@ class AnomalyNet(nn.Module):
         return self.recon.sspcab.self_supervised_loss()
 
 
+def image_score(amap: torch.Tensor, k: int, region: torch.Tensor | None = None) -> torch.Tensor:
+    """The score [N]: the maximum of the map after a k x k mean filter, over `region` if given."""
+    pooled = F.avg_pool2d(amap, k, stride=1, padding=k // 2, count_include_pad=False)
+    if region is not None:
+        pooled = pooled * region
+    return pooled.amax(dim=(1, 2, 3))
+
+
 def inspected_region(x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
     """Where the image score looks on an aligned part ([N, 1, H, W], 1.0 inside, 0.0 outside): the
     pixels whose colour differs from the mean of the input's border by over PART_LEVEL in the image
     or in its reconstruction (where a defect took material away, the reconstruction still shows
     the part), grown by PART_MARGIN of the shorter side. The conveyor or tray around the part is
-    not inspected. A part has been found in every frame that reaches the model (align.py, the
-    firmware's preprocess/align.rs), so the region is never empty; inside the graph, so every
-    engine computes it."""
+    not inspected. Where no pixel qualifies (a part found by the alignment but lit like the tray),
+    the region is the whole frame: a part is never passed for having no region. Inside the graph,
+    so every engine computes it."""
     with warnings.catch_warnings():  # the contract fixes the input's shape: a constant in the graph
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -236,7 +239,8 @@ def inspected_region(x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
     part = (diff > PART_LEVEL).float()
     r = max(1, round(PART_MARGIN * min(h, w)))
     # grown by r: the mean over a (2r+1)^2 window is above 0 wherever a part pixel is within r
-    return (F.avg_pool2d(part, 2 * r + 1, stride=1, padding=r, count_include_pad=False) > 0).float()
+    grown = (F.avg_pool2d(part, 2 * r + 1, stride=1, padding=r, count_include_pad=False) > 0).float()
+    return torch.maximum(grown, 1.0 - grown.amax(dim=(2, 3), keepdim=True))
 
 
 def build(cfg: dict) -> "AnomalyNet":

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net import AnomalyNet, build, inspected_region  # noqa: E402
+from net import AnomalyNet, build, image_score, inspected_region  # noqa: E402
 from train import defect_scale, input_hw, list_images, load_rgb  # noqa: E402
 from verdict import Verdict, auroc, faint_set, judge, validation_set  # noqa: E402
 
@@ -47,10 +46,7 @@ class Maps:
 
     def score(self, k: int, on_part: bool = False) -> np.ndarray:
         """The graph's image score through a k x k window, over the whole map or the part's region."""
-        pooled = F.avg_pool2d(self.amaps, k, stride=1, padding=k // 2, count_include_pad=False)
-        if on_part:
-            pooled = pooled * self.regions
-        return pooled.amax(dim=(1, 2, 3)).numpy()
+        return image_score(self.amaps, k, self.regions if on_part else None).numpy()
 
 
 class RunMaps:

@@ -368,6 +368,8 @@ def test_the_score_over_the_part_leaves_the_background_out() -> None:
     r = round(0.05 * 64)  # grown by 5% of the shorter side
     assert region[20 - r, 30] and not region[20 - r - 1, 30] and region[30, 70 + r - 1]
     assert not region[:8].any() and not region[:, 80:].any()  # the background away from it
+    plain = torch.full((1, 3, 64, 96), 0.8)  # nothing differs from the border: the whole frame, never none
+    assert inspected_region(plain, plain).all()
     # only where the run found a part to align: elsewhere the whole frame, as before
     cfg = {"recon_width": 4, "discr_width": 4, "sspcab": True, "score_window": 3, "upsample": "nearest",
            "full_res_convs": 1, "score_region": "part"}
