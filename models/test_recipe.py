@@ -317,6 +317,36 @@ def test_training_anomalies_fall_on_the_part_and_its_margin() -> None:
     assert part_region(rng.uniform(0.4, 0.45, (48, 160, 3)).astype(np.float32)) is None  # fills the frame
 
 
+def test_outline_anomalies_cut_or_add_material_at_the_outline() -> None:
+    from synth import OUTLINE_RADII, outline_anomaly
+
+    h, w = 64, 240
+    img = np.full((h, w, 3), 0.8, np.float32)  # a plain light background...
+    img[20:44, 30:210] = np.linspace(0.1, 0.4, 180, dtype=np.float32)[None, :, None]  # ...a dark part, shaded
+    part = verdict.body(img)
+    edge = verdict.outline(part)
+    rng = np.random.default_rng(7)
+    cuts = adds = 0
+    for _ in range(40):
+        out, mask = outline_anomaly(img, part, rng)
+        changed = np.abs(out - img).max(-1) > 0
+        assert mask.any() and np.array_equal(changed, mask > 0)  # the mask: what changed
+        ys, xs = np.nonzero(changed)
+        ey, ex = np.nonzero(edge)
+        near = np.hypot(ys[:, None] - ey[None], xs[:, None] - ex[None]).min(1)
+        assert near.max() <= 2 * OUTLINE_RADII[1] * h + 1  # at the outline
+        if part[changed].all():  # material cut away: the background's colour where the part was
+            cuts += 1
+            assert np.allclose(out[changed], 0.8)
+        else:  # material added: the part's own shades where the background was
+            adds += 1
+            assert not part[changed].any() and (out[changed] < 0.45).all()
+    assert cuts > 5 and adds > 5, (cuts, adds)
+    full = np.full((h, w, 3), 0.5, np.float32)  # a part filling the frame has no outline
+    out, mask = outline_anomaly(full, verdict.body(full), rng)
+    assert not mask.any() and np.array_equal(out, full)
+
+
 def test_input_shape_keeps_the_aspect_ratio() -> None:
     with tempfile.TemporaryDirectory() as d:
         for (w, h), want in {(1280, 720): (64, 112), (600, 400): (80, 128), (640, 480): (96, 128),

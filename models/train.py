@@ -28,8 +28,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import align  # noqa: E402
 from net import SCORE_REGIONS, UPSAMPLE_MODES, AnomalyNet, build, count_macs  # noqa: E402
-from synth import ANOMALY_SCALES, make_anomaly, make_texture_bank, part_region, random_relight  # noqa: E402
-from verdict import DefectScale, bilinear, faint_set, holdout_indices, judge, validation_set  # noqa: E402
+from synth import (ANOMALY_SCALES, make_anomaly, make_texture_bank, outline_anomaly, part_region,  # noqa: E402
+                   random_relight)
+from verdict import DefectScale, bilinear, body, faint_set, holdout_indices, judge, validation_set  # noqa: E402
 
 IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -71,6 +72,7 @@ class TrainConfig:
     align: bool = False  # the part found, turned to its axis and cropped (align.py; the firmware does the same)
     anomaly_on_part: bool = False  # synthetic anomalies only on the part and a margin (synth.part_region)
     anomaly_scale: str = "longer_side"  # what the anomaly masks' sizes follow (synth.perlin_mask)
+    shape_anomalies: float = 0.0  # share of an aligned part's samples with an outline anomaly instead (synth.outline_anomaly)
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -125,6 +127,9 @@ def load_config(path: Path) -> dict:
     if cfg["anomaly_scale"] not in ANOMALY_SCALES:
         sys.exit(f"error: training config {path}: anomaly_scale is {cfg['anomaly_scale']!r}; "
                  f"use one of {', '.join(ANOMALY_SCALES)}")
+    if not 0 <= cfg["shape_anomalies"] <= 1:
+        sys.exit(f"error: training config {path}: shape_anomalies is {cfg['shape_anomalies']}; use a share "
+                 "from 0 (none) to 1")
     if cfg["relight_target"] not in ("relit", "original"):
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
@@ -336,6 +341,9 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
         self.images, self.cfg, self.textures = images, cfg, textures
         # where each image's anomalies may fall (None: anywhere), found once per image
         self.regions = [part_region(img) for img in images] if cfg["anomaly_on_part"] else None
+        # each aligned image's part without its shadow, for outline anomalies, found once per image
+        self.bodies = ([body(img) for img in images] if cfg["shape_anomalies"] > 0 and cfg.get("alignment")
+                       else None)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -345,17 +353,21 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
         rng = np.random.default_rng([int(self.cfg["seed"]), int(epoch), int(slot)])
         img = self.images[i]
         region = self.regions[i] if self.regions is not None else None
+        part = self.bodies[i] if self.bodies is not None else None
         if self.cfg["flip_augment"]:
             if rng.random() < 0.5:
                 img = img[:, ::-1]
                 region = region[:, ::-1] if region is not None else None
+                part = part[:, ::-1] if part is not None else None
             if rng.random() < 0.5:
                 img = img[::-1]
                 region = region[::-1] if region is not None else None
+                part = part[::-1] if part is not None else None
             img = np.ascontiguousarray(img)
         if self.cfg["warp_augment"]:
             img = random_warp(img, float(self.cfg["warp_augment"]), rng)
             region = part_region(img) if region is not None else None
+            part = body(img) if part is not None else None
         target = img
         if self.cfg["relight_augment"] and rng.random() < float(self.cfg["relight_prob"]):
             img = random_relight(img, float(self.cfg["relight_augment"]), rng,
@@ -364,7 +376,12 @@ class SyntheticAnomalies(torch.utils.data.Dataset):
             # the part as photographed (the discriminator still labels the relit pixels normal).
             if self.cfg["relight_target"] == "relit":
                 target = img
-        a, m, _ = make_anomaly(img, self.images, rng, self.textures, region, self.cfg["anomaly_scale"])
+        if part is not None and rng.random() < float(self.cfg["shape_anomalies"]):
+            # half of these stay clean too, as in make_anomaly
+            a, m = (img, np.zeros(img.shape[:2], np.float32)) if rng.random() < 0.5 else \
+                outline_anomaly(img, part, rng)
+        else:
+            a, m, _ = make_anomaly(img, self.images, rng, self.textures, region, self.cfg["anomaly_scale"])
         return (torch.from_numpy(target).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1),
                 torch.from_numpy(m))
 
