@@ -159,6 +159,20 @@ grep -q "input 64x96 (HxW) images 8 (+4 held out)" "$out/grey_train.txt"
 grep -q "^validation AUROC " "$out/grey_train.txt"
 grep -q "^verdict: " "$out/grey_train.txt"
 test "$(ls "$out/grey_run/holdout/good" | wc -l)" = 4
+# the weights' exponential average: the same training (the last step's weights, kept beside as
+# final_last.pt, are the plain run's bit for bit), another model
+"$PYTHON" -c "import json, sys; c = json.load(open(sys.argv[1])); c['weight_average'] = 0.5; \
+json.dump(c, open(sys.argv[2], 'w'))" "$out/grey.json" "$out/grey_avg.json"
+"$PYTHON" models/train.py --config "$out/grey_avg.json" --data "$out/grey/good" --out "$out/grey_avg" \
+    --precise-bn-batches 1 > "$out/grey_avg.txt"
+grep -q "the model: the weights' exponential average (decay 0.5 per step)" "$out/grey_avg.txt"
+"$PYTHON" - "$out" <<'PY'
+import sys, torch
+load = lambda f: torch.load(f"{sys.argv[1]}/{f}", weights_only=False)["model"]
+plain, last, avg = load("grey_run/final.pt"), load("grey_avg/final_last.pt"), load("grey_avg/final.pt")
+assert all(torch.equal(plain[k], last[k]) for k in plain), "weight_average changed the training"
+assert any(not torch.equal(plain[k], avg[k]) for k in plain), "the average is the last step's weights"
+PY
 "$PYTHON" models/export.py --run "$out/grey_run" --out "$out" --name grey --calib "$out/grey/good" --n-calib 4
 "$PYTHON" -c "import onnx, sys; m = onnx.load(sys.argv[1]); \
 assert {p.key: p.value for p in m.metadata_props}['partguard.input_shape'] == '1,3,64,96'" "$out/grey_int8.onnx"

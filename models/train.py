@@ -73,6 +73,7 @@ class TrainConfig:
     anomaly_on_part: bool = False  # synthetic anomalies only on the part and a margin (synth.part_region)
     anomaly_scale: str = "longer_side"  # what the anomaly masks' sizes follow (synth.perlin_mask)
     shape_anomalies: float = 0.0  # share of an aligned part's samples with an outline anomaly instead (synth.outline_anomaly)
+    weight_average: float = 0.0  # > 0: the model is an exponential average of the weights with this decay per step
 
 
 DEFAULTS = dataclasses.asdict(TrainConfig())
@@ -130,6 +131,9 @@ def load_config(path: Path) -> dict:
     if not 0 <= cfg["shape_anomalies"] <= 1:
         sys.exit(f"error: training config {path}: shape_anomalies is {cfg['shape_anomalies']}; use a share "
                  "from 0 (none) to 1")
+    if not 0 <= cfg["weight_average"] < 1:
+        sys.exit(f"error: training config {path}: weight_average is {cfg['weight_average']}; use 0 (the last "
+                 "step's weights) or a decay per step below 1 (0.995)")
     if cfg["relight_target"] not in ("relit", "original"):
         sys.exit(f"error: training config {path}: relight_target is {cfg['relight_target']!r}; "
                  "use \"relit\" or \"original\"")
@@ -543,6 +547,11 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
     win = gaussian_window().to(device)
 
+    # The weights' exponential average (torch's own AveragedModel); parameters only: BatchNorm's
+    # statistics are recomputed for whichever weights become the model (precise_bn).
+    average = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg["weight_average"]))
+        if cfg["weight_average"] > 0 else None)
     ckpt_path = args.out / "last.pt"
     start_epoch = 0
     if cfg["init_from"] and not ckpt_path.exists():
@@ -561,6 +570,11 @@ def main() -> None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
+        if average is not None:
+            if "average" not in ck:
+                sys.exit(f"error: {ckpt_path} was trained without weight_average; resume with the run's own "
+                         "config or use another --out")
+            average.load_state_dict(ck["average"])
         # The epoch count may be changed on resume: the milestones follow the current config.
         from collections import Counter
         sched.milestones = Counter(milestones)
@@ -599,6 +613,8 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update_parameters(model)
             sums += torch.stack([l2.detach(), ls.detach(), lf.detach(), lsp.detach()])
         sched.step()
         mean = (sums / steps).tolist()
@@ -614,7 +630,8 @@ def main() -> None:
         say(msg)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch, "config": cfg}, tmp)
+                    "epoch": epoch, "config": cfg,
+                    **({} if average is None else {"average": average.state_dict()})}, tmp)
         os.replace(tmp, ckpt_path)
         if args.time_limit_min and time.time() - t_start > 60 * args.time_limit_min and epoch + 1 < cfg["epochs"]:
             say(f"stopped at the time limit ({args.time_limit_min} min) after epoch {epoch + 1}; "
@@ -622,16 +639,16 @@ def main() -> None:
             return
     final = args.out / "final.pt"
     if not final.exists() or final.stat().st_mtime < ckpt_path.stat().st_mtime:
-        if args.precise_bn_batches > 0:
-            precise_bn(model, ds, cfg, args.precise_bn_batches, device)
-            msg = f"precise BN over {args.precise_bn_batches} batches"
-            if test is not None:
-                msg += f" test_image_auroc {evaluate(model, test, device):.4f}"
-            say(msg)
-        tmp = final.with_suffix(".tmp")
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-        torch.save({"model": state, "epoch": cfg["epochs"] - 1, "config": cfg}, tmp)
-        os.replace(tmp, final)
+        if average is not None:
+            # the last step's weights are kept beside (final_last.pt), finished the same way
+            finish(model, ds, cfg, args, device, test, say, args.out / "final_last.pt")
+            with torch.no_grad():  # the parameters; BatchNorm's statistics follow in `finish`
+                for p, q in zip(model.parameters(), average.module.parameters()):
+                    p.copy_(q)
+            say(f"the model: the weights' exponential average (decay {cfg['weight_average']} per step)")
+        finish(model, ds, cfg, args, device, test, say, final)
+    else:
+        model.load_state_dict(load_compatible(final, cfg, device)["model"])
     say(f"done in {time.time() - t_start:.0f} s")
     verdict = judge_run(model, all_images, images, holdout, cfg, device)
     for line in verdict.lines():
@@ -647,6 +664,21 @@ def main() -> None:
             link = hold_dir / paths[i].name
             if not link.exists():
                 link.symlink_to(paths[i].resolve())
+
+
+def finish(model: AnomalyNet, ds: SyntheticAnomalies, cfg: dict, args, device: torch.device, test,
+           say, path: Path) -> None:
+    """Precise BatchNorm statistics for the model's weights, then the model saved to `path`."""
+    if args.precise_bn_batches > 0:
+        precise_bn(model, ds, cfg, args.precise_bn_batches, device)
+        msg = f"precise BN over {args.precise_bn_batches} batches"
+        if test is not None:
+            msg += f" test_image_auroc {evaluate(model, test, device):.4f}"
+        say(msg)
+    tmp = path.with_suffix(".tmp")
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": state, "epoch": cfg["epochs"] - 1, "config": cfg}, tmp)
+    os.replace(tmp, path)
 
 
 def judge_run(model: AnomalyNet, all_images: np.ndarray, images: np.ndarray, holdout: np.ndarray,
