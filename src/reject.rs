@@ -5,6 +5,8 @@
 //! the decision. The actuator sleeps until the scheduler's next deadline (an absolute
 //! `clock_nanosleep` for the last 2 ms, so onsets do not depend on futex wake-up latency), sets the
 //! reject output, drives the alarm and ready outputs, and publishes counts and onset errors.
+//! A reject output that refuses a write, or a message lost on a full link, raises the alarm; the
+//! refused write also holds the ready output inactive until restart (the PLC stops the line).
 //! Every output goes to its safe state when the actuator ends: normal exit, signal, or a panic
 //! unwinding through it.
 
@@ -235,10 +237,15 @@ impl Drop for SafeOnDrop<'_> {
     }
 }
 
-fn set(out: &mut SafeOutput, level: Level, errors: &mut u64) {
-    if let Err(e) = out.pin.set(level) {
-        *errors += 1;
-        log::error!("{}: {e}", out.pin.describe());
+/// Sets `out` to `level`; a failed write is counted, logged, and returned as `false`.
+fn set(out: &mut SafeOutput, level: Level, errors: &mut u64) -> bool {
+    match out.pin.set(level) {
+        Ok(()) => true,
+        Err(e) => {
+            *errors += 1;
+            log::error!("{}: {e}", out.pin.describe());
+            false
+        }
     }
 }
 
@@ -293,7 +300,14 @@ fn run_actuator<const N: usize>(
     let guard = SafeOnDrop(outputs);
     let mut errors = 0u64;
     let mut onsets: heapless::Vec<Duration, 16> = heapless::Vec::new();
-    set(&mut guard.0.reject, Level::Inactive, &mut errors);
+    // The reject output refused a write: a part it should have rejected may have gone on. The
+    // alarm is raised and the ready output shows the station unhealthy until it is restarted.
+    let mut reject_failed = false;
+    let mut lost_seen = 0u64;
+    if !set(&mut guard.0.reject, Level::Inactive, &mut errors) {
+        reject_failed = true;
+        sched.raise_alarm(clock.now());
+    }
     let mut alarm_on = false;
     if let Some(a) = guard.0.alarm.as_mut() {
         set(a, Level::Inactive, &mut errors);
@@ -323,9 +337,22 @@ fn run_actuator<const N: usize>(
             }
         }
         let now = clock.now();
+        let lost = shared.lost.load(Ordering::Relaxed);
+        if lost != lost_seen {
+            // A lost registration is a part never tracked, a lost decision one the policy
+            // handles: either way the line is told.
+            lost_seen = lost;
+            sched.raise_alarm(now);
+        }
         let count = encoder.map_or(0, |e| e.count());
         while let Some(change) = sched.poll(now, count) {
-            set(&mut guard.0.reject, change.level, &mut errors);
+            if !set(&mut guard.0.reject, change.level, &mut errors) {
+                if !reject_failed {
+                    log::error!("the reject output failed: alarm raised, ready held inactive until partguard is restarted");
+                }
+                reject_failed = true;
+                sched.raise_alarm(now);
+            }
             if change.level == Level::Active {
                 // The onset is when the output write returned, not when the poll decided.
                 let onset = clock.now();
@@ -364,7 +391,7 @@ fn run_actuator<const N: usize>(
         }
         if let Some(r) = guard.0.ready.as_mut() {
             let alive = Duration::from_nanos(shared.alive.load(Ordering::Relaxed));
-            let healthy = now.saturating_sub(alive) < STALE_AFTER;
+            let healthy = now.saturating_sub(alive) < STALE_AFTER && !reject_failed;
             let want = match (healthy, next_beat, heartbeat) {
                 (false, _, _) => {
                     next_beat = heartbeat.map(|p| now + p);

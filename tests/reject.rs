@@ -13,7 +13,7 @@ use common::*;
 use partguard::capture::ReplaySource;
 use partguard::clock::{Clock, MonotonicClock};
 use partguard::gpio::{GpioError, Level, OutputPin};
-use partguard::gpio::{InputEdge, SimulatedInput};
+use partguard::gpio::{InputEdge, SimulatedInput, SimulatedLine};
 use partguard::pipeline::{run, LineIo, TriggerSettings};
 use partguard::reject::{
     spawn_actuator, ActuatorSettings, ActuatorShared, LinkQueue, Msg, Outputs, SafeOutput,
@@ -157,6 +157,139 @@ fn an_active_safe_state_is_restored_when_the_actuator_ends() {
         levels.last(),
         Some(&Level::Active),
         "ends in its safe state"
+    );
+}
+
+/// A reject output whose driver refuses every write to its active level (a vanished GPIO chip, an
+/// I/O expander answering EIO).
+struct RefusesActive;
+impl OutputPin for RefusesActive {
+    fn set(&mut self, level: Level) -> Result<(), GpioError> {
+        match level {
+            Level::Inactive => Ok(()),
+            Level::Active => Err(GpioError::Io {
+                role: "reject",
+                chip: "gpiochip9".into(),
+                line: "4".into(),
+                source: std::io::Error::from_raw_os_error(libc::EIO).into(),
+            }),
+        }
+    }
+    fn describe(&self) -> String {
+        "reject line 4 on gpiochip9".into()
+    }
+}
+
+/// Runs the actuator on `line`'s alarm and ready outputs, with `outputs.reject` replaced by `reject`,
+/// calls `act` with the link, then keeps the pipeline alive until `until` holds for the outputs
+/// (at most 20 s: a hung condition fails the test, a slow machine does not) and stops.
+fn actuator_until(
+    reject: Box<dyn OutputPin>,
+    act: impl FnOnce(&mut partguard::reject::ActuatorLink<'_>, &ActuatorShared, Duration),
+    until: impl Fn(&SimLine) -> bool,
+) -> (SimLine, ActuatorShared) {
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let mut outputs = line.io().outputs;
+    outputs.reject.pin = reject;
+    let mut q = LinkQueue::new();
+    let shared = ActuatorShared::default();
+    shared.mark_alive(clock.now());
+    std::thread::scope(|scope| {
+        let ([mut link], join) = spawn_actuator(
+            scope,
+            [&mut q],
+            outputs,
+            clock.clone(),
+            ActuatorSettings {
+                schedule: time_schedule(50, 10, 20, Policy::Reject),
+                fifo_priority: 0,
+                cpu: None,
+            },
+            None,
+            &shared,
+        )
+        .unwrap();
+        act(&mut link, &shared, clock.now());
+        let t0 = std::time::Instant::now();
+        while !until(&line) && t0.elapsed() < Duration::from_secs(20) {
+            shared.mark_alive(clock.now());
+            join.thread().unpark();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        join.thread().unpark();
+        join.join().unwrap();
+    });
+    (line, shared)
+}
+
+#[test]
+fn a_reject_output_that_refuses_a_write_raises_the_alarm_and_holds_ready_inactive() {
+    let _serial = serial();
+    let (line, shared) = actuator_until(
+        Box::new(RefusesActive),
+        |link, _, t0| {
+            link.send(Msg::Register(PartStamp {
+                seq: 0,
+                time: t0,
+                count: 0,
+            }));
+            link.send(Msg::Decide {
+                seq: 0,
+                verdict: Verdict::Reject,
+                at: t0,
+                count: 0,
+            });
+        },
+        |line| line.ready.level() == Some(Level::Inactive),
+    );
+    // ready went inactive while the pipeline kept showing life: the refused write, not the exit
+    let ready = line.ready.edges();
+    assert_eq!(
+        ready.first().map(|e| e.level),
+        Some(Level::Active),
+        "{ready:?}"
+    );
+    assert!(
+        ready.iter().any(|e| e.level == Level::Inactive),
+        "{ready:?}"
+    );
+    assert!(
+        line.alarm.edges().iter().any(|e| e.level == Level::Active),
+        "the alarm was raised"
+    );
+    assert_eq!(shared.report.lock().unwrap().output_errors, 1);
+}
+
+#[test]
+fn a_message_lost_on_a_full_link_raises_the_alarm() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let (line, _) = actuator_until(
+        Box::new(SimulatedLine::new(clock, 16)),
+        |_, shared, _| {
+            // what `ActuatorLink::send` does when a message still finds the link full after 20 ms
+            shared
+                .lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+        |line| line.alarm.level() == Some(Level::Active),
+    );
+    assert!(
+        line.alarm.edges().iter().any(|e| e.level == Level::Active),
+        "the alarm was raised"
+    );
+    // the ready output stays healthy: the station itself works
+    assert!(
+        line.ready
+            .edges()
+            .iter()
+            .take_while(|e| e.level == Level::Active)
+            .count()
+            >= 1
     );
 }
 
