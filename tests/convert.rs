@@ -14,6 +14,7 @@ fn frame(data: &[u8], w: u32, h: u32, stride: u32, format: PixelFormat) -> Frame
         timestamp: Duration::ZERO,
         sequence: 0,
         origin: None,
+        driver_error: false,
     }
 }
 
@@ -146,4 +147,25 @@ fn fourcc_names_round_trip() {
     }
     assert_eq!(PixelFormat::parse_config("auto"), Some(None));
     assert_eq!(PixelFormat::parse_config("NV12"), None);
+}
+
+#[test]
+fn a_frame_the_driver_marked_corrupt_is_a_bad_frame_whatever_its_bytes() {
+    // complete, valid YUYV bytes: only the driver's flag (V4L2_BUF_FLAG_ERROR) says they are not
+    let data = [16, 128, 235, 128];
+    let mut out = [0u8; 2 * 3];
+    let mut f = frame(&data, 2, 1, 4, PixelFormat::Yuyv);
+    f.sequence = 41;
+    f.driver_error = true;
+    let e = to_rgb(&f, &mut out).unwrap_err();
+    assert!(
+        matches!(e, CaptureError::DriverError { sequence: 41 }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("frame 41") && e.to_string().contains("dmesg"),
+        "{e}"
+    );
+    f.driver_error = false;
+    to_rgb(&f, &mut out).unwrap();
 }

@@ -64,6 +64,7 @@ fn tensor_is_nchw_scaled() {
         timestamp: Default::default(),
         sequence: 0,
         origin: None,
+        driver_error: false,
     };
     let mut t = [0f32; 6];
     pre.run(&frame, &mut t).unwrap();

@@ -55,6 +55,7 @@ impl FrameSource for Scripted {
             timestamp: monotonic_now(),
             sequence: 0,
             origin: None,
+            driver_error: false,
         }))
     }
     fn describe(&self) -> String {

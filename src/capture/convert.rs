@@ -7,9 +7,15 @@ use super::{CaptureError, Frame, PixelFormat};
 
 /// Converts `frame` to packed RGB24 in `out`, which must hold exactly `width * height * 3` bytes.
 ///
-/// A buffer shorter than the negotiated size is an error ([`CaptureError::Truncated`]); extra bytes
-/// past the last row (some drivers pad buffers) are ignored.
+/// A buffer the driver marked as corrupt ([`CaptureError::DriverError`]) or shorter than the
+/// negotiated size ([`CaptureError::Truncated`]) is an error; extra bytes past the last row (some
+/// drivers pad buffers) are ignored.
 pub fn to_rgb(frame: &Frame<'_>, out: &mut [u8]) -> Result<(), CaptureError> {
+    if frame.driver_error {
+        return Err(CaptureError::DriverError {
+            sequence: frame.sequence,
+        });
+    }
     let (w, h) = (frame.width as usize, frame.height as usize);
     assert_eq!(
         out.len(),

@@ -104,6 +104,9 @@ pub struct Frame<'a> {
     pub sequence: u64,
     /// The file a replayed frame came from.
     pub origin: Option<&'a Path>,
+    /// The driver marked the buffer's data as corrupt (V4L2 `V4L2_BUF_FLAG_ERROR`): the frame is a
+    /// bad frame, whatever its bytes look like.
+    pub driver_error: bool,
 }
 
 impl Frame<'_> {
@@ -182,6 +185,8 @@ pub enum CaptureError {
         expected: usize,
         got: usize,
     },
+    #[error("the camera driver marked frame {sequence} as corrupt (V4L2_BUF_FLAG_ERROR: a transfer or sensor error); check the cable, the USB bandwidth and `dmesg`")]
+    DriverError { sequence: u64 },
     #[error("corrupt MJPEG frame: {reason}")]
     BadJpeg { reason: String },
     #[error("MJPEG frame is {got_w}x{got_h}, the stream was negotiated at {width}x{height}")]

@@ -236,6 +236,7 @@ impl FrameSource for ReplaySource {
                 timestamp,
                 sequence,
                 origin: Some(&self.files[idx]),
+                driver_error: false,
             }));
         }
     }

@@ -208,6 +208,7 @@ impl FrameSource for V4l2Source {
             ),
             sequence: meta.sequence as u64,
             origin: None,
+            driver_error: meta.flags.contains(v4l::buffer::Flags::ERROR),
         }))
     }
 

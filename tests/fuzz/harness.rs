@@ -33,6 +33,7 @@ pub fn convert(data: &[u8]) {
         timestamp: Default::default(),
         sequence: 0,
         origin: None,
+        driver_error: false,
     };
     let mut out = vec![0u8; (width * height * 3) as usize];
     let _ = to_rgb(&frame, &mut out);
