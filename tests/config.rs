@@ -205,6 +205,32 @@ fn timing_errors_name_the_field_and_the_fix() {
             "realtime.fifo_priority",
             "1 to 99",
         ),
+        // values that would panic in a Duration or a cpu_set_t rather than be refused
+        (
+            "[log]\nstatus_interval_s = inf\n",
+            "log.status_interval_s",
+            "up to 86400",
+        ),
+        (
+            "[log]\nstatus_interval_s = 1e20\n",
+            "log.status_interval_s",
+            "up to 86400",
+        ),
+        (
+            "[ready]\nkind = \"simulated\"\nheartbeat_ms = 1e20\n",
+            "ready.heartbeat_ms",
+            "up to 60000",
+        ),
+        (
+            "[realtime]\nactuator_cpu = 100000\n",
+            "realtime.actuator_cpu",
+            "nproc",
+        ),
+        (
+            "[realtime]\ninference_cpu = 4096\n",
+            "realtime.inference_cpu",
+            "nproc",
+        ),
     ];
     for (extra, want_field, want_text) in cases {
         let (field, problem) = field_error(&format!("{GOOD}\n{extra}"));
@@ -369,6 +395,11 @@ fn http_and_mqtt_sections_are_checked_and_name_the_field() {
             "[mqtt]\nbroker = \"mqtt://x\"\nqos = 2\n",
             "mqtt.qos",
             "0 or 1",
+        ),
+        (
+            "[mqtt]\nbroker = \"mqtt://x\"\nstatus_interval_s = 1e20\n",
+            "mqtt.status_interval_s",
+            "0.1 to 86400",
         ),
         (
             "[mqtt]\nbroker = \"mqtt://x\"\nbuffer = 0\n",

@@ -234,10 +234,10 @@ pub(super) fn validate(
         if m.qos > 1 {
             return Err(bad("mqtt.qos", format!("is {}: must be 0 or 1", m.qos)));
         }
-        if !(m.status_interval_s.is_finite() && m.status_interval_s >= 0.1) {
+        if !(m.status_interval_s.is_finite() && (0.1..=86_400.0).contains(&m.status_interval_s)) {
             return Err(bad(
                 "mqtt.status_interval_s",
-                format!("is {}: must be at least 0.1", m.status_interval_s),
+                format!("is {}: must be 0.1 to 86400", m.status_interval_s),
             ));
         }
         if m.buffer == 0 || m.buffer > 100_000 {

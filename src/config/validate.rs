@@ -130,10 +130,13 @@ impl Config {
                         ),
                     ));
                 }
-                if !o.heartbeat_ms.is_finite() || o.heartbeat_ms < 0.0 {
+                if !(o.heartbeat_ms.is_finite() && (0.0..=60_000.0).contains(&o.heartbeat_ms)) {
                     return Err(bad(
                         "ready.heartbeat_ms",
-                        format!("is {}; use 0 (steady) or a period in ms", o.heartbeat_ms),
+                        format!(
+                            "is {}; use 0 (steady) or a period in ms up to 60000",
+                            o.heartbeat_ms
+                        ),
                     ));
                 }
             }
@@ -275,6 +278,33 @@ impl Config {
                     format!(
                         "is {}; give the longest trigger-to-frame time in ms (> 0)",
                         tr.frame_window_ms
+                    ),
+                ));
+            }
+        }
+        let status = self.log.status_interval_s;
+        if !(status.is_finite() && (0.0..=86_400.0).contains(&status)) {
+            return Err(bad(
+                "log.status_interval_s",
+                format!("is {status}; use 0 (no status lines) or a period in s up to 86400"),
+            ));
+        }
+        // The CPUs the kernel knows, online or not (the threads pin to one with sched_setaffinity).
+        // SAFETY: sysconf reads a system value; no memory is passed.
+        let conf = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        let cpus = usize::try_from(conf).map_or(libc::CPU_SETSIZE as usize, |n| {
+            n.clamp(1, libc::CPU_SETSIZE as usize)
+        });
+        for (field, cpu) in [
+            ("realtime.actuator_cpu", self.realtime.actuator_cpu),
+            ("realtime.inference_cpu", self.realtime.inference_cpu),
+        ] {
+            if let Some(cpu) = cpu.filter(|&c| c >= cpus) {
+                return Err(bad(
+                    field,
+                    format!(
+                        "is {cpu}, but this machine has CPUs 0 to {} (`nproc`); pick one of them or remove the field",
+                        cpus - 1
                     ),
                 ));
             }
