@@ -109,7 +109,7 @@ impl<'c> Line<'c> {
             }
             SourceConfig::V4l2 { .. } if matches!(pacing, Pacing::LoopAt(_)) => {
                 return Err(ConfigError::Field {
-                    path: "config".into(),
+                    path: self.cfg.file.clone(),
                     field: "source.kind",
                     problem:
                         "must be \"replay\" for `bench --line` (it paces a folder at each rate)"
@@ -196,7 +196,7 @@ impl<'c> Line<'c> {
                 camera_controls: ControlsInForce::new(),
             }),
             (None, None) => Err(ConfigError::Field {
-                path: "config".into(),
+                path: self.cfg.file.clone(),
                 field: "decision",
                 problem: "needs `threshold` or `calibration`".into(),
             }

@@ -215,3 +215,24 @@ fn bench_line_inspects_the_region_of_interest() {
         "good parts rejected: the region of interest was not applied\n{stdout}"
     );
 }
+
+#[test]
+fn bench_line_refuses_a_camera_naming_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config::TestConfig::new(
+        "kind = \"v4l2\"\ndevice = \"/dev/video99\"\nwidth = 640\nheight = 480",
+    )
+    .write(&dir.path().join("camera.toml"));
+    let out = common::partguard_bin(env!("CARGO_BIN_EXE_partguard"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["bench", "--line", "--rates", "1", "--seconds", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&*cfg.to_string_lossy()) && stderr.contains("source.kind"),
+        "{stderr}"
+    );
+}

@@ -94,6 +94,9 @@ pub fn write_model_choice(path: &Path, choice: &ModelChoice) -> Result<(), Confi
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file it was read from, for errors found after loading (not a TOML field).
+    #[serde(skip)]
+    pub file: PathBuf,
     pub source: SourceConfig,
     /// V4L2 controls locked at every camera open (ignored, with a warning, for a replay).
     #[serde(default)]
@@ -509,6 +512,7 @@ impl Config {
             path: path.to_owned(),
             reason: e.to_string().trim_end().replace('\n', " "),
         })?;
+        cfg.file = path.to_owned();
         cfg.resolve(base);
         cfg.validate(path)?;
         Ok(cfg)
