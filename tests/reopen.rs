@@ -196,7 +196,11 @@ fn parts_triggered_while_the_camera_is_down_are_fail_safe_and_inspection_resumes
     at.extend((0..8).map(|k| t1 + sms(200 * k) - sms(40)));
     let edges = at
         .into_iter()
-        .map(|at| InputEdge { at, rising: true })
+        .map(|at| InputEdge {
+            at,
+            rising: true,
+            lost: 0,
+        })
         .collect();
     let mut io = line.io();
     io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));

@@ -19,6 +19,9 @@ pub struct InputEdge {
     /// `CLOCK_MONOTONIC` time of the edge.
     pub at: Duration,
     pub rising: bool,
+    /// Edges of this line the kernel dropped just before this one (its event buffer overflowed
+    /// while the reading thread was behind); their times are lost.
+    pub lost: u32,
 }
 
 /// A digital input that reports edges.
@@ -42,6 +45,17 @@ pub struct CdevInput {
     chip: String,
     line: String,
     req: gpiocdev::Request,
+    /// The kernel's sequence number of the line's last edge (0: none yet, or uAPI v1 without one).
+    last_seqno: u32,
+}
+
+/// Edges dropped between the line's edges numbered `last` and `seqno` by the kernel (numbers from 1;
+/// 0 where the kernel gives none).
+fn dropped_between(last: u32, seqno: u32) -> u32 {
+    if last == 0 || seqno == 0 {
+        return 0;
+    }
+    seqno.wrapping_sub(last).saturating_sub(1)
 }
 
 impl CdevInput {
@@ -77,6 +91,7 @@ impl CdevInput {
             chip: chip.to_owned(),
             line: line.to_string(),
             req,
+            last_seqno: 0,
         })
     }
 
@@ -96,9 +111,12 @@ impl EdgeInput for CdevInput {
             return Ok(None);
         }
         let ev = self.req.read_edge_event().map_err(|e| self.io(e))?;
+        let lost = dropped_between(self.last_seqno, ev.line_seqno);
+        self.last_seqno = ev.line_seqno;
         Ok(Some(InputEdge {
             at: Duration::from_nanos(ev.timestamp_ns),
             rising: ev.kind == gpiocdev::line::EdgeKind::Rising,
+            lost,
         }))
     }
 
@@ -168,6 +186,7 @@ impl EdgeInput for SocketTrigger {
             Ok(_) => Ok(Some(InputEdge {
                 at: crate::clock::monotonic_now(),
                 rising: true,
+                lost: 0,
             })),
             Err(e)
                 if matches!(
@@ -326,10 +345,18 @@ impl EncoderPosition {
 
     /// One tick at `at`; wakes the waiting thread when its count is reached.
     pub fn tick(&self, at: Duration) {
-        let n = self.count.load(Ordering::SeqCst);
-        self.ticks[(n % TICK_HISTORY as u64) as usize]
-            .store(at.as_nanos() as u64, Ordering::Release);
-        let c = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        self.ticks_at(1, at);
+    }
+
+    /// `n` ticks, all at `at` (ticks the kernel dropped, counted with the edge after them);
+    /// wakes the waiting thread when its count is reached.
+    pub fn ticks_at(&self, n: u64, at: Duration) {
+        let first = self.count.load(Ordering::SeqCst);
+        for k in first..first + n.min(TICK_HISTORY as u64) {
+            self.ticks[(k % TICK_HISTORY as u64) as usize]
+                .store(at.as_nanos() as u64, Ordering::Release);
+        }
+        let c = self.count.fetch_add(n, Ordering::SeqCst) + n;
         if c >= self.wake_at.load(Ordering::SeqCst) {
             if let Some(t) = self.waiter.get() {
                 t.unpark();
@@ -352,6 +379,26 @@ impl EncoderPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_edges_are_the_gap_in_the_kernels_sequence_numbers() {
+        assert_eq!(dropped_between(0, 1), 0, "the first edge");
+        assert_eq!(dropped_between(7, 8), 0);
+        assert_eq!(dropped_between(7, 12), 4);
+        assert_eq!(dropped_between(u32::MAX, 1), 1, "wrapped");
+        assert_eq!(dropped_between(7, 0), 0, "uAPI v1: no numbers");
+    }
+
+    #[test]
+    fn ticks_counted_together_share_their_time() {
+        let p = EncoderPosition::new();
+        let ms = Duration::from_millis;
+        p.tick(ms(10));
+        p.ticks_at(4, ms(50));
+        assert_eq!(p.count(), 5);
+        assert_eq!(p.count_at(ms(49)), 1);
+        assert_eq!(p.count_at(ms(50)), 5);
+    }
 
     #[test]
     fn the_count_at_a_past_time_ignores_later_ticks() {

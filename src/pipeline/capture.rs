@@ -416,9 +416,21 @@ pub(super) fn encoder_thread(
     let Some(position) = position else { return };
     // Ticks must not be lost to a busy CPU: the same real-time class as the actuator, one below.
     crate::realtime::apply("encoder", fifo_priority.saturating_sub(1), None);
+    let mut dropped_log = crate::stats::LogThrottle::new(Duration::from_secs(1));
     while !flags.inputs_stop.load(Ordering::Acquire) {
         match input.wait_edge(Duration::from_millis(50)) {
-            Ok(Some(e)) => position.tick(e.at),
+            Ok(Some(e)) => {
+                if e.lost > 0 {
+                    if let Some(more) = dropped_log.allow(e.at) {
+                        log::warn!(
+                            "encoder: the kernel dropped {} edges (the reading thread fell behind); counted at the next edge's time{}",
+                            e.lost,
+                            crate::stats::suppressed(more)
+                        );
+                    }
+                }
+                position.ticks_at(u64::from(e.lost) + 1, e.at);
+            }
             Ok(None) => {}
             Err(e) => {
                 log::error!("encoder input failed: {e}; stopping");
