@@ -448,6 +448,38 @@ fn triggered_parts_get_their_frames_and_a_trigger_without_one_is_a_missed_frame(
     }
 }
 
+#[test]
+fn parts_passing_the_photo_eye_while_the_encoder_does_not_count_raise_the_alarm() {
+    let _serial = serial();
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let line = SimLine::new(clock.clone());
+    let (mut insp, t0) = paced_inspector(5.0, sms(300));
+    let edges = (0..4u64)
+        .map(|k| rising(t0 + sms(200 * k) - sms(20)))
+        .collect();
+    let mut io: LineIo = line.io();
+    io.trigger = Some(Box::new(SimulatedInput::new(clock.clone(), edges)));
+    // a dead encoder: not one tick
+    io.encoder = Some(Box::new(SimulatedInput::new(clock.clone(), Vec::new())));
+    let stop = AtomicBool::new(false);
+    let mut sched = time_schedule(0, 0, 15, Policy::Reject);
+    sched.delay = Delay::Ticks {
+        ticks: 700,
+        margin: 30,
+    };
+    let mut opts = options(sched);
+    opts.trigger = Some(TriggerSettings {
+        debounce: sms(5),
+        window: sms(100),
+    });
+    let (s, _) = run(&mut insp, io, opts, &stop, None).unwrap();
+    assert_eq!(s.counts.parts, 4, "{s:?}");
+    assert!(
+        line.alarm.edges().iter().any(|e| e.level == Level::Active),
+        "the alarm was not raised: {s:?}"
+    );
+}
+
 /// The paced line with one encoder tick per millisecond from t0 - 100 ms on (the edges `keep`
 /// passes reach partguard, each carrying the count of those dropped before it) and the ejector 700
 /// ticks downstream: every reject fires when its part has travelled the 700 ticks.

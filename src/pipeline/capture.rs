@@ -375,15 +375,30 @@ pub(super) fn trigger_thread(
     telemetry: Option<&Telemetry>,
 ) {
     let mut seq = 0u64;
+    let mut last_count = None;
+    let mut stall_log = crate::stats::LogThrottle::new(Duration::from_secs(1));
     let watched = watch_trigger(
         &mut *input,
         settings.debounce,
         || !flags.capture_stop.load(Ordering::Acquire),
         |at| {
+            let count = position.map(|p| p.count_at(at));
+            if count.is_some() && count == last_count {
+                // Two parts passed the photo-eye and the conveyor did not move one tick: the
+                // encoder is not counting, and the rejects, due at counts, would never fire.
+                if let Some(more) = stall_log.allow(at) {
+                    log::error!(
+                        "part {seq}: no encoder tick since the last part passed the photo-eye: the encoder is not counting; check its wiring and [encoder] (alarm raised){}",
+                        crate::stats::suppressed(more)
+                    );
+                }
+                link.send(Msg::Alarm { at });
+            }
+            last_count = count;
             let stamp = PartStamp {
                 seq,
                 time: at,
-                count: position.map_or(0, |p| p.count_at(at)),
+                count: count.unwrap_or(0),
             };
             seq += 1;
             link.send(Msg::Register(stamp));
