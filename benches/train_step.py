@@ -6,6 +6,8 @@ and in channels-last (NHWC), on the same weights and batch.
 One step is what train.py does per batch of 16 (forward through both networks, the reconstruction,
 SSIM, focal and SSPCAB losses, backward, Adam), without the synthetic anomalies (those are drawn in
 the loader, ~90 ms a batch on the aligned screw). The network is `models/configs/default.json`'s.
+The last line is what `weight_average` adds to a step: one update of the weights' exponential
+average (torch's AveragedModel), timed alone over the same number of steps.
 Each layout runs `--steps` timed steps after 3 untimed ones; the lines print the median step time
 and the differences between the two layouts' losses over the first 5 steps: rounding at the first
 (the same arithmetic in another order), which Adam's normalised steps then carry into the weights.
@@ -53,6 +55,20 @@ def run(layout: torch.memory_format, hw: tuple[int, int], steps: int) -> tuple[f
     return statistics.median(times[3:]) * 1000, losses[:5]
 
 
+def average_update(hw_steps: int) -> float:
+    """Milliseconds of one `AveragedModel.update_parameters` on the recipe's network (median)."""
+    cfg = json.loads((ROOT / "models/configs/default.json").read_text())
+    model = build(cfg).to(memory_format=torch.channels_last)
+    average = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.995))
+    times = []
+    for _ in range(3 + hw_steps):
+        t0 = time.perf_counter()
+        average.update_parameters(model)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[3:]) * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hw", type=int, nargs=2, default=[64, 240], help="input height and width")
@@ -67,6 +83,7 @@ def main() -> None:
     print(f"input {hw[0]}x{hw[1]}, batch 16, {args.threads} threads, torch {torch.__version__}")
     print(f"default layout: {plain:.0f} ms/step")
     print(f"channels-last:  {last:.0f} ms/step ({plain / last:.2f}x)")
+    print(f"weight average update: {average_update(args.steps):.2f} ms/step")
     print("loss differences over the first 5 steps (the first: one forward pass, the same weights): "
           + ", ".join(f"{d:.1e}" for d in diffs))
 

@@ -494,6 +494,9 @@ def main() -> None:
         cfg["threads"] = args.threads
     if args.seed is not None:
         cfg["seed"] = args.seed
+    if cfg["weight_average"] > 0 and args.precise_bn_batches <= 0:
+        sys.exit("error: weight_average needs BatchNorm statistics computed for the averaged weights; "
+                 "give --precise-bn-batches > 0 (default 200)")
     paths = list_images(args.data) if args.data.is_dir() else []
     alignment = fit_alignment(cfg, paths)
     hw = align.input_hw(align.Alignment(**alignment)) if alignment else input_hw(cfg, paths)

@@ -5,8 +5,8 @@
 //! the decision. The actuator sleeps until the scheduler's next deadline (an absolute
 //! `clock_nanosleep` for the last 2 ms, so onsets do not depend on futex wake-up latency), sets the
 //! reject output, drives the alarm and ready outputs, and publishes counts and onset errors.
-//! A reject output that refuses a write, or a message lost on a full link, raises the alarm; the
-//! refused write also holds the ready output inactive until restart (the PLC stops the line).
+//! A message lost on a full link raises the alarm; a reject output that refuses a write holds the
+//! alarm on and the ready output inactive until restart (the PLC stops the line).
 //! Every output goes to its safe state when the actuator ends: normal exit, signal, or a panic
 //! unwinding through it.
 
@@ -237,6 +237,9 @@ impl Drop for SafeOnDrop<'_> {
     }
 }
 
+const REJECT_FAILED: &str =
+    "the reject output refused a write: alarm on and ready held inactive until partguard is restarted";
+
 /// Sets `out` to `level`; a failed write is counted, logged, and returned as `false`.
 fn set(out: &mut SafeOutput, level: Level, errors: &mut u64) -> bool {
     match out.pin.set(level) {
@@ -301,18 +304,21 @@ fn run_actuator<const N: usize>(
     let mut errors = 0u64;
     let mut onsets: heapless::Vec<Duration, 16> = heapless::Vec::new();
     // The reject output refused a write: a part it should have rejected may have gone on. The
-    // alarm is raised and the ready output shows the station unhealthy until it is restarted.
-    let mut reject_failed = false;
-    let mut lost_seen = 0u64;
-    if !set(&mut guard.0.reject, Level::Inactive, &mut errors) {
-        reject_failed = true;
-        sched.raise_alarm(clock.now());
+    // alarm stays on and the ready output shows the station unhealthy until it is restarted.
+    let mut reject_failed = !set(&mut guard.0.reject, Level::Inactive, &mut errors);
+    if reject_failed {
+        log::error!("{REJECT_FAILED}");
     }
+    let mut lost_seen = 0u64;
     let mut alarm_on = false;
     if let Some(a) = guard.0.alarm.as_mut() {
         set(a, Level::Inactive, &mut errors);
     }
-    let mut ready_level = Level::Active;
+    let mut ready_level = if reject_failed {
+        Level::Inactive
+    } else {
+        Level::Active
+    };
     if let Some(r) = guard.0.ready.as_mut() {
         set(r, ready_level, &mut errors);
     }
@@ -346,21 +352,23 @@ fn run_actuator<const N: usize>(
         }
         let count = encoder.map_or(0, |e| e.count());
         while let Some(change) = sched.poll(now, count) {
-            if !set(&mut guard.0.reject, change.level, &mut errors) {
-                if !reject_failed {
-                    log::error!("the reject output failed: alarm raised, ready held inactive until partguard is restarted");
-                }
+            let written = set(&mut guard.0.reject, change.level, &mut errors);
+            if !written && !reject_failed {
+                log::error!("{REJECT_FAILED}");
                 reject_failed = true;
-                sched.raise_alarm(now);
             }
             if change.level == Level::Active {
-                // The onset is when the output write returned, not when the poll decided.
+                // The onset is when the output write returned, not when the poll decided; a
+                // refused write still times the pulse (the scheduler ends it), but is no onset.
                 let onset = clock.now();
                 sched.confirm_onset(onset);
-                if let Some(e) = change.onset_error {
+                if let (true, Some(e)) = (written, change.onset_error) {
                     let _ = onsets.push(e + onset.saturating_sub(now));
                 }
             }
+        }
+        if reject_failed {
+            sched.raise_alarm(now);
         }
         while let Some(ev) = sched.take_event() {
             let Some(more) = failsafe_log.allow(now) else {

@@ -182,12 +182,13 @@ impl OutputPin for RefusesActive {
 
 /// Runs the actuator on `line`'s alarm and ready outputs, with `outputs.reject` replaced by `reject`,
 /// calls `act` with the link, then keeps the pipeline alive until `until` holds for the outputs
-/// (at most 20 s: a hung condition fails the test, a slow machine does not) and stops.
+/// (at most 20 s: a hung condition fails the test, a slow machine does not) and 300 ms more, and
+/// stops. Returns the line, the shared state, and the alarm and ready levels just before the stop.
 fn actuator_until(
     reject: Box<dyn OutputPin>,
     act: impl FnOnce(&mut partguard::reject::ActuatorLink<'_>, &ActuatorShared, Duration),
     until: impl Fn(&SimLine) -> bool,
-) -> (SimLine, ActuatorShared) {
+) -> (SimLine, ActuatorShared, Option<Level>, Option<Level>) {
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let line = SimLine::new(clock.clone());
     let mut outputs = line.io().outputs;
@@ -195,6 +196,7 @@ fn actuator_until(
     let mut q = LinkQueue::new();
     let shared = ActuatorShared::default();
     shared.mark_alive(clock.now());
+    let mut levels = (None, None);
     std::thread::scope(|scope| {
         let ([mut link], join) = spawn_actuator(
             scope,
@@ -212,24 +214,32 @@ fn actuator_until(
         .unwrap();
         act(&mut link, &shared, clock.now());
         let t0 = std::time::Instant::now();
-        while !until(&line) && t0.elapsed() < Duration::from_secs(20) {
+        let mut held_since = None;
+        while held_since
+            .is_none_or(|t: std::time::Instant| t.elapsed() < Duration::from_millis(300))
+            && t0.elapsed() < Duration::from_secs(20)
+        {
+            if held_since.is_none() && until(&line) {
+                held_since = Some(std::time::Instant::now());
+            }
             shared.mark_alive(clock.now());
             join.thread().unpark();
             std::thread::sleep(Duration::from_millis(5));
         }
+        levels = (line.alarm.level(), line.ready.level());
         shared
             .stop
             .store(true, std::sync::atomic::Ordering::Release);
         join.thread().unpark();
         join.join().unwrap();
     });
-    (line, shared)
+    (line, shared, levels.0, levels.1)
 }
 
 #[test]
 fn a_reject_output_that_refuses_a_write_raises_the_alarm_and_holds_ready_inactive() {
     let _serial = serial();
-    let (line, shared) = actuator_until(
+    let (line, shared, alarm, ready) = actuator_until(
         Box::new(RefusesActive),
         |link, _, t0| {
             link.send(Msg::Register(PartStamp {
@@ -246,21 +256,16 @@ fn a_reject_output_that_refuses_a_write_raises_the_alarm_and_holds_ready_inactiv
         },
         |line| line.ready.level() == Some(Level::Inactive),
     );
-    // ready went inactive while the pipeline kept showing life: the refused write, not the exit
-    let ready = line.ready.edges();
+    // ready went inactive while the pipeline kept showing life (the refused write, not the exit),
+    // and both stay so: ready inactive and the alarm on, 300 ms later and past the alarm's hold
+    let edges = line.ready.edges();
     assert_eq!(
-        ready.first().map(|e| e.level),
+        edges.first().map(|e| e.level),
         Some(Level::Active),
-        "{ready:?}"
+        "{edges:?}"
     );
-    assert!(
-        ready.iter().any(|e| e.level == Level::Inactive),
-        "{ready:?}"
-    );
-    assert!(
-        line.alarm.edges().iter().any(|e| e.level == Level::Active),
-        "the alarm was raised"
-    );
+    assert_eq!(ready, Some(Level::Inactive), "{edges:?}");
+    assert_eq!(alarm, Some(Level::Active), "{:?}", line.alarm.edges());
     assert_eq!(shared.report.lock().unwrap().output_errors, 1);
 }
 
@@ -268,7 +273,7 @@ fn a_reject_output_that_refuses_a_write_raises_the_alarm_and_holds_ready_inactiv
 fn a_message_lost_on_a_full_link_raises_the_alarm() {
     let _serial = serial();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
-    let (line, _) = actuator_until(
+    let (line, _, _, ready) = actuator_until(
         Box::new(SimulatedLine::new(clock, 16)),
         |_, shared, _| {
             // what `ActuatorLink::send` does when a message still finds the link full after 20 ms
@@ -283,14 +288,7 @@ fn a_message_lost_on_a_full_link_raises_the_alarm() {
         "the alarm was raised"
     );
     // the ready output stays healthy: the station itself works
-    assert!(
-        line.ready
-            .edges()
-            .iter()
-            .take_while(|e| e.level == Level::Active)
-            .count()
-            >= 1
-    );
+    assert_eq!(ready, Some(Level::Active), "{:?}", line.ready.edges());
 }
 
 #[test]

@@ -351,12 +351,18 @@ impl EncoderPosition {
     /// `n` ticks, all at `at` (ticks the kernel dropped, counted with the edge after them);
     /// wakes the waiting thread when its count is reached.
     pub fn ticks_at(&self, n: u64, at: Duration) {
-        let first = self.count.load(Ordering::SeqCst);
-        for k in first..first + n.min(TICK_HISTORY as u64) {
-            self.ticks[(k % TICK_HISTORY as u64) as usize]
-                .store(at.as_nanos() as u64, Ordering::Release);
+        let history = TICK_HISTORY as u64;
+        // Ticks the history cannot hold are counted without a time; then one at a time, each
+        // slot written before the count that makes `count_at` read it (as for a single tick).
+        if n > history {
+            self.count.fetch_add(n - history, Ordering::SeqCst);
         }
-        let c = self.count.fetch_add(n, Ordering::SeqCst) + n;
+        for _ in 0..n.min(history) {
+            let k = self.count.load(Ordering::SeqCst);
+            self.ticks[(k % history) as usize].store(at.as_nanos() as u64, Ordering::Release);
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+        let c = self.count();
         if c >= self.wake_at.load(Ordering::SeqCst) {
             if let Some(t) = self.waiter.get() {
                 t.unpark();

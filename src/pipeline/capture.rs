@@ -342,7 +342,7 @@ impl CaptureLoop<'_> {
             let convert = self.clock.now().saturating_sub(t0);
             self.end.convert.record(convert);
             if let Err(e) = converted {
-                log::warn!("part {}: {e}", stamp.seq);
+                log::warn!("part {}: {e} ({})", stamp.seq, self.source.describe());
                 let _ = free.push(slot_index);
                 self.fail_part(stamp.seq, Fault::BadFrame, stamp.time, count);
                 continue;
@@ -375,26 +375,29 @@ pub(super) fn trigger_thread(
     telemetry: Option<&Telemetry>,
 ) {
     let mut seq = 0u64;
-    let mut last_count = None;
+    let mut last_counts = None;
     let mut stall_log = crate::stats::LogThrottle::new(Duration::from_secs(1));
     let watched = watch_trigger(
         &mut *input,
         settings.debounce,
         || !flags.capture_stop.load(Ordering::Acquire),
         |at| {
-            let count = position.map(|p| p.count_at(at));
-            if count.is_some() && count == last_count {
+            // The count at the edge, and the count read now (the counting thread may lag the
+            // edges; the live count also moves past the history `count_at` looks back through).
+            let counts = position.map(|p| (p.count_at(at), p.count()));
+            let count = counts.map(|(c, _)| c);
+            if counts.is_some() && counts == last_counts {
                 // Two parts passed the photo-eye and the conveyor did not move one tick: the
                 // encoder is not counting, and the rejects, due at counts, would never fire.
                 if let Some(more) = stall_log.allow(at) {
                     log::error!(
-                        "part {seq}: no encoder tick since the last part passed the photo-eye: the encoder is not counting; check its wiring and [encoder] (alarm raised){}",
+                        "part {seq}: no encoder tick counted since the last part passed the photo-eye: the encoder is not counting (check its wiring and [encoder]) or its thread is not keeping up; alarm raised{}",
                         crate::stats::suppressed(more)
                     );
                 }
                 link.send(Msg::Alarm { at });
             }
-            last_count = count;
+            last_counts = counts;
             let stamp = PartStamp {
                 seq,
                 time: at,
@@ -438,7 +441,8 @@ pub(super) fn encoder_thread(
                 if e.lost > 0 {
                     if let Some(more) = dropped_log.allow(e.at) {
                         log::warn!(
-                            "encoder: the kernel dropped {} edges (the reading thread fell behind); counted at the next edge's time{}",
+                            "encoder {}: the kernel dropped {} edges (the reading thread fell behind); counted at the next edge's time{}",
+                            input.describe(),
                             e.lost,
                             crate::stats::suppressed(more)
                         );
