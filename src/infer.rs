@@ -1,10 +1,10 @@
 //! Inference with `tract-onnx`: the model is read, checked against the partguard contract, typed,
 //! optimized and planned once; per frame it yields an image score and an anomaly map. With the
-//! `onnxruntime` feature, [`onnxruntime::OrtEngine`] runs the same contract through ONNX Runtime
+//! `onnxruntime` feature, `onnxruntime::OrtEngine` runs the same contract through ONNX Runtime
 //! (and, with `tensorrt`, TensorRT); [`load_engine`] picks what `model.engine` names.
 //!
 //! The contract is defined once, in `models/contract.json` ([`contract`]): input `image`
-//! [1, 3, H, W] f32 RGB; outputs `anomaly_map` [1, 1, H, W] f32 and `score` [1] f32;
+//! `[1, 3, H, W]` f32 RGB; outputs `anomaly_map` `[1, 1, H, W]` f32 and `score` `[1]` f32;
 //! `partguard.*` metadata giving the input size and pixel scaling.
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@
 //! SCHED_FIFO, [`service`] speaks systemd's notify protocol (readiness, watchdog). [`config`] reads the TOML file, [`eval`] scores labelled folders, [`calibrate`] learns
 //! the threshold from good parts, [`drift`] watches it, [`telemetry`] serves the page, `/metrics` and
 //! MQTT beside the line, [`commands`] holds what the subcommands of
-//! the binary do, each building its stages from the config through [`line`], the one composition
+//! the binary do, each building its stages from the config through [`mod@line`], the one composition
 //! root.
 
 pub mod archive;

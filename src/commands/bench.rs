@@ -46,7 +46,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
     /// Write the fastest engine and thread count (and model, among several --model) into the
-    /// config file's [model] (comments kept). Default engines: every one built in.
+    /// config file's `[model]` (comments kept). Default engines: every one built in.
     #[arg(long)]
     pub pick: bool,
 }
@@ -218,7 +218,7 @@ pub fn fastest(results: &[BenchResult]) -> Option<&BenchResult> {
     })
 }
 
-/// `partguard bench --pick`: [`bench`] over the plan (default: every engine built in, thread
+/// `partguard bench --pick`: [`fn@bench`] over the plan (default: every engine built in, thread
 /// counts [`default_pick_threads`]), then the fastest engine and thread count (and model, when
 /// several were given) written into the config file's `[model]`. A different model than the
 /// config's needs its own threshold: with a fixed `decision.threshold` only the config's model is

@@ -45,10 +45,10 @@ pub struct MqttConfig {
     pub client_cert_file: Option<PathBuf>,
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
-    /// MQTT client id; default "partguard-<hostname>".
+    /// MQTT client id; default `partguard-<hostname>`.
     #[serde(default)]
     pub client_id: Option<String>,
-    /// Topics start with this; default "partguard/<hostname>".
+    /// Topics start with this; default `partguard/<hostname>`.
     #[serde(default)]
     pub topic_prefix: Option<String>,
     /// 0 (at most once) or 1 (at least once; the broker acknowledges, resent after a reconnect).

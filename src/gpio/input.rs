@@ -297,7 +297,7 @@ const TICK_HISTORY: usize = 1024;
 
 /// The encoder's tick count, shared by the counting thread and the reject actuator. The actuator
 /// says which count it waits for; the counter wakes it when the count gets there. The last
-/// [`TICK_HISTORY`] tick times are kept so a frame or a trigger edge gets the count at its own
+/// `TICK_HISTORY` (1024) tick times are kept so a frame or a trigger edge gets the count at its own
 /// timestamp, not at the (later) moment it was read.
 #[derive(Debug)]
 pub struct EncoderPosition {

@@ -3,7 +3,7 @@
 //!
 //! Implementations: [`SimulatedLine`] (records timestamped edges; default run and tests),
 //! [`CdevLine`] (Linux GPIO character device via `gpiocdev`; Jetson and any Linux board) and, with the
-//! `rpi` feature, [`RpiLine`] (rppal on a Raspberry Pi).
+//! `rpi` feature, `RpiLine` (rppal on a Raspberry Pi).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -12,7 +12,7 @@
 //! own `Resize::eval`).
 //!
 //! Byte maps resized with weights in quarters (bilinear x2 with half-pixel centres, nearest) are
-//! computed in integers ([`Quarters`]): each output is then an exact multiple of 1/16 of the
+//! computed in integers (`Quarters`): each output is then an exact multiple of 1/16 of the
 //! input bytes, which tract reaches through f32 with no rounding on plain bytes (so the bytes are
 //! tract's, bit for bit) and with f32 rounding on quantized ones, whose exact value is rounded
 //! half to even here. tract's f32 chain lands on either side of a tie (an exact half), so a

@@ -131,7 +131,7 @@ pub struct RunOptions {
 /// still between camera and ejector are tracked to the end; every output is left in its safe state.
 ///
 /// The steps: spawn the reject actuator, the input threads (encoder, trigger) and the capture
-/// thread; run the [`InferenceLoop`] on this thread; then wind down ([`wind_down`]): join every
+/// thread; run the `InferenceLoop` on this thread; then wind down (`wind_down`): join every
 /// thread, keep the first failure, and report the counts.
 pub fn run(
     inspector: &mut Inspector,
