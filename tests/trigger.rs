@@ -56,3 +56,44 @@ fn a_path_that_is_not_a_socket_is_never_replaced() {
     let err = SocketTrigger::bind(&missing).err().unwrap();
     assert!(err.to_string().contains("no/such/dir"), "{err}");
 }
+
+#[test]
+fn edges_the_kernel_dropped_on_the_photo_eye_are_reported_beside_the_parts() {
+    use partguard::clock::{Clock, MonotonicClock};
+    use partguard::gpio::{watch_trigger, InputEdge, SimulatedInput, TriggerEvent};
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(MonotonicClock);
+    let t0 = clock.now();
+    let ms = Duration::from_millis;
+    let edge = |at, lost| InputEdge {
+        at,
+        rising: true,
+        lost,
+    };
+    // parts at 0 and 100 ms; 3 edges dropped before the one at 200 ms
+    let mut input = SimulatedInput::new(
+        clock.clone(),
+        vec![edge(t0, 0), edge(t0 + ms(100), 0), edge(t0 + ms(200), 3)],
+    );
+    let events = std::cell::RefCell::new(Vec::new());
+    let end = t0 + ms(200);
+    watch_trigger(
+        &mut input,
+        ms(5),
+        || events.borrow().len() < 4 && clock.now() < end + Duration::from_secs(20),
+        |e| events.borrow_mut().push(e),
+    )
+    .unwrap();
+    let events = events.into_inner();
+    assert_eq!(
+        events,
+        [
+            TriggerEvent::Part(t0),
+            TriggerEvent::Part(t0 + ms(100)),
+            TriggerEvent::Dropped {
+                at: t0 + ms(200),
+                edges: 3
+            },
+            TriggerEvent::Part(t0 + ms(200)),
+        ]
+    );
+}

@@ -13,7 +13,7 @@ use crate::collect::{
 };
 use crate::commands::report::Progress;
 use crate::config::{Config, ConfigError};
-use crate::gpio::{watch_trigger, EdgeInput};
+use crate::gpio::{watch_trigger, EdgeInput, TriggerEvent};
 use crate::line::{Line, Pacing};
 use crate::pipeline::TriggerMatcher;
 use crate::Error;
@@ -221,10 +221,17 @@ fn trigger_edges(
         &mut *input,
         debounce,
         || !inputs_stop.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed),
-        |at| {
-            if tx.try_send(at).is_err() {
-                log::warn!("too many triggers waiting for frames: one part is not collected");
+        |event| {
+            match event {
+            TriggerEvent::Part(at) => {
+                if tx.try_send(at).is_err() {
+                    log::warn!("too many triggers waiting for frames: one part is not collected");
+                }
             }
+            TriggerEvent::Dropped { edges, .. } => log::warn!(
+                "trigger: the kernel dropped {edges} edges (the reading thread fell behind): those parts are not collected"
+            ),
+        }
         },
     );
     if let Err(e) = watched {

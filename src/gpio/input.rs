@@ -272,20 +272,37 @@ impl Debouncer {
     }
 }
 
+/// What a photo-eye reports to [`watch_trigger`]'s caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerEvent {
+    /// A part: a debounced rising edge at this time.
+    Part(Duration),
+    /// The kernel dropped `edges` edges of the line before the one at `at` (its event buffer
+    /// overflowed): parts that passed the photo-eye untracked.
+    Dropped { at: Duration, edges: u32 },
+}
+
 /// A photo-eye trigger's loop, shared by the line and `collect`: waits for edges 50 ms at a time
-/// while `keep_going()` holds and calls `on_part(at)` for each debounced rising edge. Returns the
-/// input's error when it fails (the caller stops what the trigger drives).
+/// while `keep_going()` holds and calls `on_event` for each debounced rising edge and for each gap
+/// in the kernel's edges. Returns the input's error when it fails (the caller stops what the
+/// trigger drives).
 pub fn watch_trigger(
     input: &mut dyn EdgeInput,
     debounce: Duration,
     keep_going: impl Fn() -> bool,
-    mut on_part: impl FnMut(Duration),
+    mut on_event: impl FnMut(TriggerEvent),
 ) -> Result<(), GpioError> {
     let mut debouncer = Debouncer::new(debounce);
     while keep_going() {
         if let Some(e) = input.wait_edge(Duration::from_millis(50))? {
+            if e.lost > 0 {
+                on_event(TriggerEvent::Dropped {
+                    at: e.at,
+                    edges: e.lost,
+                });
+            }
             if e.rising && debouncer.accept(e.at) {
-                on_part(e.at);
+                on_event(TriggerEvent::Part(e.at));
             }
         }
     }

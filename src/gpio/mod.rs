@@ -8,7 +8,7 @@ pub mod output;
 
 pub use input::{
     watch_trigger, CdevInput, Debouncer, EdgeInput, Edges, EncoderPosition, InputEdge,
-    SimulatedInput, SocketTrigger,
+    SimulatedInput, SocketTrigger, TriggerEvent,
 };
 #[cfg(feature = "rpi")]
 pub use output::RpiLine;

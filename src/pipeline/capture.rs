@@ -14,7 +14,7 @@ use crate::capture::{to_rgb, CaptureError, FrameSource};
 use crate::clock::Clock;
 use crate::decide::Fault;
 use crate::gpio::GpioError;
-use crate::gpio::{watch_trigger, EdgeInput, EncoderPosition};
+use crate::gpio::{watch_trigger, EdgeInput, EncoderPosition, TriggerEvent};
 use crate::reject::{ActuatorLink, ActuatorShared, Msg};
 use crate::schedule::PartStamp;
 use crate::stats::{suppressed, LatencyWindow, LogThrottle};
@@ -381,7 +381,18 @@ pub(super) fn trigger_thread(
         &mut *input,
         settings.debounce,
         || !flags.capture_stop.load(Ordering::Acquire),
-        |at| {
+        |event| {
+            let at = match event {
+                TriggerEvent::Part(at) => at,
+                TriggerEvent::Dropped { at, edges } => {
+                    // Parts passed the photo-eye that no stage will ever see: the line is told.
+                    log::error!(
+                        "trigger: the kernel dropped {edges} edges (the reading thread fell behind): parts passed untracked; alarm raised"
+                    );
+                    link.send(Msg::Alarm { at });
+                    return;
+                }
+            };
             // The count at the edge, and the count read now (the counting thread may lag the
             // edges; the live count also moves past the history `count_at` looks back through).
             let counts = position.map(|p| (p.count_at(at), p.count()));
