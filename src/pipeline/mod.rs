@@ -488,6 +488,10 @@ fn wind_down(ended: Ended, w: WindDown<'_>) -> Result<(RunSummary, RunLatency), 
         ) = (c.archived, c.dropped, c.failed);
     }
     let latency = latency_of(w.stats, w.shared);
+    // The final stats file is in place before the page and MQTT say the run has ended.
+    if let Some(p) = w.stats_json {
+        write_json(p, &summary, w.stats, w.shared);
+    }
     if let Some(t) = w.telemetry {
         let final_counts = live_counts(LiveSources {
             stats: w.stats,
@@ -503,9 +507,6 @@ fn wind_down(ended: Ended, w: WindDown<'_>) -> Result<(RunSummary, RunLatency), 
             live.summary = summary;
             t.publish(&live);
         }
-    }
-    if let Some(p) = w.stats_json {
-        write_json(p, &summary, w.stats, w.shared);
     }
     if let Some(e) = failure {
         let c = &summary.counts;
